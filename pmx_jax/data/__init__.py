@@ -1,0 +1,43 @@
+"""NONMEM-style datasets: reading, validation and batching into padded pytrees."""
+
+from ._checks import check_compartments
+from ._dataset import Dataset
+from ._errors import (
+    CensoringError,
+    DatasetError,
+    InvalidDoseError,
+    InvalidValueError,
+    MissingColumnError,
+    MissingCovariateError,
+    MissingObservationError,
+    NegativeDoseError,
+    NonContiguousIdError,
+    NonNumericValueError,
+    SteadyStateError,
+    UnknownCompartmentError,
+    UnknownEvidError,
+    UnsortedTimeError,
+)
+from ._read import read_nonmem
+from ._subjects import Subjects
+
+__all__ = [
+    "CensoringError",
+    "Dataset",
+    "DatasetError",
+    "InvalidDoseError",
+    "InvalidValueError",
+    "MissingColumnError",
+    "MissingCovariateError",
+    "MissingObservationError",
+    "NegativeDoseError",
+    "NonContiguousIdError",
+    "NonNumericValueError",
+    "SteadyStateError",
+    "Subjects",
+    "UnknownCompartmentError",
+    "UnknownEvidError",
+    "UnsortedTimeError",
+    "check_compartments",
+    "read_nonmem",
+]

@@ -1,0 +1,63 @@
+"""Checks of a dataset against a model, run in Python before anything is traced."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import UnknownCompartmentError, format_id, where_many
+from ._subjects import Subjects
+
+if TYPE_CHECKING:
+    from ._dataset import Dataset
+
+
+def check_compartments(
+    data: Dataset | Subjects,
+    n_compartments: int,
+    *,
+    ids: Sequence[Any] | None = None,
+    model: str | None = None,
+) -> None:
+    """Raise :class:`UnknownCompartmentError` if a record's CMT is not 0..n_compartments.
+
+    CMT 0 means "the model's default compartment" and is always allowed; NONMEM's
+    negative CMT (turning a compartment off) and the output compartment
+    (``n_compartments + 1``) are not supported.
+
+    Args:
+        data: a :class:`Dataset`, or :class:`Subjects` (padding records are skipped).
+        n_compartments: number of compartments of the model's dynamics.
+        ids: subject IDs for messages when ``data`` is a Subjects (``Dataset.ids``);
+            otherwise subjects are named by their 0-based index.
+        model: the model's name, for the message.
+    """
+    if isinstance(data, Subjects):
+        valid = np.asarray(data.valid)
+        cmt = np.asarray(data.cmt)[valid]
+        rows = np.asarray(data.row)[valid]
+        subject = np.nonzero(valid)[0]
+        names = (
+            np.asarray(ids, dtype=object)[subject]
+            if ids is not None
+            else np.array([f"index {s}" for s in subject], dtype=object)
+        )
+    else:
+        cmt = data.records["cmt"].to_numpy()
+        rows = data.records["row"].to_numpy()
+        names = data.records["id"].to_numpy()
+    bad = np.flatnonzero((cmt < 0) | (cmt > n_compartments))
+    if not bad.size:
+        return
+    # An ADDL dose shares its source row: name each row once.
+    _, first = np.unique(rows[bad], return_index=True)
+    bad = bad[np.sort(first)]
+    who = model or "the model"
+    raise UnknownCompartmentError(
+        f"Column CMT is {int(cmt[bad[0]])} on {where_many(rows[bad], names[bad])}, but {who} has "
+        f"{n_compartments} compartment{'s' if n_compartments != 1 else ''} (CMT 1-{n_compartments}, "
+        f"or 0 for the default). Renumber CMT to the model's compartments (ID "
+        f"{format_id(names[bad[0]])} first)."
+    )

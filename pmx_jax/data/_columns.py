@@ -1,0 +1,169 @@
+"""Column roles (NONMEM data items) and parsing of their values.
+
+A column's role is found from its name, case-insensitively (``time`` and ``Time``
+are TIME), or from the ``columns={"their_name": "ROLE"}`` mapping of
+:func:`~pmx_jax.data.read_nonmem`.  Everything that is not a role is a covariate
+candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ._errors import (
+    DatasetError,
+    MissingColumnError,
+    NonNumericValueError,
+    where_many,
+)
+
+#: NONMEM data items (and the censoring items of Monolix/nlmixr2) that have a role.
+ROLES: tuple[str, ...] = (
+    "ID",
+    "TIME",
+    "DV",
+    "AMT",
+    "EVID",
+    "MDV",
+    "CMT",
+    "RATE",
+    "II",
+    "ADDL",
+    "SS",
+    "DVID",
+    "OCC",
+    "CENS",
+    "LIMIT",
+    "LLOQ",
+)
+
+#: Other spellings recognised without a mapping.  BLQ is a 0/1 flag read as CENS.
+ALIASES: Mapping[str, str] = {"BLQ": "CENS"}
+
+#: Strings that mean "missing" in NONMEM and R exports.
+MISSING_STRINGS: tuple[str, ...] = (".", "")
+
+
+def resolve_roles(table_columns: list[str], columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Map each role to the table column that carries it.
+
+    ``columns`` maps the table's own names onto roles (both case-insensitive).
+    Raises :class:`MissingColumnError` for a mapped column that is absent or a
+    required role (ID, TIME, and DV or AMT) that no column carries.
+    """
+    by_upper: dict[str, list[str]] = {}
+    for name in table_columns:
+        by_upper.setdefault(name.upper(), []).append(name)
+
+    roles: dict[str, str] = {}
+    mapped: set[str] = set()
+
+    def assign(role: str, column: str) -> None:
+        if role in roles and roles[role] != column:
+            raise DatasetError(
+                f"Columns {roles[role]!r} and {column!r} both give {role}; "
+                f"drop or rename one of them (or map one to another role with columns=...)."
+            )
+        roles[role] = column
+
+    for theirs, role in (columns or {}).items():
+        role_upper = str(role).upper()
+        role_upper = ALIASES.get(role_upper, role_upper)
+        if role_upper not in ROLES:
+            raise DatasetError(
+                f"columns={{{theirs!r}: {role!r}}}: {role!r} is not a NONMEM data item; "
+                f"use one of {', '.join(ROLES)} (or BLQ)."
+            )
+        matches = by_upper.get(str(theirs).upper(), [])
+        if not matches:
+            raise MissingColumnError(
+                f"columns= maps {theirs!r} to {role_upper}, but the table has no column "
+                f"{theirs!r}; its columns are {', '.join(table_columns)}."
+            )
+        if len(matches) > 1:
+            raise DatasetError(
+                f"Columns {matches} differ only in case; rename one so {theirs!r} is unambiguous."
+            )
+        assign(role_upper, matches[0])
+        mapped.add(matches[0])
+
+    for name in table_columns:
+        if name in mapped:
+            continue
+        role = ALIASES.get(name.upper(), name.upper())
+        if role in ROLES and role not in roles:
+            roles[role] = name
+        elif role in ROLES:
+            assign(role, name)
+
+    missing = [r for r in ("ID", "TIME") if r not in roles]
+    if "DV" not in roles and "AMT" not in roles:
+        missing.append("DV or AMT")
+    if missing:
+        raise MissingColumnError(
+            f"The dataset has no {' and no '.join(missing)} column; its columns are "
+            f"{', '.join(table_columns)}. Rename the column, or map it with "
+            f'read_nonmem(..., columns={{"your_name": "{missing[0].split()[0]}"}}).'
+        )
+    return roles
+
+
+def normalise_text(values: pd.Series) -> pd.Series:
+    """Strip text cells and turn NONMEM/R missing markers ('.' and '') into NA."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values
+    text = values.astype("string").str.strip()
+    return text.mask(text.isin(MISSING_STRINGS))
+
+
+def is_numeric_column(values: pd.Series) -> bool:
+    """True when every non-missing cell reads as a number."""
+    values = normalise_text(values)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return True
+    parsed = pd.to_numeric(values, errors="coerce")
+    return not bool((parsed.isna() & values.notna()).any())
+
+
+def numeric(values: pd.Series, column: str, role: str, ids: np.ndarray) -> np.ndarray:
+    """A column as float64, NaN where missing; text raises :class:`NonNumericValueError`."""
+    values = normalise_text(values)
+    if pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=np.float64)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero((parsed.isna() & values.notna()).to_numpy())
+    if bad.size:
+        first = values.iloc[bad[0]]
+        raise NonNumericValueError(
+            f"Column {column!r} ({role}) must be numeric, but {where_many(bad, ids[bad])} "
+            f"hold{'s' if bad.size == 1 else ''} text such as {first!r}. Replace it with a "
+            f"number, or with '.' where the value is missing."
+        )
+    return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def levels_and_codes(values: pd.Series, use: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """Levels of a DVID/OCC-like column and the 0-based level index of every record.
+
+    Levels are taken from the records where ``use`` is True: numbers in increasing
+    order (DVID 1 before DVID 2), text in order of first appearance (as users list
+    endpoints: warfarin's "cp" then "pca").  Records whose value is not a level
+    (or missing) get code -1; the caller decides whether that matters.
+    """
+    values = normalise_text(values)
+    if is_numeric_column(values):
+        lookup = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        keys = np.unique(lookup[use & ~np.isnan(lookup)])
+        # Show DVID 1, not 1.0, when the numbers are whole.
+        levels = tuple(int(k) if float(k).is_integer() else float(k) for k in keys)
+    else:
+        lookup = values.to_numpy(dtype=object, na_value=None)
+        keys = pd.unique(values[use].dropna())
+        levels = tuple(str(k) for k in keys)
+    codes = pd.Index(keys).get_indexer(lookup).astype(np.int64)
+    return levels, codes

@@ -1,0 +1,338 @@
+"""NONMEM (PREDPP) event semantics for one subject, as a pure JAX function.
+
+A subject's history becomes a list of *points* in time:
+
+* one point per data record (observations, resets, the dose records themselves,
+  where steady state is imposed);
+* for every dose, the moment it enters its compartment (record time + lag) and,
+  for zero-order inputs, the moment the infusion stops;
+* for steady-state infusions, the moments the infusions of earlier (virtual)
+  doses that are still running stop.
+
+Points are sorted by time; ties keep data order, and a dose's own points come
+right after its record, so a sample at the dose time sees the dose.  A single
+``lax.scan`` moves the amounts from point to point with the dynamics'
+``propagate`` (closed form or ODE, the same code path for both), applying each
+point's event.  Lag times, bioavailability, modelled rates and durations enter
+only through times and amounts, so derivatives with respect to them are exact.
+
+Per-compartment dose modifiers are read from the individual parameters under
+NONMEM's names: ``F1``/``f1`` (bioavailability), ``ALAG1``/``alag1`` (lag time),
+``R1``/``r1`` (modelled rate, RATE = -1), ``D1``/``d1`` (modelled duration,
+RATE = -2), where the digit is the compartment number.
+
+Which parameters move the system between two points follows NONMEM: the
+interval that ends at a data record uses that record's parameters, and events in
+between (lagged doses, infusion ends) use those of the next data record.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ..data._subjects import Subjects
+from ..dynamics._base import AbstractDynamics, Params
+from ._plan import EventPlan
+
+# Point kinds.
+_RECORD, _START, _END, _NOOP = 0, 1, 2, 3
+
+
+def dose_modifier(params: Params, prefix: str, n_cmt: int, default: float, like: Array) -> Array:
+    """Stack ``PREFIX<k>`` (either case) for compartments k = 1..n_cmt into an
+    array of shape ``like.shape + (n_cmt,)``; absent ones take ``default``."""
+    columns = []
+    for k in range(1, n_cmt + 1):
+        value = params.get(f"{prefix.upper()}{k}", params.get(f"{prefix.lower()}{k}"))
+        if value is None:
+            value = jnp.full(like.shape, default, dtype=like.dtype)
+        columns.append(jnp.broadcast_to(value, like.shape).astype(like.dtype))
+    return jnp.stack(columns, axis=-1)
+
+
+class _Doses(eqx.Module):
+    """Everything about each dose slot that does not depend on the history."""
+
+    record: Int[Array, " n_dose"]
+    valid: Bool[Array, " n_dose"]
+    cmt: Int[Array, " n_dose"]
+    amount: Float[Array, " n_dose"]  # F * AMT
+    rate: Float[Array, " n_dose"]  # zero-order input rate (0 for a bolus)
+    duration: Float[Array, " n_dose"]
+    is_infusion: Bool[Array, " n_dose"]
+    is_constant: Bool[Array, " n_dose"]  # SS with AMT 0, RATE > 0: infusion to steady state
+    start: Float[Array, " n_dose"]  # record time + lag
+    ss: Int[Array, " n_dose"]
+    ii: Float[Array, " n_dose"]
+    lag: Float[Array, " n_dose"]
+
+
+def _dose_table(subject: Subjects, plan_record, plan_valid, params: Params, n_cmt: int) -> _Doses:
+    r = plan_record
+    dtype = subject.time.dtype
+    cmt = jnp.where(subject.cmt[r] > 0, subject.cmt[r] - 1, 0)
+    like = subject.time
+    bioav = jnp.take_along_axis(dose_modifier(params, "F", n_cmt, 1.0, like)[r], cmt[:, None], 1)[:, 0]
+    lag = jnp.take_along_axis(dose_modifier(params, "ALAG", n_cmt, 0.0, like)[r], cmt[:, None], 1)[:, 0]
+    modelled_rate = jnp.take_along_axis(
+        dose_modifier(params, "R", n_cmt, 1.0, like)[r], cmt[:, None], 1
+    )[:, 0]
+    modelled_duration = jnp.take_along_axis(
+        dose_modifier(params, "D", n_cmt, 1.0, like)[r], cmt[:, None], 1
+    )[:, 0]
+    amt = subject.amt[r]
+    rate_column = subject.rate[r]
+    amount = bioav * amt
+    is_infusion = plan_valid & (rate_column != 0)
+    is_constant = is_infusion & (subject.ss[r] > 0) & (amt == 0)
+    rate = jnp.where(
+        rate_column > 0,
+        rate_column,
+        jnp.where(
+            rate_column == -1,
+            modelled_rate,
+            amount / jnp.where(rate_column == -2, modelled_duration, 1.0),
+        ),
+    )
+    rate = jnp.where(is_infusion, rate, 0.0)
+    safe_rate = jnp.where(is_infusion & (rate != 0), rate, 1.0)
+    duration = jnp.where(
+        rate_column == -2, modelled_duration, jnp.where(is_infusion, amount / safe_rate, 0.0)
+    )
+    duration = jnp.where(is_constant, 0.0, duration)
+    return _Doses(
+        record=r,
+        valid=plan_valid,
+        cmt=cmt,
+        amount=jnp.where(plan_valid, amount, 0.0),
+        rate=rate,
+        duration=duration.astype(dtype),
+        is_infusion=is_infusion,
+        is_constant=is_constant,
+        start=subject.time[r] + lag,
+        ss=jnp.where(plan_valid, subject.ss[r], 0),
+        ii=subject.ii[r],
+        lag=lag,
+    )
+
+
+def _tree_index(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _steady_state(dynamics: AbstractDynamics, params: Params, dose: _Doses, n_overlap: int):
+    """Amounts and running infusion rates at a steady-state dose *record* (one slot).
+
+    The periodic steady state is taken just before a dose (the trough), found
+    from the map "trough -> next trough" over one interval II; for a constant
+    infusion to steady state (AMT 0, RATE > 0) the map over any interval has the
+    same fixed point.  The record time lies ``lag`` before the dose enters, so
+    NONMEM moves the steady-state profile by ``II - lag`` from the dose instant
+    (backwards when the lag exceeds the interval, which is what NONMEM does).
+    """
+    n_cmt = dynamics.n_compartments
+    unit = jax.nn.one_hot(dose.cmt, n_cmt, dtype=dose.amount.dtype)
+    bolus = jnp.where(dose.is_infusion, 0.0, dose.amount) * unit
+    rate = dose.rate * unit
+    ii = jnp.where(dose.ii > 0, dose.ii, 1.0)
+
+    def profile(trough, phase):
+        # Amounts ``phase`` after a dose given on top of ``trough``; doses every ii
+        # before it whose infusions still run: dose j (0 = this one) runs until
+        # D - j*ii, so on (e_{k+1}, e_k] exactly k+1 infusions are running.
+        amounts = trough + bolus
+        if n_overlap == 0:
+            return dynamics.propagate(params, amounts, phase, jnp.where(dose.is_constant, rate, 0.0 * rate))
+        previous = jnp.zeros_like(phase)
+        forward = amounts
+        for k in range(n_overlap, -1, -1):
+            edge = jnp.clip(dose.duration - k * ii, 0.0, jnp.maximum(phase, 0.0))
+            count = jnp.where(dose.is_constant, 1.0, k + 1.0)
+            forward = dynamics.propagate(params, forward, edge - previous, count * rate)
+            previous = edge
+        tail_rate = jnp.where(dose.is_constant, 1.0, 0.0) * rate
+        forward = dynamics.propagate(params, forward, jnp.maximum(phase, 0.0) - previous, tail_rate)
+        # NONMEM moves backwards (lag longer than the interval) in one step at the
+        # input rate running just after the dose.
+        ks = jnp.arange(0, n_overlap + 1, dtype=ii.dtype)
+        count0 = jnp.sum(ks * ii < dose.duration)
+        backward = dynamics.propagate(params, amounts, jnp.minimum(phase, 0.0), count0 * rate)
+        return jnp.where(phase >= 0, forward, backward)
+
+    def period_map(trough):
+        return profile(trough, ii)
+
+    zero = jnp.zeros(n_cmt, dtype=dose.amount.dtype)
+    if dynamics.is_linear:
+        offset = period_map(zero)
+        transition = jax.jacfwd(period_map)(zero)
+        trough = jnp.linalg.solve(jnp.eye(n_cmt, dtype=offset.dtype) - transition, offset)
+    else:
+        from ..dynamics._steady_state import periodic_steady_state
+
+        trough, _ = periodic_steady_state(lambda x, _: period_map(x), zero, None, linear=False)
+    amounts = profile(trough, ii - dose.lag)
+    # Infusions of earlier doses still running at the record time: dose k
+    # (k >= 1 intervals before the one at record time + lag) runs while
+    # k*ii < lag + duration.
+    ks = jnp.arange(1, max(n_overlap, 1) + 1, dtype=ii.dtype)
+    running = jnp.sum(
+        (ks * ii < dose.lag + dose.duration) & ((ks - 1) * ii < dose.duration) & (n_overlap > 0)
+    )
+    # A steady state reached by constant infusion (AMT 0) leaves no infusion running
+    # after the record: NONMEM 7 (reference case nmtest ID 26) lets the system decay.
+    running = jnp.where(dose.is_constant, 0.0, running)
+    return amounts, running * rate
+
+
+class EngineResult(eqx.Module):
+    """Amounts in every compartment right after each record was processed."""
+
+    amounts: Float[Array, "n_rec n_cmt"]
+    ok: Bool[Array, ""]
+
+
+def record_amounts(
+    dynamics: AbstractDynamics,
+    subject: Subjects,
+    params: Params,
+    dose_record: Int[Array, " n_dose"],
+    dose_valid: Bool[Array, " n_dose"],
+    *,
+    has_ss: bool,
+    max_ss_overlap: int,
+) -> EngineResult:
+    """Compartment amounts at each record of one subject (un-batched arrays).
+
+    ``params`` maps parameter names to per-record values (shape ``(n_rec,)``).
+    """
+    n_rec = subject.time.shape[0]
+    n_cmt = dynamics.n_compartments
+    dtype = subject.time.dtype
+    doses = _dose_table(subject, dose_record, dose_valid, params, n_cmt)
+    n_dose = dose_record.shape[0]
+    n_virtual = max_ss_overlap if has_ss else 0
+
+    # --- points -------------------------------------------------------------------
+    record_ids = jnp.arange(n_rec)
+    dose_seq = 3 * doses.record
+    times = [subject.time, doses.start, doses.start + doses.duration]
+    seqs = [3 * record_ids, dose_seq + 1, dose_seq + 2]
+    kinds = [
+        jnp.where(subject.valid, _RECORD, _NOOP),
+        jnp.where(doses.valid & ~doses.is_constant, _START, _NOOP),
+        jnp.where(doses.valid & doses.is_infusion & ~doses.is_constant, _END, _NOOP),
+    ]
+    slots = [record_ids, jnp.arange(n_dose), jnp.arange(n_dose)]
+    if n_virtual:
+        k = jnp.arange(1, n_virtual + 1, dtype=dtype)
+        ends = doses.start[:, None] + doses.duration[:, None] - k[None, :] * doses.ii[:, None]
+        running = (
+            (doses.ss[:, None] > 0)
+            & doses.is_infusion[:, None]
+            & ~doses.is_constant[:, None]
+            & (k[None, :] * doses.ii[:, None] < doses.lag[:, None] + doses.duration[:, None])
+            & ((k[None, :] - 1) * doses.ii[:, None] < doses.duration[:, None])
+        )
+        times.append(ends.reshape(-1))
+        seqs.append(jnp.repeat(dose_seq + 2, n_virtual))
+        kinds.append(jnp.where(running, _END, _NOOP).reshape(-1))
+        slots.append(jnp.repeat(jnp.arange(n_dose), n_virtual))
+        # The last virtual dose may outlast an interval but never n_virtual of them.
+        doses = eqx.error_if(
+            doses,
+            jnp.any(
+                doses.valid
+                & (doses.ss > 0)
+                & doses.is_infusion
+                & ~doses.is_constant
+                & (doses.duration >= n_virtual * doses.ii)
+            ),
+            "a steady-state infusion lasts longer than max_ss_overlap dosing intervals; "
+            "raise max_ss_overlap",
+        )
+    time = jnp.concatenate(times)
+    seq = jnp.concatenate(seqs)
+    kind = jnp.concatenate(kinds)
+    slot = jnp.concatenate(slots)
+    order = jnp.lexsort((seq, time))
+    time, seq, kind, slot = time[order], seq[order], kind[order], slot[order]
+
+    # Parameters for the interval ending at each point: the next data record's.
+    is_record = kind == _RECORD
+    next_record = jax.lax.cummin(jnp.where(is_record, slot, n_rec - 1), reverse=True)
+    point_params = jax.tree_util.tree_map(lambda v: v[next_record], params)
+
+    if has_ss:
+        ss_amounts, ss_rates = jax.vmap(
+            lambda p, d: _steady_state(dynamics, p, d, max_ss_overlap)
+        )(_tree_index(params, doses.record), doses)
+        # A record that is itself an SS dose: map record -> its dose slot.
+        record_slot = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].set(
+            jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), 0)
+        )
+        record_ss = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].max(
+            jnp.where(doses.valid, doses.ss, 0)
+        )
+    else:
+        ss_amounts = ss_rates = record_slot = record_ss = None
+
+    init_params = _tree_index(params, 0)
+    init = (
+        dynamics.initial_amounts(init_params).astype(dtype),
+        jnp.zeros(n_cmt, dtype=dtype),
+        jnp.asarray(-1, dtype=seq.dtype),
+        time[0],
+    )
+    unit_vectors = jnp.eye(n_cmt, dtype=dtype)
+    evid = subject.evid
+
+    def step(carry, point):
+        amounts, rates, last_reset, t_prev = carry
+        t, s, k, j, p = point
+        amounts = dynamics.propagate(p, amounts, t - t_prev, rates)
+
+        # A data record: resets, and steady state imposed at SS dose records.
+        reset = (k == _RECORD) & ((evid[j] == 3) | (evid[j] == 4))
+        amounts = jnp.where(reset, dynamics.initial_amounts(p).astype(dtype), amounts)
+        rates = jnp.where(reset, 0.0, rates)
+        last_reset = jnp.where(reset, s, last_reset)
+        if has_ss:
+            d = record_slot[j]
+            ss_kind = jnp.where(k == _RECORD, record_ss[j], 0)
+            amounts = jnp.where(ss_kind == 1, ss_amounts[d], amounts)
+            rates = jnp.where(ss_kind == 1, ss_rates[d], rates)
+            last_reset = jnp.where(ss_kind == 1, s, last_reset)
+            amounts = jnp.where(ss_kind == 2, amounts + ss_amounts[d], amounts)
+            rates = jnp.where(ss_kind == 2, rates + ss_rates[d], rates)
+
+        # Dose points act only if no reset came between their record and now.
+        alive = s - s % 3 >= last_reset
+        d = jnp.where(k == _RECORD, 0, j)
+        unit = unit_vectors[doses.cmt[d]]
+        start = (k == _START) & alive
+        amounts = amounts + jnp.where(start & ~doses.is_infusion[d], doses.amount[d], 0.0) * unit
+        rates = rates + jnp.where(start, doses.rate[d], 0.0) * unit
+        rates = rates - jnp.where((k == _END) & alive, doses.rate[d], 0.0) * unit
+        return (amounts, rates, last_reset, t), amounts
+
+    _, trajectory = jax.lax.scan(step, init, (time, seq, kind, slot, point_params))
+    # Amounts after each record's own point.
+    position = jnp.zeros(n_rec, dtype=jnp.int32).at[jnp.where(is_record, slot, n_rec)].set(
+        jnp.arange(time.shape[0], dtype=jnp.int32), mode="drop"
+    )
+    amounts = trajectory[position]
+    ok = jnp.all(jnp.isfinite(amounts) | ~subject.valid[:, None])
+    return EngineResult(amounts=amounts, ok=ok)
+
+
+def batch_record_amounts(dynamics: AbstractDynamics, subjects: Subjects, params, plan: EventPlan):
+    """:func:`record_amounts` vmapped over the subject axis."""
+    return jax.vmap(
+        lambda s, p, r, v: record_amounts(
+            dynamics, s, p, r, v, has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap
+        )
+    )(subjects, params, plan.dose_record, plan.dose_valid)

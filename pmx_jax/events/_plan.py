@@ -1,0 +1,56 @@
+"""Python-time preparation of the dosing events of a batch of subjects.
+
+Which records are doses, and whether steady-state or infusion machinery is
+needed at all, are properties of the data, known before tracing.  Fixing them
+here keeps the traced event engine free of data-dependent shapes and lets a
+dataset without steady state skip that work entirely.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from ..data._subjects import Subjects
+
+DOSE_EVIDS = (1, 4)
+
+
+class EventPlan(eqx.Module):
+    """Dose slots of each subject: ``dose_record[i, d]`` is the record index of
+    subject ``i``'s ``d``-th dose (``dose_valid`` False for padding slots).
+
+    Static flags say which machinery the data needs: steady state (``has_ss``)
+    and the number of earlier steady-state infusions that may still run when a
+    steady-state infusion dose is given (``max_ss_overlap``; 0 when the data has
+    no steady-state infusions)."""
+
+    dose_record: Int[Array, "n_sub n_dose"]
+    dose_valid: Bool[Array, "n_sub n_dose"]
+    has_ss: bool = eqx.field(static=True)
+    max_ss_overlap: int = eqx.field(static=True)
+
+
+def plan_events(subjects: Subjects, *, max_ss_overlap: int = 8) -> EventPlan:
+    """Build the :class:`EventPlan` of concrete (not traced) ``subjects``."""
+    evid = np.asarray(subjects.evid)
+    valid = np.asarray(subjects.valid)
+    rate = np.asarray(subjects.rate)
+    ss = np.asarray(subjects.ss)
+    is_dose = np.isin(evid, DOSE_EVIDS) & valid
+    n_dose = max(int(is_dose.sum(axis=1).max(initial=0)), 1)
+    # A stable sort of "not a dose" puts each subject's dose records first, in order.
+    order = np.argsort(~is_dose, axis=1, kind="stable")[:, :n_dose]
+    dose_valid = np.take_along_axis(is_dose, order, axis=1)
+    dose_record = np.where(dose_valid, order, 0).astype(np.int32)
+    ss_dose = is_dose & (ss > 0)
+    has_ss = bool(ss_dose.any())
+    has_ss_infusion = bool((ss_dose & (rate != 0)).any())
+    return EventPlan(
+        dose_record=jnp.asarray(dose_record),
+        dose_valid=jnp.asarray(dose_valid),
+        has_ss=has_ss,
+        max_ss_overlap=max_ss_overlap if has_ss_infusion else 0,
+    )

@@ -1,0 +1,238 @@
+"""Residual error models: the distribution of an observation given its
+individual prediction (NONMEM's $ERROR block, nlmixr2's ``~ add(...)``).
+
+Every error model says that ``T(y)`` is normal with mean ``T(f)`` and a
+variance that may depend on ``f``, where ``f`` is the individual prediction
+(IPRED) and ``T`` is the identity or, for :class:`Exponential`, the log
+(NONMEM's "transform both sides", LTBS).  Densities are on the transformed
+scale, without the Jacobian of ``T``, as NONMEM reports OFVs for LTBS models.
+
+Degenerate cases are returned as data, never as NaN, so that one bad record
+can be traced to its subject:
+
+- a variance of exactly zero (a proportional error with ``f = 0``, e.g. a
+  pre-dose observation): the density is undefined and ``log_likelihood`` is
+  ``-inf`` (NONMEM stops with an error here; use :class:`Combined2` or drop
+  the record); censored probabilities use the limit of the normal
+  distribution (a point mass at ``T(f)``), so a BLQ pre-dose record has
+  probability 1;
+- a log-scale model with ``y <= 0`` or ``f <= 0``: ``-inf`` likewise.
+
+In these cases gradients are finite (zero through the degenerate branch):
+each ``jnp.where`` is fed a safe value in the branch it discards.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.scipy.stats import norm
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _as_array(x: ArrayLike) -> Array:
+    # ``jnp.asarray`` also unwraps a Theta (through ``__jax_array__``), so
+    # ``Additive(f, self.add_sd)`` stores a plain array.
+    return jnp.asarray(x)
+
+
+class AbstractErrorModel(eqx.Module):
+    """Interface of a residual error model for one observation (or an array
+    of observations, elementwise).
+
+    Concrete models set ``prediction`` and implement :meth:`variance`; the
+    likelihood, censoring (M3) and sampling are shared here.
+    """
+
+    prediction: eqx.AbstractVar[Float[Array, "*shape"]]
+    # True for models whose residual is normal on the log scale.
+    log_scale: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def variance(self) -> Float[Array, "*shape"]:
+        """Residual variance on the transformed scale (``SD**2``, NONMEM's ``W**2``)."""
+
+    def transform(self, y: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """The scale on which the residual is normal (identity, or log)."""
+        y = jnp.asarray(y)
+        return jnp.log(y) if self.log_scale else y
+
+    def inverse_transform(self, z: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        z = jnp.asarray(z)
+        return jnp.exp(z) if self.log_scale else z
+
+    def mean(self) -> Float[Array, "*shape"]:
+        """Mean of ``transform(y)``: ``transform(prediction)``."""
+        return self.transform(self.prediction)
+
+    def standard_deviation(self) -> Float[Array, "*shape"]:
+        """Residual standard deviation on the transformed scale."""
+        return jnp.sqrt(self.variance())
+
+    # -- shared numerics -------------------------------------------------
+    def _in_domain(self, x: Array) -> Array:
+        return x > 0 if self.log_scale else jnp.ones(jnp.shape(x), dtype=bool)
+
+    def _safe(self, x: Array) -> tuple[Array, Array]:
+        """(ok, x made harmless where not ok) for the transform's domain."""
+        ok = self._in_domain(x)
+        return ok, jnp.where(ok, x, 1.0)
+
+    def _standardised(self, y: Array) -> tuple[Array, Array, Array]:
+        """(ok, z, variance): ``z = (T(y) - T(f)) / sd`` computed safely; ``ok``
+        is False where the value is undefined (domain or zero variance)."""
+        y = jnp.asarray(y)
+        f = jnp.asarray(self.prediction)
+        ok_y, y_safe = self._safe(y)
+        ok_f, f_safe = self._safe(f)
+        var = self.variance()
+        ok_var = var > 0
+        var_safe = jnp.where(ok_var, var, 1.0)
+        z = (self.transform(y_safe) - self.transform(f_safe)) / jnp.sqrt(var_safe)
+        return ok_y & ok_f & ok_var, z, var_safe
+
+    def log_likelihood(self, y: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """Normal log density of ``transform(y)`` (with the ``-log(2 pi)/2``
+        constant; no Jacobian for log-scale models, as NONMEM's LTBS)."""
+        ok, z, var = self._standardised(y)
+        return jnp.where(ok, -0.5 * (_LOG_2PI + jnp.log(var) + z**2), -jnp.inf)
+
+    def _log_probability(self, limit: Array, *, below: bool) -> Array:
+        ok, z, _ = self._standardised(limit)
+        # Where the normal is degenerate (zero variance: a point mass at T(f);
+        # log scale with f <= 0: a point mass at 0) or the limit is outside the
+        # transform's domain (log scale: P(Y < limit <= 0) = 0), the
+        # probability is 0 or 1 depending on which side of the mass the limit is.
+        ok_limit, limit_safe = self._safe(jnp.asarray(limit))
+        ok_f, f_safe = self._safe(jnp.asarray(self.prediction))
+        mass_below_limit = ok_limit & jnp.where(
+            ok_f, self.transform(limit_safe) > self.transform(f_safe), True
+        )
+        if below:
+            return jnp.where(ok, norm.logcdf(z), jnp.where(mass_below_limit, 0.0, -jnp.inf))
+        return jnp.where(ok, norm.logcdf(-z), jnp.where(mass_below_limit, -jnp.inf, 0.0))
+
+    def log_cdf(self, limit: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """``log P(Y < limit)``: the M3 likelihood of a record below the LLOQ."""
+        return self._log_probability(limit, below=True)
+
+    def log_sf(self, limit: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """``log P(Y > limit)``: the likelihood of a record above the ULOQ."""
+        return self._log_probability(limit, below=False)
+
+    def censored_log_likelihood(
+        self,
+        y: Float[ArrayLike, "*shape"],
+        cens: Int[ArrayLike, "*shape"],
+        limit: Float[ArrayLike, "*shape"],
+    ) -> Float[Array, "*shape"]:
+        """Log-likelihood of one record with the CENS/LIMIT convention of
+        Monolix and nlmixr2: ``cens == 0`` an observed ``y``; ``cens == 1``
+        below ``limit`` (BLQ, Beal's M3); ``cens == -1`` above ``limit``."""
+        y, cens, limit = jnp.asarray(y), jnp.asarray(cens), jnp.asarray(limit)
+        f = jax.lax.stop_gradient(jnp.asarray(self.prediction))
+        # Feed each branch a harmless value where it is not selected (the data
+        # put 0 in LIMIT of uncensored records and often in DV of BLQ records).
+        y_used = jnp.where(cens == 0, y, f)
+        limit_used = jnp.where(cens == 0, f, limit)
+        observed = self.log_likelihood(y_used)
+        below = self.log_cdf(limit_used)
+        above = self.log_sf(limit_used)
+        return jnp.where(cens == 0, observed, jnp.where(cens > 0, below, above))
+
+    def sample(self, key: PRNGKeyArray) -> Float[Array, "*shape"]:
+        """One simulated observation on the natural scale (``exp`` of the
+        normal draw for log-scale models)."""
+        mean = self.mean()
+        z = jax.random.normal(key, jnp.shape(mean), dtype=jnp.result_type(mean))
+        return self.inverse_transform(mean + self.standard_deviation() * z)
+
+
+class Additive(AbstractErrorModel):
+    """``y = f + sd * eps``: constant SD (nlmixr2 ``add(sd)``).
+
+    Example
+    -------
+    >>> err = Additive(2.0, 0.5)
+    >>> float(err.variance())
+    0.25
+    """
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    sd: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return self.sd**2
+
+
+class Proportional(AbstractErrorModel):
+    """``y = f * (1 + cv * eps)``: SD proportional to the prediction
+    (nlmixr2 ``prop(cv)``).  The variance is zero where ``f = 0`` (see the
+    module notes)."""
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    cv: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return (self.cv * self.prediction) ** 2
+
+
+class Combined1(AbstractErrorModel):
+    """Combined error with SDs added: ``SD = add + prop * |f|`` (nlmixr2's
+    ``combined1``; NONMEM ``W = THETA(a) + THETA(b) * IPRED``)."""
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    add: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    prop: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return (self.add + self.prop * jnp.abs(self.prediction)) ** 2
+
+
+class Combined2(AbstractErrorModel):
+    """Combined error with variances added: ``Var = add**2 + (prop * f)**2``
+    (nlmixr2's default ``combined2``; NONMEM ``W = SQRT(THETA(a)**2 +
+    THETA(b)**2 * IPRED**2)``)."""
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    add: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    prop: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return self.add**2 + (self.prop * self.prediction) ** 2
+
+
+class Exponential(AbstractErrorModel):
+    """Log-normal residual, transform both sides: ``log y = log f + sd * eps``.
+
+    ``sd`` is on the log scale (about the CV for small values).  Densities are
+    those of ``log y`` (NONMEM LTBS convention, no Jacobian).
+    """
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    sd: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    log_scale: ClassVar[bool] = True
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return self.sd**2
+
+
+LogNormal = Exponential
+
+
+class Normal(AbstractErrorModel):
+    """Normal residual with a user-computed SD: NONMEM's ``Y = IPRED + W * EPS(1)``
+    for any ``W`` (e.g. a power-of-prediction error)."""
+
+    prediction: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+    sd: Float[Array, "*shape"] = eqx.field(converter=_as_array)
+
+    def variance(self) -> Float[Array, "*shape"]:
+        return self.sd**2
