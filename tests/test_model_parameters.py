@@ -121,7 +121,7 @@ def test_omega_block_and_log_cholesky_round_trip():
     np.testing.assert_allclose(om.from_unconstrained(u), m, rtol=1e-12, atol=1e-15)
     # any real vector maps to a positive-definite matrix
     rebuilt = om.from_unconstrained(jnp.array([-1.0, 3.0, 0.5, -2.0, 0.1, 2.0]))
-    assert float(jnp.linalg.eigvalsh(rebuilt)[0]) > 0
+    assert np.linalg.eigvalsh(np.asarray(rebuilt))[0] > 0
     np.testing.assert_allclose(rebuilt, rebuilt.T)
     # NONMEM lower-triangle input
     tri = pmx.omega_block(("cl", "v"), [0.1, 0.01, 0.1])
@@ -131,13 +131,16 @@ def test_omega_block_and_log_cholesky_round_trip():
 def test_omega_unconstrained_gradient_matches_finite_differences():
     om = pmx.omega_block(("cl", "v"), [[0.1, 0.02], [0.02, 0.3]])
 
-    def logdet(u):
-        return jnp.linalg.slogdet(om.from_unconstrained(u))[1] + om.from_unconstrained(u)[0, 1]
+    weights = jnp.array([[1.0, -2.0], [0.5, 3.0]])
+
+    @jax.jit
+    def weighted(u):
+        return jnp.sum(weights * om.from_unconstrained(u))
 
     u = om.to_unconstrained()
-    ad = jax.grad(logdet)(u)
+    ad = jax.jit(jax.grad(weighted))(u)
     h = 1e-6
-    fd = [(logdet(u + h * e) - logdet(u - h * e)) / (2 * h) for e in np.eye(3)]
+    fd = [(weighted(u + h * e) - weighted(u - h * e)) / (2 * h) for e in np.eye(3)]
     np.testing.assert_allclose(ad, fd, rtol=1e-6)
 
 

@@ -21,17 +21,37 @@ Two steps, both vectorised over all records:
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from ._subjects import Subjects
 
+_FIELDS = (
+    "subject",
+    "row",
+    "event_time",
+    "evid",
+    "mdv",
+    "amt",
+    "cmt",
+    "rate",
+    "ii",
+    "addl",
+    "ss",
+    "dv",
+    "dvid",
+    "occ",
+    "cens",
+    "limit",
+)
 
-def expand_addl(records: pd.DataFrame, covariates: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+
+def expand_addl(
+    records: pd.DataFrame, covariates: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """All records after ADDL expansion, in event order: (field arrays, covariates)."""
     n = len(records)
-    col = {name: records[name].to_numpy() for name in records.columns}
+    col = {name: records[name].to_numpy() for name in _FIELDS}
     addl = col["addl"]
     source = np.flatnonzero(addl > 0)
     counts = addl[source]
@@ -47,11 +67,14 @@ def expand_addl(records: pd.DataFrame, covariates: np.ndarray) -> tuple[dict[str
     sequence = np.arange(n + total)
 
     # Covariates/occasion of a generated dose: last original record at or before its time.
-    lookup = np.lexsort((sequence, ~original, time, subject))
-    last_original = np.maximum.accumulate(np.where(original[lookup], lookup, -1))
-    carried = np.empty(n + total, dtype=np.int64)
-    carried[lookup] = last_original
-    gen_from = carried[n:]
+    if total:
+        lookup = np.lexsort((sequence, ~original, time, subject))
+        last_original = np.maximum.accumulate(np.where(original[lookup], lookup, -1))
+        carried = np.empty(n + total, dtype=np.int64)
+        carried[lookup] = last_original
+        gen_from = carried[n:]
+    else:
+        gen_from = np.zeros(0, dtype=np.int64)
 
     def extend(name: str, generated: np.ndarray) -> np.ndarray:
         return np.concatenate([col[name], generated])
@@ -76,6 +99,8 @@ def expand_addl(records: pd.DataFrame, covariates: np.ndarray) -> tuple[dict[str
         "is_addl": ~original,
     }
     covariates = np.concatenate([covariates, covariates[gen_from]], axis=0)
+    if not total:
+        return fields, covariates
 
     # Event order: generated doses before original records at the same time.
     order = np.lexsort((sequence, original, time, subject))
@@ -120,11 +145,15 @@ def build_subjects(
     float_ = dtype
     int_ = jax.dtypes.canonicalize_dtype(np.int64)
 
+    # device_put rather than jnp.asarray: a plain transfer, no per-shape compilation.
     def as_float(values: np.ndarray) -> jax.Array:
-        return jnp.asarray(values.astype(float_))
+        return jax.device_put(values.astype(float_))
 
     def as_int(values: np.ndarray) -> jax.Array:
-        return jnp.asarray(values.astype(int_))
+        return jax.device_put(values.astype(int_))
+
+    def as_bool(values: np.ndarray) -> jax.Array:
+        return jax.device_put(values.astype(bool))
 
     return Subjects(
         time=as_float(pad(fields["time"], 0.0, carry_last=True)),
@@ -136,14 +165,14 @@ def build_subjects(
         ii=as_float(pad(np.where(fields["ss"] > 0, fields["ii"], 0.0), 0.0)),
         ss=as_int(pad(fields["ss"], 0)),
         dv=as_float(pad(np.where(is_obs, fields["dv"], 0.0), 0.0)),
-        is_obs=jnp.asarray(pad(is_obs, False)),
+        is_obs=as_bool(pad(is_obs, False)),
         cens=as_int(pad(cens, 0)),
         limit=as_float(pad(np.where(cens != 0, fields["limit"], 0.0), 0.0)),
         dvid=as_int(pad(fields["dvid"], 0)),
         occ=as_int(pad(fields["occ"], 0, carry_last=True)),
         cov=as_float(pad(covariates, 0.0, carry_last=True)),
         row=as_int(pad(fields["row"], -1)),
-        is_addl=jnp.asarray(pad(fields["is_addl"], False)),
-        valid=jnp.asarray(pad(np.ones(subject.size, dtype=bool), False)),
+        is_addl=as_bool(pad(fields["is_addl"], False)),
+        valid=as_bool(pad(np.ones(subject.size, dtype=bool), False)),
         covariate_names=tuple(covariate_names),
     )

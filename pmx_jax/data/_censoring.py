@@ -59,7 +59,9 @@ def read_censoring(
         cens = np.nan_to_num(raw, nan=0.0).astype(np.int64)
         ignored = int(np.count_nonzero((cens != 0) & ~observation))
         if ignored:
-            notes.append(f"{column} ignored on {ignored} records that are not observations (EVID != 0)")
+            notes.append(
+                f"{column} ignored on {ignored} records that are not observations (EVID != 0)"
+            )
         cens = np.where(observation, cens, 0)
         limit = np.where(cens != 0, dv, np.nan)
         if lloq is not None:
@@ -78,7 +80,8 @@ def read_censoring(
         bad = np.flatnonzero((cens != 0) & np.isnan(limit))
         if bad.size:
             raise CensoringError(
-                f"{where_many(bad, ids[bad])}: {column} = {cens[bad[0]]} but DV is missing, so "
+                f"Column {column!r} is {cens[bad[0]]} on {where_many(bad, ids[bad])} but DV is "
+                f"missing there, so "
                 f"the censoring limit is unknown. Put the limit of quantification in DV "
                 f"(Monolix/nlmixr2 convention) or add an LLOQ column."
             )
@@ -103,7 +106,8 @@ def read_censoring(
             bad = np.flatnonzero(wrong_side)
             if bad.size:
                 raise CensoringError(
-                    f"{where_many(bad, ids[bad])}: LIMIT {bound[bad[0]]:g} is on the wrong side "
+                    f"Column {column!r} (LIMIT) on {where_many(bad, ids[bad])}: LIMIT "
+                    f"{bound[bad[0]]:g} is on the wrong side "
                     f"of the censoring limit {limit[bad[0]]:g}. LIMIT is the other end of the "
                     f"interval: below the LLOQ for CENS = 1, above the ULOQ for CENS = -1."
                 )

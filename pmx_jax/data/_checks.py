@@ -34,6 +34,7 @@ def check_compartments(
             otherwise subjects are named by their 0-based index.
         model: the model's name, for the message.
     """
+    column = "CMT"
     if isinstance(data, Subjects):
         valid = np.asarray(data.valid)
         cmt = np.asarray(data.cmt)[valid]
@@ -48,6 +49,7 @@ def check_compartments(
         cmt = data.records["cmt"].to_numpy()
         rows = data.records["row"].to_numpy()
         names = data.records["id"].to_numpy()
+        column = data.roles.get("CMT", column)
     bad = np.flatnonzero((cmt < 0) | (cmt > n_compartments))
     if not bad.size:
         return
@@ -56,8 +58,10 @@ def check_compartments(
     bad = bad[np.sort(first)]
     who = model or "the model"
     raise UnknownCompartmentError(
-        f"Column CMT is {int(cmt[bad[0]])} on {where_many(rows[bad], names[bad])}, but {who} has "
-        f"{n_compartments} compartment{'s' if n_compartments != 1 else ''} (CMT 1-{n_compartments}, "
-        f"or 0 for the default). Renumber CMT to the model's compartments (ID "
+        f"Column {column!r} (CMT) is {int(cmt[bad[0]])} on "
+        f"{where_many(rows[bad], names[bad])}, but {who} has {n_compartments} "
+        f"compartment{'s' if n_compartments != 1 else ''} "
+        f"(CMT 1-{n_compartments}, or 0 for the default). Renumber CMT to the model's "
+        f"compartments (ID "
         f"{format_id(names[bad[0]])} first)."
     )

@@ -111,40 +111,54 @@ def resolve_roles(table_columns: list[str], columns: Mapping[str, str] | None) -
     return roles
 
 
-def normalise_text(values: pd.Series) -> pd.Series:
-    """Strip text cells and turn NONMEM/R missing markers ('.' and '') into NA."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return values
-    text = values.astype("string").str.strip()
-    return text.mask(text.isin(MISSING_STRINGS))
+def text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct texts of a column, stripped, and the index of each record's text.
+
+    NONMEM/R missing markers ('.', '', NA) get index -1.  Work is done on the
+    distinct values only, so a 10^6-record column with a few levels is cheap.
+    """
+    codes, uniques = pd.factorize(values)
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype="string").str.strip()
+    text = text.mask(text.isin(MISSING_STRINGS))
+    text_index, texts = pd.factorize(text)
+    lookup = np.r_[text_index, -1]  # code -1 (missing) stays -1
+    return lookup[codes], np.asarray(texts, dtype=object)
+
+
+def _is_number_dtype(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def _parse_texts(texts: np.ndarray) -> np.ndarray:
+    return pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
 
 
 def is_numeric_column(values: pd.Series) -> bool:
     """True when every non-missing cell reads as a number."""
-    values = normalise_text(values)
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if _is_number_dtype(values):
         return True
-    parsed = pd.to_numeric(values, errors="coerce")
-    return not bool((parsed.isna() & values.notna()).any())
+    _, texts = text_codes(values)
+    return not np.isnan(_parse_texts(texts)).any()
 
 
 def numeric(values: pd.Series, column: str, role: str, ids: np.ndarray) -> np.ndarray:
     """A column as float64, NaN where missing; text raises :class:`NonNumericValueError`."""
-    values = normalise_text(values)
-    if pd.api.types.is_bool_dtype(values):
-        return values.to_numpy(dtype=np.float64)
-    if pd.api.types.is_numeric_dtype(values):
+    if _is_number_dtype(values):
         return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = np.flatnonzero((parsed.isna() & values.notna()).to_numpy())
+    index, texts = text_codes(values)
+    parsed = _parse_texts(texts)
+    bad_text = np.r_[np.isnan(parsed), False]
+    bad = np.flatnonzero(bad_text[index])
     if bad.size:
-        first = values.iloc[bad[0]]
+        first = texts[index[bad[0]]]
         raise NonNumericValueError(
             f"Column {column!r} ({role}) must be numeric, but {where_many(bad, ids[bad])} "
             f"hold{'s' if bad.size == 1 else ''} text such as {first!r}. Replace it with a "
             f"number, or with '.' where the value is missing."
         )
-    return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.r_[parsed, np.nan][index]
 
 
 def levels_and_codes(values: pd.Series, use: np.ndarray) -> tuple[tuple, np.ndarray]:
@@ -155,15 +169,24 @@ def levels_and_codes(values: pd.Series, use: np.ndarray) -> tuple[tuple, np.ndar
     endpoints: warfarin's "cp" then "pca").  Records whose value is not a level
     (or missing) get code -1; the caller decides whether that matters.
     """
-    values = normalise_text(values)
-    if is_numeric_column(values):
-        lookup = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        keys = np.unique(lookup[use & ~np.isnan(lookup)])
-        # Show DVID 1, not 1.0, when the numbers are whole.
-        levels = tuple(int(k) if float(k).is_integer() else float(k) for k in keys)
-    else:
-        lookup = values.to_numpy(dtype=object, na_value=None)
-        keys = pd.unique(values[use].dropna())
-        levels = tuple(str(k) for k in keys)
-    codes = pd.Index(keys).get_indexer(lookup).astype(np.int64)
-    return levels, codes
+    if _is_number_dtype(values):
+        return _number_levels(values.to_numpy(dtype=np.float64, na_value=np.nan), use)
+    index, texts = text_codes(values)
+    parsed = _parse_texts(texts)
+    if not np.isnan(parsed).any():
+        return _number_levels(np.r_[parsed, np.nan][index], use)
+    order = pd.unique(index[use & (index >= 0)])
+    lookup = np.full(texts.size + 1, -1, dtype=np.int64)
+    lookup[order] = np.arange(order.size)
+    return tuple(str(t) for t in texts[order]), lookup[index]
+
+
+def _number_levels(numbers: np.ndarray, use: np.ndarray) -> tuple[tuple, np.ndarray]:
+    keys = np.unique(numbers[use & ~np.isnan(numbers)])
+    if not keys.size:
+        return (), np.full(numbers.shape, -1, dtype=np.int64)
+    codes = np.searchsorted(keys, numbers)
+    found = (codes < keys.size) & (keys[np.minimum(codes, keys.size - 1)] == numbers)
+    # Show DVID 1, not 1.0, when the numbers are whole.
+    levels = tuple(int(k) if float(k).is_integer() else float(k) for k in keys)
+    return levels, np.where(found, codes, -1).astype(np.int64)

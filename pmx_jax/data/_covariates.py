@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._columns import is_numeric_column, normalise_text
+from ._columns import is_numeric_column, numeric, text_codes
 from ._errors import format_id
 
 
@@ -26,22 +26,22 @@ def encode_covariates(
     names: list[str],
     subject: np.ndarray,
     ids: np.ndarray,
+    id_per_row: np.ndarray,
     notes: list[str],
 ) -> tuple[pd.DataFrame, dict[str, tuple]]:
     """Return the covariates as a float frame (carried forward) and the category levels."""
     categories: dict[str, tuple] = {}
     encoded: dict[str, np.ndarray] = {}
     for name in names:
-        values = normalise_text(table[name])
+        values = table[name]
         if is_numeric_column(values):
-            encoded[name] = pd.to_numeric(values, errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
+            encoded[name] = numeric(values, name, "covariate", id_per_row)
         else:
-            text = values.astype("string")
-            levels = tuple(sorted(text.dropna().unique().tolist()))
-            codes = pd.Index(levels).get_indexer(text.to_numpy(dtype=object, na_value=None))
-            encoded[name] = np.where(codes < 0, np.nan, codes.astype(np.float64))
+            index, texts = text_codes(values)
+            texts = texts.astype(str)
+            rank = np.argsort(np.argsort(texts, kind="stable"))
+            levels = tuple(sorted(texts.tolist()))
+            encoded[name] = np.r_[rank.astype(np.float64), np.nan][index]
             categories[name] = levels
             notes.append(
                 f"covariate {name} is categorical, coded "

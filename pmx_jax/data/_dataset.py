@@ -24,7 +24,8 @@ class Dataset:
             derivation and defaults (``id subject row time event_time evid mdv amt cmt
             rate ii addl ss dv dvid occ cens limit bound``); ``row`` is the 0-based
             position in ``table``; ``event_time`` equals TIME except after a reset
-            record where TIME restarts (it then continues, as ``Subjects.time`` does); ``dvid``/``occ`` index ``dvid_levels``/``occ_levels``, ``limit``
+            record where TIME restarts (it then continues, as ``Subjects.time``
+            does); ``dvid``/``occ`` index ``dvid_levels``/``occ_levels``; ``limit``
             is the censoring limit and ``bound`` the other end of the censoring
             interval (LIMIT column).
         roles: role -> column name in ``table`` (e.g. ``{"DV": "conc"}``).
@@ -119,9 +120,10 @@ class Dataset:
                 else ""
             )
             raise MissingCovariateError(
-                f"The model needs covariate(s) {', '.join(absent)}, which the dataset does not have"
-                f"{hint}. Its covariates are {', '.join(self.covariate_names) or '(none)'}; add the "
-                f"column(s) to the data, or read them with read_nonmem(..., covariates=[...])."
+                f"The model needs covariate(s) {', '.join(absent)}, which the dataset does not "
+                f"have{hint}. Its covariates are {', '.join(self.covariate_names) or '(none)'}; "
+                f"add the column(s) to the data, or read them with "
+                f"read_nonmem(..., covariates=[...])."
             )
         return tuple(by_upper[n.upper()] for n in names)
 
@@ -135,8 +137,8 @@ class Dataset:
                 more = f" and {subjects.size - 5} more" if subjects.size > 5 else ""
                 raise MissingCovariateError(
                     f"Covariate {name!r} (column {column!r}) is missing on every record of ID "
-                    f"{shown}{more} (first such record: row {rows[0] + 1}), so it cannot be carried "
-                    f"forward. Fill in a value for those subjects, or drop them with "
+                    f"{shown}{more} (first such record: row {rows[0] + 1}), so it cannot be "
+                    f"carried forward. Fill in a value for those subjects, or drop them with "
                     f"Dataset.subset(...)."
                 )
 
@@ -244,13 +246,19 @@ class Dataset:
             f"Dataset: {self.n_subjects} subjects, {self.n_records} records "
             f"({per_subject.min()}-{per_subject.max()} per subject)",
             f"  observations: {self.n_observations} (EVID 0, MDV 0)"
-            + (f", {int((self.records['cens'] != 0).sum())} censored" if self.records["cens"].any() else ""),
+            + (
+                f", {int((self.records['cens'] != 0).sum())} censored"
+                if self.records["cens"].any()
+                else ""
+            ),
             f"  doses: {self.n_doses}"
             + (f" (+{self.n_addl_doses} from ADDL)" if self.n_addl_doses else "")
             + (f"; other records: {int((evid == 2).sum())}" if (evid == 2).any() else "")
             + (f"; resets: {int(evid.isin((3, 4)).sum())}" if evid.isin((3, 4)).any() else ""),
-            "  roles: " + ", ".join(
-                role if column == role else f"{role}={column}" for role, column in self.roles.items()
+            "  roles: "
+            + ", ".join(
+                role if column == role else f"{role}={column}"
+                for role, column in self.roles.items()
             ),
         ]
         if len(self.dvid_levels) > 1 or "DVID" in self.roles:
@@ -258,7 +266,9 @@ class Dataset:
         if "OCC" in self.roles:
             lines.append(f"  occasions (OCC): {', '.join(map(str, self.occ_levels))}")
         covs = [
-            f"{name} ({'categorical: ' + '/'.join(map(str, self.categories[name])) if name in self.categories else 'numeric'})"
+            f"{name} (categorical: {'/'.join(map(str, self.categories[name]))})"
+            if name in self.categories
+            else f"{name} (numeric)"
             for name in self.covariate_names
         ]
         lines.append(f"  covariates: {', '.join(covs) if covs else '(none)'}")

@@ -88,7 +88,9 @@ def where(row: int, subject_id: Any) -> str:
     return f"row {int(row) + 1} (ID {format_id(subject_id)})"
 
 
-def where_many(rows: Sequence[int] | np.ndarray, ids: Sequence[Any] | np.ndarray, limit: int = 3) -> str:
+def where_many(
+    rows: Sequence[int] | np.ndarray, ids: Sequence[Any] | np.ndarray, limit: int = 3
+) -> str:
     """Name the first few offending records, and count the rest."""
     rows = list(rows)
     ids = list(ids)

@@ -121,17 +121,26 @@ def read_nonmem(
         return np.where(np.isnan(values), default, values)
 
     amt = column("AMT", 0.0)
-    dv = numeric(table[roles["DV"]], roles["DV"], "DV", id_per_row) if "DV" in roles else np.full(n, np.nan)
+    dv = (
+        numeric(table[roles["DV"]], roles["DV"], "DV", id_per_row)
+        if "DV" in roles
+        else np.full(n, np.nan)
+    )
     cmt_given = "CMT" in roles
-    cmt = _integer(column("CMT", 0.0), roles.get("CMT", "CMT"), "CMT", id_per_row, UnknownCompartmentError)
+    cmt = _integer(
+        column("CMT", 0.0), roles.get("CMT", "CMT"), "CMT", id_per_row, UnknownCompartmentError
+    )
     if not cmt_given:
-        notes.append("no CMT column: doses and observations use the model's default compartments (CMT 0)")
+        notes.append(
+            "no CMT column: doses and observations use the model's default compartments (CMT 0)"
+        )
     evid, mdv_given = _evid(table, roles, amt, cmt, id_per_row, notes)
     negative = np.flatnonzero(amt < 0)
     if negative.size:
         raise NegativeDoseError(
-            f"Column {roles['AMT']!r} (AMT) is negative on {where_many(negative, id_per_row[negative])} "
-            f"(AMT {amt[negative[0]]:g}). Doses must be >= 0; to stop an infusion early, "
+            f"Column {roles['AMT']!r} (AMT) is negative on "
+            f"{where_many(negative, id_per_row[negative])} (AMT {amt[negative[0]]:g}). "
+            f"Doses must be >= 0; to stop an infusion early, "
             f"give its true duration with RATE = AMT / duration."
         )
     event_time = _event_time(
@@ -149,7 +158,8 @@ def read_nonmem(
     if amt_elsewhere.size:
         r = amt_elsewhere[0]
         raise InvalidDoseError(
-            f"AMT {amt[r]:g} on {where_many(amt_elsewhere, id_per_row[amt_elsewhere])}, which "
+            f"Column {roles['AMT']!r} (AMT) is {amt[r]:g} on "
+            f"{where_many(amt_elsewhere, id_per_row[amt_elsewhere])}, which "
             f"{'is' if amt_elsewhere.size == 1 else 'are'} not a dose record (EVID {evid[r]}). "
             f"Make it a dose (EVID 1, MDV 1) or set AMT to 0 or '.'."
         )
@@ -176,16 +186,20 @@ def read_nonmem(
         unknown = np.flatnonzero(occ < 0)
         if unknown.size:
             raise InvalidValueError(
-                f"Column {roles['OCC']!r} (OCC) is missing on {where_many(unknown, id_per_row[unknown])}; "
-                f"give every record its occasion."
+                f"Column {roles['OCC']!r} (OCC) is missing on "
+                f"{where_many(unknown, id_per_row[unknown])}; give every record its occasion."
             )
     else:
         occ_levels, occ = (1,), np.zeros(n, dtype=np.int64)
 
     covariate_names, unused = _covariate_names(table, roles, covariates)
     if unused:
-        notes.append(f"columns not used (neither a role nor a requested covariate): {', '.join(unused)}")
-    cov_frame, categories = encode_covariates(table, covariate_names, subject, ids, notes)
+        notes.append(
+            f"columns not used (neither a role nor a requested covariate): {', '.join(unused)}"
+        )
+    cov_frame, categories = encode_covariates(
+        table, covariate_names, subject, ids, id_per_row, notes
+    )
 
     records = pd.DataFrame(
         {
@@ -230,9 +244,7 @@ def _load(source: str | os.PathLike | pd.DataFrame, na_values: Sequence[str]) ->
     if not path.exists():
         raise FileNotFoundError(f"No dataset at {str(path)!r}.")
     # skipinitialspace: NONMEM tables written by Fortran pad numbers with blanks.
-    return pd.read_csv(
-        path, na_values=list(na_values), keep_default_na=True, skipinitialspace=True
-    )
+    return pd.read_csv(path, na_values=list(na_values), keep_default_na=True, skipinitialspace=True)
 
 
 def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,7 +252,9 @@ def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, 
     missing = np.flatnonzero(raw_ids.isna().to_numpy())
     if missing.size:
         rows = ", ".join(f"row {r + 1}" for r in missing[:3])
-        raise InvalidValueError(f"Column {column!r} (ID) is missing on {rows}; every record needs an ID.")
+        raise InvalidValueError(
+            f"Column {column!r} (ID) is missing on {rows}; every record needs an ID."
+        )
     codes, uniques = pd.factorize(raw_ids, sort=False)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     block_codes = codes[starts]
@@ -250,12 +264,12 @@ def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, 
         the_id = uniques[codes[start]]
         first = np.flatnonzero(codes == codes[start])[0]
         raise NonContiguousIdError(
-            f"ID {format_id(the_id)} reappears at {where(start, the_id)} after other subjects "
+            f"Column {column!r} (ID): ID {format_id(the_id)} reappears at {where(start, the_id)} "
+            f"after other subjects "
             f"(its records start at row {first + 1}); NONMEM would read it as a new subject. "
             f"Sort the table by ID (then TIME), or give the second block its own ID."
         )
-    ids = np.asarray(uniques, dtype=object)
-    return codes.astype(np.int64), ids, ids[codes]
+    return codes.astype(np.int64), np.asarray(uniques), raw_ids.to_numpy()
 
 
 def _time(table: pd.DataFrame, roles: dict[str, str], ids: np.ndarray) -> np.ndarray:
@@ -334,12 +348,15 @@ def _check_addl_before_restart(event_time, time, addl, ii, subject, ids, notes) 
     if bad.size:
         r, q = source[bad[0]], nxt[bad[0]]
         raise InvalidDoseError(
-            f"The ADDL doses of {where(r, ids[r])} run past the reset at row {q + 1}, where TIME "
+            f"Column ADDL: the additional doses of {where(r, ids[r])} run past the reset at "
+            f"row {q + 1}, where TIME "
             f"restarts; reduce ADDL so the regimen ends before that period."
         )
 
 
-def _integer(values: np.ndarray, column: str, role: str, ids: np.ndarray, error: type[DatasetError]) -> np.ndarray:
+def _integer(
+    values: np.ndarray, column: str, role: str, ids: np.ndarray, error: type[DatasetError]
+) -> np.ndarray:
     bad = np.flatnonzero(values != np.round(values))
     if bad.size:
         raise error(
@@ -393,17 +410,20 @@ def _evid(
         clash = np.flatnonzero(rxode & (cmt != 0) & (cmt != 1))
         if clash.size:
             raise UnknownEvidError(
-                f"EVID 101 (rxode2: bolus into compartment 1) on {where_many(clash, ids[clash])} "
-                f"names CMT {cmt[clash[0]]}; use EVID 1 with that CMT instead."
+                f"Column {column!r} is 101 (rxode2: bolus into compartment 1) on "
+                f"{where_many(clash, ids[clash])}, whose CMT is {cmt[clash[0]]}; use EVID 1 with "
+                f"that CMT instead."
             )
         cmt[rxode] = 1
         raw = np.where(rxode, 1.0, raw)
-        notes.append(f"EVID 101 read as a bolus into CMT 1 (EVID 1, CMT 1) on {int(rxode.sum())} records")
+        notes.append(
+            f"EVID 101 read as a bolus into CMT 1 (EVID 1, CMT 1) on {int(rxode.sum())} records"
+        )
     bad = np.flatnonzero(~np.isin(raw, (0.0, 1.0, 2.0, 3.0, 4.0)))
     if bad.size:
         raise UnknownEvidError(
-            f"Column {column!r} (EVID) is {raw[bad[0]]:g} on {where_many(bad, ids[bad])}. EVID must "
-            f"be 0 (observation), 1 (dose), 2 (other), 3 (reset) or 4 (reset and dose); "
+            f"Column {column!r} (EVID) is {raw[bad[0]]:g} on {where_many(bad, ids[bad])}. "
+            f"EVID must be 0 (observation), 1 (dose), 2 (other), 3 (reset) or 4 (reset and dose); "
             f"rxode2 codes other than 101 must be converted to NONMEM EVID, CMT and RATE."
         )
     return raw.astype(np.int64), mdv
@@ -417,7 +437,7 @@ def _mdv(
     ids: np.ndarray,
     notes: list[str],
 ) -> np.ndarray:
-    """MDV of every record: as given where given, else 1 off observations and where DV is missing."""
+    """MDV of every record: as given, else 1 off observations and where DV is missing."""
     missing_dv = np.isnan(dv)
     stated = ~np.isnan(given)
     empty = np.flatnonzero(stated & (given == 0) & (evid == 0) & missing_dv)
@@ -435,16 +455,22 @@ def _mdv(
         )
     observed_dose = int(np.count_nonzero(stated & (given == 0) & (evid != 0)))
     if observed_dose:
-        notes.append(f"MDV 0 on {observed_dose} records that are not observations (EVID 1-4): read as MDV 1")
+        notes.append(
+            f"MDV 0 on {observed_dose} records that are not observations (EVID 1-4): read as MDV 1"
+        )
     mdv = np.where(stated, given, ((evid != 0) | missing_dv).astype(np.float64))
     mdv = np.where(evid != 0, 1.0, mdv).astype(np.int64)
     derived_missing = int(np.count_nonzero(~stated & (evid == 0) & missing_dv))
     if "MDV" not in roles:
         notes.append("no MDV column: MDV derived from EVID and DV")
     elif (~stated).any():
-        notes.append(f"{roles['MDV']} missing on {int((~stated).sum())} records: derived from EVID and DV")
+        notes.append(
+            f"{roles['MDV']} missing on {int((~stated).sum())} records: derived from EVID and DV"
+        )
     if derived_missing:
-        notes.append(f"{derived_missing} observation records (EVID 0) without DV are not used (MDV 1)")
+        notes.append(
+            f"{derived_missing} observation records (EVID 0) without DV are not used (MDV 1)"
+        )
     return mdv
 
 
@@ -454,8 +480,9 @@ def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
     bad = np.flatnonzero(dose & (rate < 0) & (rate != -1) & (rate != -2))
     if bad.size:
         raise InvalidDoseError(
-            f"Column {roles['RATE']!r} (RATE) is {rate[bad[0]]:g} on {where_many(bad, ids[bad])}. RATE "
-            f"must be > 0 (infusion rate), 0 (bolus), -1 (rate modelled, R in $PK) or -2 "
+            f"Column {roles['RATE']!r} (RATE) is {rate[bad[0]]:g} on "
+            f"{where_many(bad, ids[bad])}. RATE must be > 0 (infusion rate), 0 (bolus), "
+            f"-1 (rate modelled, R in $PK) or -2 "
             f"(duration modelled, D in $PK)."
         )
     off_dose = int(np.count_nonzero((rate != 0) & ~dose))
@@ -471,27 +498,29 @@ def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
     bad = np.flatnonzero(ii < 0)
     if bad.size:
         raise InvalidDoseError(
-            f"Column {roles['II']!r} (II) is negative ({ii[bad[0]]:g}) on {where_many(bad, ids[bad])}; "
-            f"the interdose interval must be >= 0."
+            f"Column {roles['II']!r} (II) is negative ({ii[bad[0]]:g}) on "
+            f"{where_many(bad, ids[bad])}; the interdose interval must be >= 0."
         )
     addl_column = roles.get("ADDL", "ADDL")
     addl = _integer(column("ADDL", 0.0), addl_column, "ADDL", ids, InvalidDoseError)
     bad = np.flatnonzero(addl < 0)
     if bad.size:
         raise InvalidDoseError(
-            f"Column {addl_column!r} (ADDL) is negative on {where_many(bad, ids[bad])}; NONMEM 7.5's "
-            f"empirical steady state (ADDL < 0) is not supported: use SS = 1 with II."
+            f"Column {addl_column!r} (ADDL) is negative on {where_many(bad, ids[bad])}; "
+            f"NONMEM 7.5's empirical steady state (ADDL < 0) is not supported: use SS = 1 with II."
         )
     bad = np.flatnonzero((addl > 0) & ~dose)
     if bad.size:
         raise InvalidDoseError(
-            f"ADDL {addl[bad[0]]} on {where_many(bad, ids[bad])}, which is not a dose record; "
+            f"Column {addl_column!r} (ADDL) is {addl[bad[0]]} on {where_many(bad, ids[bad])}, "
+            f"which is not a dose record; "
             f"additional doses belong on a dose record (EVID 1 or 4)."
         )
     bad = np.flatnonzero((addl > 0) & (ii <= 0))
     if bad.size:
         raise InvalidDoseError(
-            f"ADDL {addl[bad[0]]} on {where_many(bad, ids[bad])} without an interdose interval: "
+            f"Column {addl_column!r} (ADDL) is {addl[bad[0]]} on {where_many(bad, ids[bad])} "
+            f"without an interdose interval: "
             f"set II > 0 (the time between additional doses)."
         )
 
@@ -501,7 +530,9 @@ def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
         recoded = np.zeros(ss_raw.shape, dtype=bool)
         for code, meaning in ss_codes.items():
             if meaning not in (0, 1, 2):
-                raise SteadyStateError(f"ss_codes={{{code!r}: {meaning!r}}}: SS codes must map to 0, 1 or 2.")
+                raise SteadyStateError(
+                    f"ss_codes={{{code!r}: {meaning!r}}}: SS codes must map to 0, 1 or 2."
+                )
             hit = ss_raw == float(code)
             ss_raw = np.where(hit & ~recoded, float(meaning), ss_raw)
             recoded |= hit
@@ -513,8 +544,9 @@ def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
     bad = np.flatnonzero(~np.isin(ss_raw, (0.0, 1.0, 2.0)))
     if bad.size:
         raise SteadyStateError(
-            f"Column {ss_column!r} (SS) is {ss_raw[bad[0]]:g} on {where_many(bad, ids[bad])}. SS must be "
-            f"0 (no steady state), 1 (reset to steady state) or 2 (steady state added). If this "
+            f"Column {ss_column!r} (SS) is {ss_raw[bad[0]]:g} on {where_many(bad, ids[bad])}. "
+            f"SS must be 0 (no steady state), 1 (reset to steady state) or 2 (steady state "
+            f"added). If this "
             f"code has a meaning in your dataset, say so with read_nonmem(..., ss_codes="
             f"{{{ss_raw[bad[0]]:g}: 0}})."
         )
@@ -522,21 +554,25 @@ def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
     bad = np.flatnonzero((ss > 0) & ~dose)
     if bad.size:
         raise SteadyStateError(
-            f"SS {ss[bad[0]]} on {where_many(bad, ids[bad])}, which is not a dose record; steady state "
-            f"is a property of a dose (EVID 1 or 4). Set SS to 0 there."
+            f"Column {ss_column!r} (SS) is {ss[bad[0]]} on {where_many(bad, ids[bad])}, which "
+            f"is not a dose record; "
+            f"steady state is a property of a dose (EVID 1 or 4). Set SS to 0 there."
         )
     # NONMEM's constant-infusion steady state: AMT 0, RATE > 0, II 0 (and no ADDL).
     constant_infusion = (ss > 0) & (amt == 0) & (rate > 0)
     bad = np.flatnonzero(constant_infusion & ((ii > 0) | (addl > 0)))
     if bad.size:
         raise SteadyStateError(
-            f"{where_many(bad, ids[bad])}: a steady-state constant infusion (SS > 0, AMT 0, RATE > 0) "
-            f"must have II 0 and ADDL 0; for a periodic infusion give AMT and II."
+            f"Column {ss_column!r} (SS) on {where_many(bad, ids[bad])}: a steady-state "
+            f"constant infusion "
+            f"(SS > 0, AMT 0, RATE > 0) must have II 0 and ADDL 0; for a periodic infusion "
+            f"give AMT and II."
         )
     bad = np.flatnonzero((ss > 0) & (ii <= 0) & ~constant_infusion)
     if bad.size:
         raise SteadyStateError(
-            f"SS {ss[bad[0]]} on {where_many(bad, ids[bad])} needs the dosing interval: set II > 0 "
+            f"Column {ss_column!r} (SS) is {ss[bad[0]]} on {where_many(bad, ids[bad])}, which "
+            f"needs the dosing interval: set II > 0 "
             f"(or AMT 0 with RATE > 0 for a constant infusion at steady state)."
         )
     return rate, ii, addl, ss

@@ -95,6 +95,28 @@ def _diffeqsolve(
     return y1, solution.result == diffrax.RESULTS.successful
 
 
+def strongly_typed(tree: PyTree) -> PyTree:
+    """Make every JAX array leaf strongly typed (other leaves untouched).
+
+    Weakly typed arrays come from Python scalars (``jax.grad(f)(2.0)``).  Inside
+    a custom derivative rule JAX may hand a concrete weakly typed scalar back
+    as a plain Python ``float``, which equinox then takes for static data; a
+    strongly typed array stays an array.
+    """
+
+    def convert(x):
+        if isinstance(x, jax.Array):
+            return jnp.asarray(x, dtype=x.dtype)
+        return x
+
+    return jtu.tree_map(convert, tree)
+
+
+def _arrays_where_moving(leaves: list[Any], tangents: list[Any]) -> list[Any]:
+    """Primal leaves as arrays wherever a tangent arrives (see strongly_typed)."""
+    return [x if t is None else jnp.asarray(x) for x, t in zip(leaves, tangents)]
+
+
 def _leaves_up_to(treedef: jtu.PyTreeDef, tangents: PyTree) -> list[Any]:
     """Tangent leaves aligned with the primal leaves (``None``: symbolic zero)."""
     if tangents is None:
@@ -132,6 +154,10 @@ def _solve_with_sensitivities_jvp(primals, tangents, *, vector_field, options):
     a_leaves, a_def = jtu.tree_flatten(args)
     ty_leaves = _leaves_up_to(y_def, t_y0)
     ta_leaves = _leaves_up_to(a_def, t_args)
+    y_leaves = _arrays_where_moving(y_leaves, ty_leaves)
+    a_leaves = _arrays_where_moving(a_leaves, ta_leaves)
+    y0, args = y_def.unflatten(y_leaves), a_def.unflatten(a_leaves)
+    dt = dt if t_dt is None else jnp.asarray(dt)
     # One sensitivity direction per element of every differentiated input; inputs
     # with a symbolic-zero tangent (e.g. constant infusion rates) cost nothing.
     y_moving = [y if t is not None else None for y, t in zip(y_leaves, ty_leaves)]
@@ -340,7 +366,7 @@ class AbstractODE(AbstractDynamics):
                 f"expected ({n},) for compartments {self.compartments}"
             )
         dt = jnp.asarray(dt, dtype)
-        params = jtu.tree_map(jnp.asarray, params)
+        params = strongly_typed(jtu.tree_map(jnp.asarray, params))
         amounts_end, reached = solve_ode(
             _ode_vector_field,
             amounts,

@@ -280,46 +280,94 @@ def record_amounts(
     else:
         ss_amounts = ss_rates = record_slot = record_ss = None
 
-    init_params = _tree_index(params, 0)
-    init = (
-        dynamics.initial_amounts(init_params).astype(dtype),
-        jnp.zeros(n_cmt, dtype=dtype),
-        jnp.asarray(-1, dtype=seq.dtype),
-        time[0],
+    # --- what each point does, computed for all points at once --------------------
+    n_points = time.shape[0]
+    dose_slot = jnp.where(kind == _RECORD, 0, slot)
+    record_slot_of_point = jnp.where(kind == _RECORD, slot, 0)
+    evid = subject.evid[record_slot_of_point]
+    is_reset = (kind == _RECORD) & ((evid == 3) | (evid == 4))
+    unit = jax.nn.one_hot(doses.cmt[dose_slot], n_cmt, dtype=dtype)
+    is_start = kind == _START
+    bolus = jnp.where(is_start & ~doses.is_infusion[dose_slot], doses.amount[dose_slot], 0.0)
+    rate_change = jnp.where(is_start, doses.rate[dose_slot], 0.0) - jnp.where(
+        kind == _END, doses.rate[dose_slot], 0.0
     )
-    unit_vectors = jnp.eye(n_cmt, dtype=dtype)
-    evid = subject.evid
+    delta_amounts = bolus[:, None] * unit
+    delta_rates = rate_change[:, None] * unit
+    # A dose point acts only if no reset came between its record and now.
+    source_seq = seq - seq % 3
+    if has_ss:
+        ss_kind = jnp.where(kind == _RECORD, record_ss[record_slot_of_point], 0)
+        ss_slot = record_slot[record_slot_of_point]
+        point_ss_amounts = ss_amounts[ss_slot]
+        point_ss_rates = ss_rates[ss_slot]
+    else:
+        ss_kind = jnp.zeros(n_points, dtype=jnp.int32)
+        point_ss_amounts = point_ss_rates = jnp.zeros((n_points, n_cmt), dtype=dtype)
+    reset_amounts = jax.vmap(dynamics.initial_amounts)(point_params).astype(dtype)
+    dt = jnp.diff(time, prepend=time[:1])
+
+    if dynamics.is_linear:
+        # Affine in (amounts, rates): precompute each interval's transition
+        # matrices, vectorised over points, so the sequential part is two matvecs.
+        zero = jnp.zeros(n_cmt, dtype=dtype)
+
+        def transition(p, h):
+            return jax.jacfwd(lambda a, r: dynamics.propagate(p, a, h, r), argnums=(0, 1))(
+                zero, zero
+            )
+
+        to_amounts, to_rates = jax.vmap(transition)(point_params, dt)
+
+        def move(amounts, rates, point):
+            return point["to_amounts"] @ amounts + point["to_rates"] @ rates
+
+        motion = dict(to_amounts=to_amounts, to_rates=to_rates)
+    else:
+
+        def move(amounts, rates, point):
+            return dynamics.propagate(point["params"], amounts, point["dt"], rates)
+
+        motion = dict(params=point_params, dt=dt)
 
     def step(carry, point):
-        amounts, rates, last_reset, t_prev = carry
-        t, s, k, j, p = point
-        amounts = dynamics.propagate(p, amounts, t - t_prev, rates)
-
-        # A data record: resets, and steady state imposed at SS dose records.
-        reset = (k == _RECORD) & ((evid[j] == 3) | (evid[j] == 4))
-        amounts = jnp.where(reset, dynamics.initial_amounts(p).astype(dtype), amounts)
+        amounts, rates, last_reset = carry
+        amounts = move(amounts, rates, point)
+        reset = point["is_reset"]
+        amounts = jnp.where(reset, point["reset_amounts"], amounts)
         rates = jnp.where(reset, 0.0, rates)
-        last_reset = jnp.where(reset, s, last_reset)
+        last_reset = jnp.where(reset, point["seq"], last_reset)
         if has_ss:
-            d = record_slot[j]
-            ss_kind = jnp.where(k == _RECORD, record_ss[j], 0)
-            amounts = jnp.where(ss_kind == 1, ss_amounts[d], amounts)
-            rates = jnp.where(ss_kind == 1, ss_rates[d], rates)
-            last_reset = jnp.where(ss_kind == 1, s, last_reset)
-            amounts = jnp.where(ss_kind == 2, amounts + ss_amounts[d], amounts)
-            rates = jnp.where(ss_kind == 2, rates + ss_rates[d], rates)
+            ss_kind_p = point["ss_kind"]
+            amounts = jnp.where(ss_kind_p == 1, 0.0, amounts) + jnp.where(
+                ss_kind_p > 0, point["ss_amounts"], 0.0
+            )
+            rates = jnp.where(ss_kind_p == 1, 0.0, rates) + jnp.where(
+                ss_kind_p > 0, point["ss_rates"], 0.0
+            )
+            last_reset = jnp.where(ss_kind_p == 1, point["seq"], last_reset)
+        alive = point["source_seq"] >= last_reset
+        amounts = amounts + jnp.where(alive, point["delta_amounts"], 0.0)
+        rates = rates + jnp.where(alive, point["delta_rates"], 0.0)
+        return (amounts, rates, last_reset), amounts
 
-        # Dose points act only if no reset came between their record and now.
-        alive = s - s % 3 >= last_reset
-        d = jnp.where(k == _RECORD, 0, j)
-        unit = unit_vectors[doses.cmt[d]]
-        start = (k == _START) & alive
-        amounts = amounts + jnp.where(start & ~doses.is_infusion[d], doses.amount[d], 0.0) * unit
-        rates = rates + jnp.where(start, doses.rate[d], 0.0) * unit
-        rates = rates - jnp.where((k == _END) & alive, doses.rate[d], 0.0) * unit
-        return (amounts, rates, last_reset, t), amounts
-
-    _, trajectory = jax.lax.scan(step, init, (time, seq, kind, slot, point_params))
+    points = dict(
+        motion,
+        is_reset=is_reset,
+        reset_amounts=reset_amounts,
+        seq=seq,
+        source_seq=source_seq,
+        delta_amounts=delta_amounts,
+        delta_rates=delta_rates,
+    )
+    if has_ss:
+        points.update(ss_kind=ss_kind, ss_amounts=point_ss_amounts, ss_rates=point_ss_rates)
+    init = (
+        reset_amounts[0],
+        jnp.zeros(n_cmt, dtype=dtype),
+        jnp.asarray(-1, dtype=seq.dtype),
+    )
+    _, trajectory = jax.lax.scan(step, init, points)
     # Amounts after each record's own point.
     position = jnp.zeros(n_rec, dtype=jnp.int32).at[jnp.where(is_record, slot, n_rec)].set(
         jnp.arange(time.shape[0], dtype=jnp.int32), mode="drop"

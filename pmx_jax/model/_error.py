@@ -22,7 +22,6 @@ In these cases gradients are finite (zero through the degenerate branch):
 each ``jnp.where`` is fed a safe value in the branch it discards.
 """
 
-from __future__ import annotations
 
 import abc
 import math

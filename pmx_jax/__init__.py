@@ -1,0 +1,43 @@
+"""pmx_jax: differentiable population PK/PD (nonlinear mixed-effects) modelling in JAX.
+
+The public surface, in the order of the data flow: read a NONMEM dataset, write
+a model, predict and simulate.
+"""
+
+from . import datasets as datasets
+from . import dynamics as dynamics
+from . import pk as pk
+from .data import Dataset as Dataset
+from .data import DatasetError as DatasetError
+from .data import MissingCovariateError as MissingCovariateError
+from .data import Subjects as Subjects
+from .data import read_nonmem as read_nonmem
+from .dynamics import AbstractDynamics as AbstractDynamics
+from .dynamics import AbstractODE as AbstractODE
+from .dynamics import AbstractODE as ODE
+from .model import AbstractErrorModel as AbstractErrorModel
+from .model import Additive as Additive
+from .model import Combined1 as Combined1
+from .model import Combined2 as Combined2
+from .model import Exponential as Exponential
+from .model import LogNormal as LogNormal
+from .model import Model as Model
+from .model import Normal as Normal
+from .model import Omega as Omega
+from .model import Proportional as Proportional
+from .model import Theta as Theta
+from .model import allometric as allometric
+from .model import categorical as categorical
+from .model import exponential as exponential
+from .model import linear as linear
+from .model import omega as omega
+from .model import omega_block as omega_block
+from .model import power as power
+from .model import theta as theta
+from .simulation import Dose as Dose
+from .simulation import Regimen as Regimen
+from .simulation import SimulationResult as SimulationResult
+from .simulation import predict as predict
+from .simulation import simulate as simulate
+
+__version__ = "0.1.0"

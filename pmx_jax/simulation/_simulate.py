@@ -1,0 +1,316 @@
+"""Prediction (PRED/IPRED) and stochastic simulation of populations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jaxtyping import PRNGKeyArray
+
+from .._sharding import pad_subjects, padded_count, shard_subjects
+from ..data._dataset import Dataset
+from ..data._read import read_nonmem
+from ..model._model import Model
+from ._core import Prepared, prepare, record_frame_index, subject_predictions
+from ._regimen import Regimen
+
+
+def _as_dataset(source: Dataset | Regimen | pd.DataFrame) -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, Regimen):
+        return read_nonmem(source.to_table())
+    if isinstance(source, pd.DataFrame):
+        return read_nonmem(source)
+    raise TypeError(
+        f"expected a Dataset (pmx_jax.read_nonmem), a Regimen or a DataFrame, got "
+        f"{type(source).__name__}"
+    )
+
+
+def _eta_array(model: Model, data: Dataset, etas) -> np.ndarray:
+    n_sub, n_eta = data.n_subjects, model.n_eta
+    if etas is None:
+        return np.zeros((n_sub, n_eta))
+    if isinstance(etas, pd.DataFrame):
+        missing = [n for n in model.eta_names if n not in etas.columns]
+        if missing:
+            raise ValueError(f"etas table lacks columns {missing}; it needs {model.eta_names}")
+        if "ID" in etas.columns:
+            etas = etas.set_index("ID").reindex(list(data.ids))
+            if etas[list(model.eta_names)].isna().any().any():
+                raise ValueError("etas table has no row for some subjects of the dataset")
+        return etas[list(model.eta_names)].to_numpy(dtype=float)
+    etas = np.asarray(etas, dtype=float)
+    if etas.shape != (n_sub, n_eta):
+        raise ValueError(
+            f"etas must have shape (n_subjects, n_eta) = ({n_sub}, {n_eta}) for etas "
+            f"{model.eta_names}; got {etas.shape}"
+        )
+    return etas
+
+
+@eqx.filter_jit
+def _predict_batch(model: Model, prepared: Prepared, etas, iov_etas):
+    plan = prepared.plan
+
+    def one(subject, record, valid, eta, iov):
+        ipred = subject_predictions(
+            model, subject, record, valid, eta, iov,
+            has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+        )
+        pred = subject_predictions(
+            model, subject, record, valid, jnp.zeros_like(eta), jnp.zeros_like(iov),
+            has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+        )
+        return pred.prediction, ipred.prediction, ipred.ok & pred.ok
+
+    return jax.vmap(one)(prepared.subjects, plan.dose_record, plan.dose_valid, etas, iov_etas)
+
+
+def predict(
+    model: Model,
+    data: Dataset | Regimen | pd.DataFrame,
+    etas: Any = None,
+    *,
+    iov_etas: Any = None,
+) -> pd.DataFrame:
+    """Population (PRED, all etas 0) and individual (IPRED) predictions at every
+    record of ``data``, one row per row of the original table.
+
+    Args:
+        model: a :class:`pmx_jax.Model` with the parameter values to use.
+        data: a Dataset, a Regimen or a NONMEM-style DataFrame.
+        etas: individual random effects, an array ``(n_subjects, n_eta)`` in the
+            order of ``model.eta_names`` or a DataFrame with those columns (and ID);
+            ``None`` gives IPRED == PRED.
+        iov_etas: occasion random effects ``(n_subjects, n_occasions, n_iov_eta)``.
+
+    Returns columns ID, TIME, EVID, DV, PRED, IPRED and ``row`` (0-based table row).
+    """
+    data = _as_dataset(data)
+    prepared = prepare(model, data)
+    eta = jnp.asarray(_eta_array(model, data, etas), dtype=prepared.subjects.time.dtype)
+    iov_shape = (data.n_subjects, prepared.n_occasions, model.n_iov_eta)
+    iov = jnp.zeros(iov_shape, eta.dtype) if iov_etas is None else jnp.asarray(iov_etas)
+    if iov.shape != iov_shape:
+        raise ValueError(f"iov_etas must have shape {iov_shape}, got {iov.shape}")
+    pred, ipred, ok = jax.device_get(_predict_batch(model, prepared, eta, iov))
+    _raise_failed(data, ok)
+    sub, rec = record_frame_index(prepared.subjects)
+    records = data.records
+    rows = np.asarray(prepared.subjects.row)[sub, rec]
+    out = pd.DataFrame(
+        {
+            "ID": records["id"].to_numpy()[rows],
+            "TIME": records["time"].to_numpy()[rows],
+            "EVID": records["evid"].to_numpy()[rows],
+            "DV": records["dv"].to_numpy()[rows],
+            "PRED": pred[sub, rec],
+            "IPRED": ipred[sub, rec],
+            "row": rows,
+        }
+    )
+    return out
+
+
+def _raise_failed(data: Dataset, ok) -> None:
+    failed = np.flatnonzero(~np.asarray(ok)[: data.n_subjects])
+    if failed.size:
+        ids = ", ".join(str(data.ids[i]) for i in failed[:10])
+        raise FloatingPointError(
+            f"predictions are not finite for subject(s) ID {ids}: check their individual "
+            "parameters (e.g. a non-positive volume or clearance) and doses"
+        )
+
+
+class SimulationResult(eqx.Module):
+    """Simulated virtual subjects: arrays with a leading subject axis.
+
+    ``ipred`` and ``dv`` have shape ``(n_subjects, n_records)`` (the design's
+    records after ADDL expansion); ``observed`` marks the sampling records;
+    ``etas`` is ``(n_subjects, n_eta)``; ``template`` maps each virtual subject to
+    the dataset subject whose design it used.
+    """
+
+    ipred: np.ndarray
+    dv: np.ndarray
+    etas: np.ndarray
+    ok: np.ndarray
+    time: np.ndarray
+    observed: np.ndarray
+    template: np.ndarray
+    eta_names: tuple[str, ...] = eqx.field(static=True)
+    ids: tuple = eqx.field(static=True)
+
+    @property
+    def n_subjects(self) -> int:
+        return self.dv.shape[0]
+
+    def to_frame(self, *, observations_only: bool = True) -> pd.DataFrame:
+        """Long table: SIM_ID (virtual subject, 1-based), ID (design subject),
+        TIME, IPRED, DV."""
+        sub, rec = np.nonzero(self.observed[self.template] if observations_only else
+                              np.ones_like(self.dv, dtype=bool))
+        return pd.DataFrame(
+            {
+                "SIM_ID": sub + 1,
+                "ID": np.asarray(self.ids, dtype=object)[self.template[sub]],
+                "TIME": self.time[self.template[sub], rec],
+                "IPRED": self.ipred[sub, rec],
+                "DV": self.dv[sub, rec],
+            }
+        )
+
+    def etas_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.etas, columns=list(self.eta_names))
+        frame.insert(0, "SIM_ID", np.arange(1, self.n_subjects + 1))
+        return frame
+
+
+def _simulate_subject(model: Model, prepared: Prepared, covariate_values, covariate_mask,
+                      index, template, key):
+    """One virtual subject: etas, IOV etas, predictions and residual draws."""
+    plan = prepared.plan
+    subject = jax.tree_util.tree_map(lambda x: x[template], prepared.subjects)
+    if covariate_values is not None:
+        cov = jnp.where(covariate_mask, covariate_values[None, :], subject.cov)
+        subject = eqx.tree_at(lambda s: s.cov, subject, cov)
+    key = jax.random.fold_in(key, index)
+    k_eta, k_iov, k_eps = jax.random.split(key, 3)
+    dtype = subject.time.dtype
+    omega = model.omega_matrix().astype(dtype)
+    eta = _correlated_normal(k_eta, omega, ())
+    iov = _correlated_normal(k_iov, model.iov_omega_matrix().astype(dtype), (prepared.n_occasions,))
+    result = subject_predictions(
+        model, subject, plan.dose_record[template], plan.dose_valid[template], eta, iov,
+        has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+    )
+    keys = jax.random.split(k_eps, subject.time.shape[0])
+    dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
+    dv = jnp.where(subject.is_obs | (subject.evid == 0), dv, 0.0)
+    return result.prediction, dv.astype(dtype), eta, result.ok
+
+
+def _correlated_normal(key, covariance, batch):
+    n = covariance.shape[0]
+    if n == 0:
+        return jnp.zeros((*batch, 0), covariance.dtype)
+    chol = jnp.linalg.cholesky(covariance)
+    z = jax.random.normal(key, (*batch, n), covariance.dtype)
+    return z @ chol.T
+
+
+@eqx.filter_jit
+def _simulate_chunk(model, prepared, covariate_values, covariate_mask, indices, templates, key):
+    return jax.vmap(
+        lambda c, i, t: _simulate_subject(model, prepared, c, covariate_mask, i, t, key)
+    )(covariate_values, indices, templates)
+
+
+def _covariate_override(prepared: Prepared, covariates, n_subjects: int):
+    """Per-virtual-subject covariate values (constant in time) replacing the design's."""
+    names = prepared.subjects.covariate_names
+    if covariates is None or not names:
+        return None
+    if isinstance(covariates, pd.DataFrame):
+        covariates = {c: covariates[c].to_numpy() for c in covariates.columns}
+    unknown = [c for c in covariates if c not in names]
+    if unknown:
+        raise ValueError(
+            f"covariates {unknown} are not used by the model; it reads {names}"
+        )
+    values = np.zeros((n_subjects, len(names)))
+    mask = np.zeros(len(names), dtype=bool)
+    for j, name in enumerate(names):
+        if name in covariates:
+            column = np.broadcast_to(np.asarray(covariates[name], dtype=float), (n_subjects,))
+            values[:, j] = column
+            mask[j] = True
+    dtype = prepared.subjects.time.dtype
+    return jnp.asarray(values, dtype), jnp.asarray(mask)
+
+
+def simulate(
+    model: Model,
+    design: Dataset | Regimen | pd.DataFrame,
+    *,
+    key: PRNGKeyArray,
+    n_subjects: int | None = None,
+    covariates: Mapping[str, Any] | pd.DataFrame | None = None,
+    chunk_size: int | None = None,
+    dtype: Any = None,
+    on_chunk: Callable[[int, tuple[np.ndarray, ...]], None] | None = None,
+) -> SimulationResult | None:
+    """Simulate virtual subjects: etas ~ N(0, Omega), occasion etas, residual error.
+
+    Args:
+        model: the model with the parameter values to simulate from.
+        design: a Dataset (each virtual subject reuses the records of dataset
+            subject ``i mod n``), a :class:`Regimen`, or a NONMEM DataFrame.
+        key: a ``jax.random`` key; results depend only on it and the subject's
+            index (not on ``chunk_size`` or the number of devices).
+        n_subjects: virtual subjects (default: the dataset's subjects).
+        covariates: per-virtual-subject covariate values (a DataFrame or a dict of
+            arrays of length ``n_subjects`` or scalars), constant over time, e.g.
+            drawn from a covariate distribution of the target population.
+        chunk_size: subjects per compiled batch; memory is proportional to it, not to
+            ``n_subjects`` (default 1024 on CPU, 65536 on accelerators).  Each chunk
+            is split over all local devices.
+        dtype: float dtype (float32 halves memory and is faster on GPUs).
+        on_chunk: if given, called as ``on_chunk(first_index, (ipred, dv, etas, ok))``
+            for each chunk and nothing is accumulated (the function returns None):
+            the way to summarise 10^6+ subjects without holding them all.
+    """
+    data = _as_dataset(design)
+    prepared = prepare(model, data, dtype=dtype)
+    n_template = data.n_subjects
+    n_subjects = n_template if n_subjects is None else int(n_subjects)
+    if n_subjects < 1:
+        raise ValueError("n_subjects must be >= 1")
+    if chunk_size is None:
+        chunk_size = 1024 if jax.default_backend() == "cpu" else 65536
+    chunk = padded_count(min(chunk_size, n_subjects))
+    override = _covariate_override(prepared, covariates, n_subjects)
+    outputs: list[tuple[np.ndarray, ...]] = []
+    for first in range(0, n_subjects, chunk):
+        count = min(chunk, n_subjects - first)
+        indices = np.arange(first, first + chunk)
+        templates = indices % n_template
+        values = mask = None
+        if override is not None:
+            values, mask = override
+            values = pad_subjects(values[first : first + count], chunk)
+        values, indices, templates = shard_subjects(
+            (values, jnp.asarray(indices), jnp.asarray(templates))
+        )
+        ipred, dv, eta, ok = _simulate_chunk(
+            model, prepared, values, mask, indices, templates, key
+        )
+        result = tuple(np.asarray(x)[:count] for x in jax.device_get((ipred, dv, eta, ok)))
+        if on_chunk is not None:
+            on_chunk(first, result)
+        else:
+            outputs.append(result)
+    if on_chunk is not None:
+        return None
+    ipred, dv, eta, ok = (np.concatenate(parts) for parts in zip(*outputs, strict=True))
+    subjects = prepared.subjects
+    return SimulationResult(
+        ipred=ipred,
+        dv=dv,
+        etas=eta,
+        ok=ok,
+        time=np.asarray(subjects.time),
+        observed=np.asarray(subjects.is_obs),
+        template=np.arange(n_subjects) % n_template,
+        eta_names=model.eta_names,
+        ids=data.ids,
+    )
+
+

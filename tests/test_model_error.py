@@ -1,0 +1,113 @@
+"""Residual error models against independent scipy computations."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy import stats  # noqa: E402
+
+import pmx_jax.model as pmx  # noqa: E402
+
+F, Y = 2.5, 3.1
+
+
+@pytest.mark.parametrize(
+    "model, sd",
+    [
+        (pmx.Additive(F, 0.4), 0.4),
+        (pmx.Normal(F, 0.4), 0.4),
+        (pmx.Proportional(F, 0.2), 0.2 * F),
+        (pmx.Combined1(F, 0.3, 0.2), 0.3 + 0.2 * F),
+        (pmx.Combined2(F, 0.3, 0.2), np.sqrt(0.3**2 + (0.2 * F) ** 2)),
+    ],
+)
+def test_normal_scale_models_vs_scipy(model, sd):
+    assert float(model.prediction) == F and float(model.mean()) == F
+    assert float(model.variance()) == pytest.approx(sd**2, rel=1e-14)
+    assert float(model.standard_deviation()) == pytest.approx(sd, rel=1e-14)
+    assert float(model.log_likelihood(Y)) == pytest.approx(stats.norm.logpdf(Y, F, sd), rel=1e-13)
+    assert float(model.log_cdf(2.0)) == pytest.approx(stats.norm.logcdf(2.0, F, sd), rel=1e-12)
+    assert float(model.log_sf(2.0)) == pytest.approx(stats.norm.logsf(2.0, F, sd), rel=1e-12)
+
+
+def test_exponential_is_normal_on_log_scale():
+    err = pmx.Exponential(F, 0.3)
+    assert pmx.LogNormal is pmx.Exponential
+    assert float(err.mean()) == pytest.approx(np.log(F))
+    # LTBS: density of log(y), no Jacobian
+    expected = stats.norm.logpdf(np.log(Y), np.log(F), 0.3)
+    assert float(err.log_likelihood(Y)) == pytest.approx(expected, rel=1e-13)
+    expected = stats.norm.logcdf(np.log(0.5), np.log(F), 0.3)
+    assert float(err.log_cdf(0.5)) == pytest.approx(expected, rel=1e-12)
+    assert float(err.log_likelihood(0.0)) == -np.inf
+    assert float(err.log_cdf(0.0)) == -np.inf and float(err.log_sf(0.0)) == 0.0
+
+
+def test_combined1_and_combined2_differ_as_defined():
+    f, add, prop = 10.0, 0.5, 0.1
+    c1 = pmx.Combined1(f, add, prop).variance()
+    c2 = pmx.Combined2(f, add, prop).variance()
+    assert float(c1) == pytest.approx((add + prop * f) ** 2)  # SDs add
+    assert float(c2) == pytest.approx(add**2 + (prop * f) ** 2)  # variances add
+    assert float(c1) > float(c2)
+
+
+def test_censored_log_likelihood_m3():
+    err = pmx.Combined2(jnp.array([2.0, 0.05, 0.05, 8.0]), 0.1, 0.2)
+    y = jnp.array([2.2, 0.0, 0.0, 0.0])
+    cens = jnp.array([0, 1, 1, -1])
+    limit = jnp.array([0.0, 0.1, 0.01, 7.0])
+    ll = err.censored_log_likelihood(y, cens, limit)
+    sd = np.sqrt(0.1**2 + (0.2 * np.array([2.0, 0.05, 0.05, 8.0])) ** 2)
+    expected = [
+        stats.norm.logpdf(2.2, 2.0, sd[0]),
+        stats.norm.logcdf(0.1, 0.05, sd[1]),
+        stats.norm.logcdf(0.01, 0.05, sd[2]),
+        stats.norm.logsf(7.0, 8.0, sd[3]),
+    ]
+    np.testing.assert_allclose(ll, expected, rtol=1e-12)
+
+
+def test_degenerate_cases_are_finite_in_gradient():
+    # Proportional error at f = 0 (pre-dose): zero variance.
+    def ll(f, y, cens, limit):
+        return pmx.Proportional(f, 0.2).censored_log_likelihood(y, cens, limit)
+
+    assert float(ll(0.0, 0.3, 0, 0.0)) == -np.inf  # a density with zero variance
+    assert float(ll(0.0, 0.0, 1, 0.1)) == 0.0  # BLQ pre-dose: probability 1
+    for args in [(0.0, 0.3, 0, 0.0), (0.0, 0.0, 1, 0.1), (1.0, 0.0, 1, 0.1), (1.0, 1.1, 0, 0.0)]:
+        g = jax.grad(ll)(*args)
+        assert np.isfinite(float(g)), args
+    # Log-scale model with y = 0 on a BLQ record and LIMIT = 0 on an observed one.
+    for args in [(1.0, 0.0, 1, 0.1), (1.0, 1.2, 0, 0.0), (0.0, 1.2, 0, 0.0)]:
+        g = jax.grad(lambda f, *a: pmx.Exponential(f, 0.3).censored_log_likelihood(*a))(*args)
+        assert np.isfinite(float(g)), args
+    # Additive at f = 0 is regular.
+    g = jax.grad(lambda f: pmx.Additive(f, 0.5).log_likelihood(0.2))(0.0)
+    assert float(g) == pytest.approx(0.2 / 0.25)
+
+
+def test_gradient_with_respect_to_sd_matches_closed_form():
+    g = jax.grad(lambda s: pmx.Additive(F, s).log_likelihood(Y))(0.4)
+    assert float(g) == pytest.approx(-1 / 0.4 + (Y - F) ** 2 / 0.4**3)
+
+
+def test_sample_moments():
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    add = jax.vmap(lambda k: pmx.Additive(F, 0.4).sample(k))(keys)
+    assert float(add.mean()) == pytest.approx(F, abs=4 * 0.4 / np.sqrt(20_000))
+    assert float(add.std()) == pytest.approx(0.4, rel=0.03)
+    ln = jax.vmap(lambda k: pmx.Exponential(F, 0.3).sample(k))(keys)
+    assert bool(jnp.all(ln > 0))
+    assert float(jnp.log(ln).std()) == pytest.approx(0.3, rel=0.03)
+
+
+def test_error_model_takes_theta_and_is_pytree():
+    sd = pmx.theta(0.4, lower=0.0)
+    err = pmx.Additive(F, sd)
+    assert isinstance(err.sd, jax.Array)
+    out = jax.jit(lambda e: e.log_likelihood(Y))(err)
+    assert float(out) == pytest.approx(stats.norm.logpdf(Y, F, 0.4))
