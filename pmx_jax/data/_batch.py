@@ -10,8 +10,10 @@ Two steps, both vectorised over all records:
    time and before every record at the same or a later time, so an observation
    at exactly an additional dose's time sees that dose (as it sees an explicit
    dose record placed before it).  Original records keep their order.
-   Covariates and occasion of a generated dose are those of the last original
-   record at or before its time (the values in effect then).
+   Covariates and occasion of a generated dose are those of its source dose
+   record: NONMEM gives additional doses the dose modifiers (F, ALAG, rate,
+   duration) computed at the record that carried ADDL (reference case nmtest,
+   scenario 102, where LAGT changes after the dose record).
 2. **Padding.**  Every subject is padded to the largest number of records (or
    ``pad_to``) with records that do nothing: ``valid = False``, EVID 2, AMT 0,
    the subject's last time, no observation, ``row = -1``, and the last record's
@@ -66,15 +68,8 @@ def expand_addl(
     original = np.r_[np.ones(n, dtype=bool), np.zeros(total, dtype=bool)]
     sequence = np.arange(n + total)
 
-    # Covariates/occasion of a generated dose: last original record at or before its time.
-    if total:
-        lookup = np.lexsort((sequence, ~original, time, subject))
-        last_original = np.maximum.accumulate(np.where(original[lookup], lookup, -1))
-        carried = np.empty(n + total, dtype=np.int64)
-        carried[lookup] = last_original
-        gen_from = carried[n:]
-    else:
-        gen_from = np.zeros(0, dtype=np.int64)
+    # Covariates/occasion of a generated dose: those of its source dose record.
+    gen_from = gen_src
 
     def extend(name: str, generated: np.ndarray) -> np.ndarray:
         return np.concatenate([col[name], generated])

@@ -1,14 +1,14 @@
 """Reading and validating a NONMEM-style dataset: :func:`read_nonmem`.
 
 Every check runs on whole columns (numpy/pandas), so a table of 10^6 records is
-read in about a second; every problem raises a named :class:`DatasetError` that
+read in seconds; every problem raises a named :class:`DatasetError` that
 points at the row a user would open in a spreadsheet.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,33 +164,10 @@ def read_nonmem(
             f"Make it a dose (EVID 1, MDV 1) or set AMT to 0 or '.'."
         )
 
-    rate, ii, addl, ss = _dosing(table, roles, column, amt, dose, id_per_row, ss_codes, notes)
-    _check_addl_before_restart(event_time, time, addl, ii, subject, id_per_row, notes)
+    rate, ii, addl, ss = _dosing(roles, column, amt, dose, id_per_row, ss_codes, notes)
+    _check_addl_before_restart(event_time, time, addl, ii, subject, id_per_row)
 
-    # DVID levels come from observations, so 0s or blanks on dose records add no endpoint.
-    if "DVID" in roles:
-        dvid_levels, dvid = levels_and_codes(table[roles["DVID"]], evid == 0)
-        if not dvid_levels:
-            dvid_levels, dvid = levels_and_codes(table[roles["DVID"]], np.ones(n, dtype=bool))
-        unknown = np.flatnonzero((dvid < 0) & (evid == 0))
-        if unknown.size:
-            raise InvalidValueError(
-                f"Column {roles['DVID']!r} (DVID) is missing on observation "
-                f"{where_many(unknown, id_per_row[unknown])}; give every observation its endpoint."
-            )
-        dvid = np.maximum(dvid, 0)
-    else:
-        dvid_levels, dvid = (1,), np.zeros(n, dtype=np.int64)
-    if "OCC" in roles:
-        occ_levels, occ = levels_and_codes(table[roles["OCC"]], np.ones(n, dtype=bool))
-        unknown = np.flatnonzero(occ < 0)
-        if unknown.size:
-            raise InvalidValueError(
-                f"Column {roles['OCC']!r} (OCC) is missing on "
-                f"{where_many(unknown, id_per_row[unknown])}; give every record its occasion."
-            )
-    else:
-        occ_levels, occ = (1,), np.zeros(n, dtype=np.int64)
+    dvid_levels, dvid, occ_levels, occ = _endpoints_and_occasions(table, roles, evid, id_per_row)
 
     covariate_names, unused = _covariate_names(table, roles, covariates)
     if unused:
@@ -237,6 +214,41 @@ def read_nonmem(
     )
 
 
+def _endpoints_and_occasions(
+    table: pd.DataFrame, roles: dict[str, str], evid: np.ndarray, ids: np.ndarray
+) -> tuple[tuple, np.ndarray, tuple, np.ndarray]:
+    """DVID and OCC levels, and the 0-based level index of every record."""
+    n = len(table)
+    everywhere = np.ones(n, dtype=bool)
+    if "DVID" in roles:
+        column = roles["DVID"]
+        # Levels come from observations, so 0s or blanks on dose records add no endpoint.
+        dvid_levels, dvid = levels_and_codes(table[column], evid == 0)
+        if not dvid_levels:
+            dvid_levels, dvid = levels_and_codes(table[column], everywhere)
+        unknown = np.flatnonzero((dvid < 0) & (evid == 0))
+        if unknown.size:
+            raise InvalidValueError(
+                f"Column {column!r} (DVID) is missing on observation "
+                f"{where_many(unknown, ids[unknown])}; give every observation its endpoint."
+            )
+        dvid = np.maximum(dvid, 0)
+    else:
+        dvid_levels, dvid = (1,), np.zeros(n, dtype=np.int64)
+    if "OCC" in roles:
+        column = roles["OCC"]
+        occ_levels, occ = levels_and_codes(table[column], everywhere)
+        unknown = np.flatnonzero(occ < 0)
+        if unknown.size:
+            raise InvalidValueError(
+                f"Column {column!r} (OCC) is missing on {where_many(unknown, ids[unknown])}; "
+                f"give every record its occasion."
+            )
+    else:
+        occ_levels, occ = (1,), np.zeros(n, dtype=np.int64)
+    return dvid_levels, dvid, occ_levels, occ
+
+
 def _load(source: str | os.PathLike | pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         return source.copy()
@@ -265,8 +277,8 @@ def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, 
         first = np.flatnonzero(codes == codes[start])[0]
         raise NonContiguousIdError(
             f"Column {column!r} (ID): ID {format_id(the_id)} reappears at {where(start, the_id)} "
-            f"after other subjects "
-            f"(its records start at row {first + 1}); NONMEM would read it as a new subject. "
+            f"after other subjects (its records start at row {first + 1}); NONMEM would read "
+            f"it as a new subject. "
             f"Sort the table by ID (then TIME), or give the second block its own ID."
         )
     return codes.astype(np.int64), np.asarray(uniques), raw_ids.to_numpy()
@@ -331,7 +343,14 @@ def _event_time(
     return time + offset
 
 
-def _check_addl_before_restart(event_time, time, addl, ii, subject, ids, notes) -> None:
+def _check_addl_before_restart(
+    event_time: np.ndarray,
+    time: np.ndarray,
+    addl: np.ndarray,
+    ii: np.ndarray,
+    subject: np.ndarray,
+    ids: np.ndarray,
+) -> None:
     """ADDL doses may not run into a later period whose TIME restarts (ambiguous in NONMEM)."""
     restart = np.flatnonzero(np.r_[False, (np.diff(time) < 0) & (subject[1:] == subject[:-1])])
     source = np.flatnonzero(addl > 0)
@@ -349,8 +368,8 @@ def _check_addl_before_restart(event_time, time, addl, ii, subject, ids, notes) 
         r, q = source[bad[0]], nxt[bad[0]]
         raise InvalidDoseError(
             f"Column ADDL: the additional doses of {where(r, ids[r])} run past the reset at "
-            f"row {q + 1}, where TIME "
-            f"restarts; reduce ADDL so the regimen ends before that period."
+            f"row {q + 1}, where TIME restarts; reduce ADDL so the regimen ends before that "
+            f"period."
         )
 
 
@@ -474,7 +493,15 @@ def _mdv(
     return mdv
 
 
-def _dosing(table, roles, column, amt, dose, ids, ss_codes, notes):
+def _dosing(
+    roles: dict[str, str],
+    column: Callable[[str, float], np.ndarray],
+    amt: np.ndarray,
+    dose: np.ndarray,
+    ids: np.ndarray,
+    ss_codes: Mapping[float, int] | None,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """RATE, II, ADDL and SS, checked against NONMEM's rules for dose records."""
     rate = column("RATE", 0.0)
     bad = np.flatnonzero(dose & (rate < 0) & (rate != -1) & (rate != -2))

@@ -8,8 +8,6 @@ lag times, bioavailability, steady state, resets) is handled once, in the
 event engine, so closed-form and ODE models share the exact same semantics.
 """
 
-from __future__ import annotations
-
 import abc
 
 import equinox as eqx

@@ -114,7 +114,7 @@ def strongly_typed(tree: PyTree) -> PyTree:
 
 def _arrays_where_moving(leaves: list[Any], tangents: list[Any]) -> list[Any]:
     """Primal leaves as arrays wherever a tangent arrives (see strongly_typed)."""
-    return [x if t is None else jnp.asarray(x) for x, t in zip(leaves, tangents)]
+    return [x if t is None else jnp.asarray(x) for x, t in zip(leaves, tangents, strict=True)]
 
 
 def _leaves_up_to(treedef: jtu.PyTreeDef, tangents: PyTree) -> list[Any]:
@@ -160,8 +160,8 @@ def _solve_with_sensitivities_jvp(primals, tangents, *, vector_field, options):
     dt = dt if t_dt is None else jnp.asarray(dt)
     # One sensitivity direction per element of every differentiated input; inputs
     # with a symbolic-zero tangent (e.g. constant infusion rates) cost nothing.
-    y_moving = [y if t is not None else None for y, t in zip(y_leaves, ty_leaves)]
-    a_moving = [a if t is not None else None for a, t in zip(a_leaves, ta_leaves)]
+    y_moving = [y if t is not None else None for y, t in zip(y_leaves, ty_leaves, strict=True)]
+    a_moving = [a if t is not None else None for a, t in zip(a_leaves, ta_leaves, strict=True)]
     k = sum(int(np.prod(x.shape)) for x in y_moving + a_moving if x is not None)
 
     if k == 0:
@@ -172,7 +172,7 @@ def _solve_with_sensitivities_jvp(primals, tangents, *, vector_field, options):
         s0 = y_def.unflatten(
             [
                 jnp.zeros((k, *y.shape), y.dtype) if d is None else jnp.asarray(d)
-                for y, d in zip(y_leaves, y_dirs)
+                for y, d in zip(y_leaves, y_dirs, strict=True)
             ]
         )
         moving = [d is not None for d in a_dirs]
@@ -181,11 +181,12 @@ def _solve_with_sensitivities_jvp(primals, tangents, *, vector_field, options):
         def variational_field(t, state, args_):
             y, s = state
             leaves = a_def.flatten_up_to(args_)
-            diff = a_def.unflatten([x if m else None for x, m in zip(leaves, moving)])
+            diff = a_def.unflatten([x if m else None for x, m in zip(leaves, moving, strict=True)])
 
             def field(y_, diff_):
                 merged = [
-                    d if m else x for x, d, m in zip(leaves, a_def.flatten_up_to(diff_), moving)
+                    d if m else x
+                    for x, d, m in zip(leaves, a_def.flatten_up_to(diff_), moving, strict=True)
                 ]
                 return vector_field(t, y_, a_def.unflatten(merged))
 
@@ -276,6 +277,19 @@ class AbstractODE(AbstractDynamics):
     adjoint: diffrax.AbstractAdjoint | None = eqx.field(default=None, static=True, kw_only=True)
     throw: bool = eqx.field(default=False, static=True, kw_only=True)
 
+    def __init_subclass__(cls, **kwargs):
+        # Let a model say ``compartments = ("depot", "central")`` like a NONMEM
+        # $MODEL block: without a ClassVar annotation, dataclasses would take the
+        # abstract declaration in AbstractDynamics for a required field.  This
+        # runs before equinox turns the class into a dataclass.
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        declared = {"compartments": ClassVar[tuple[str, ...]], "is_linear": ClassVar[bool]}
+        for name, annotation in declared.items():
+            if name in cls.__dict__ and name not in annotations:
+                annotations[name] = annotation
+        cls.__annotations__ = annotations
+        super().__init_subclass__(**kwargs)
+
     def __check_init__(self):
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(
@@ -350,9 +364,8 @@ class AbstractODE(AbstractDynamics):
         ``dt`` integrates backwards.  ``rates=None`` means no infusion.
         """
         amounts = jnp.asarray(amounts)
-        if not jnp.issubdtype(amounts.dtype, jnp.inexact):
-            amounts = amounts.astype(float)
-        dtype = amounts.dtype
+        dtype = amounts.dtype if jnp.issubdtype(amounts.dtype, jnp.inexact) else jnp.dtype(float)
+        amounts = jnp.asarray(amounts, dtype)  # strongly typed, see strongly_typed
         n = self.n_compartments
         if amounts.shape != (n,):
             raise ValueError(

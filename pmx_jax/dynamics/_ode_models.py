@@ -30,7 +30,7 @@ def _distribution(
     conc = central / p["v"]
     central_change = -p["cl"] * conc
     peripheral_changes = []
-    for amount, (q, vp) in zip(peripherals, exchanges):
+    for amount, (q, vp) in zip(peripherals, exchanges, strict=True):
         flow = p[q] * (conc - amount / p[vp])  # central -> peripheral, amount/time
         central_change = central_change - flow
         peripheral_changes.append(flow)

@@ -51,12 +51,12 @@ def _jvp_wrt_moving(fn: Callable, primals: tuple, tangents: tuple):
 
     def partial_fn(*moving_leaves):
         supply = iter(moving_leaves)
-        merged = [next(supply) if m else x for x, m in zip(leaves, moving)]
+        merged = [next(supply) if m else x for x, m in zip(leaves, moving, strict=True)]
         return fn(*treedef.unflatten(merged))
 
     return jax.jvp(
         partial_fn,
-        tuple(x for x, m in zip(leaves, moving) if m),
+        tuple(x for x, m in zip(leaves, moving, strict=True) if m),
         tuple(t for t in tangent_leaves if t is not None),
     )
 
@@ -92,24 +92,30 @@ def _affine_fixed_point_jvp(primals, tangents):
 
 
 def _newton_then_fixed_point(period_map, x0, args, rtol, atol, max_steps, max_fixed_point_steps):
-    def residual(x, a):
-        return period_map(x, a) - x
+    def scaled_residual(x, a):
+        # Newton stops when both its step and |period_map(x) - x| are below
+        # atol + rtol |x|, the same relative test as the ODE solver's.  optimistix
+        # tests the residual against atol alone, so we hand it the residual in
+        # units of that scale; the scale is held constant (stop_gradient), so
+        # the Newton step and the implicit derivative are those of the plain
+        # residual.
+        scale = 1.0 + (rtol / atol) * jnp.abs(jax.lax.stop_gradient(x))
+        return (period_map(x, a) - x) / scale
 
-    # Stopping rule on the estimated remaining error (rate-based, relative in
-    # x) rather than on |residual| < atol, which is meaningless in amount units.
-    newton = optx.Newton(rtol=rtol, atol=atol, cauchy_termination=False)
-    solution = optx.root_find(residual, newton, x0, args, max_steps=max_steps, throw=False)
-    newton_ok = (solution.result == optx.RESULTS.successful) & jnp.all(
-        jnp.isfinite(solution.value)
+    newton = optx.Newton(rtol=rtol, atol=atol)
+    solution = optx.root_find(
+        scaled_residual, newton, x0, args, max_steps=max_steps, throw=False
     )
+    finite = jnp.all(jnp.isfinite(solution.value))
+    newton_ok = (solution.result == optx.RESULTS.successful) & finite
 
     def converged():
         return solution.value, newton_ok
 
     def dose_forward():
         # Under vmap both branches run: subjects that Newton solved start at
-        # their fixed point and stop after one iteration.
-        start = jnp.where(newton_ok, solution.value, x0)
+        # their fixed point and stop after one interval.
+        start = jnp.where(finite, solution.value, x0)
         iteration = optx.FixedPointIteration(rtol=rtol, atol=atol)
         fallback = optx.fixed_point(
             period_map, iteration, start, args, max_steps=max_fixed_point_steps, throw=False

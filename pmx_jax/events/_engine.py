@@ -263,7 +263,9 @@ def record_amounts(
 
     # Parameters for the interval ending at each point: the next data record's.
     is_record = kind == _RECORD
-    next_record = jax.lax.cummin(jnp.where(is_record, slot, n_rec - 1), reverse=True)
+    # Doses generated from ADDL are not data records: NONMEM does not call $PK there.
+    is_data = is_record & ~subject.is_addl[jnp.where(is_record, slot, 0)]
+    next_record = jax.lax.cummin(jnp.where(is_data, slot, n_rec - 1), reverse=True)
     point_params = jax.tree_util.tree_map(lambda v: v[next_record], params)
 
     if has_ss:
@@ -272,9 +274,9 @@ def record_amounts(
         )(_tree_index(params, doses.record), doses)
         # A record that is itself an SS dose: map record -> its dose slot.
         record_slot = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].set(
-            jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), 0)
+            jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), jnp.int32(0))
         )
-        record_ss = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].max(
+        record_ss = jnp.zeros(n_rec, dtype=doses.ss.dtype).at[doses.record].max(
             jnp.where(doses.valid, doses.ss, 0)
         )
     else:

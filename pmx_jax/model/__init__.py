@@ -15,12 +15,12 @@ from ._error import Exponential as Exponential
 from ._error import LogNormal as LogNormal
 from ._error import Normal as Normal
 from ._error import Proportional as Proportional
+from ._errors import CompartmentNameError as CompartmentNameError
 from ._errors import IndividualParametersError as IndividualParametersError
 from ._errors import ModelDefinitionError as ModelDefinitionError
 from ._errors import ObservationError as ObservationError
 from ._errors import OmegaNotPositiveDefiniteError as OmegaNotPositiveDefiniteError
 from ._errors import ThetaBoundsError as ThetaBoundsError
-from ._errors import UnknownCompartmentError as UnknownCompartmentError
 from ._errors import UnknownEtaError as UnknownEtaError
 from ._model import Model as Model
 from ._parameters import Omega as Omega

@@ -29,9 +29,7 @@ def _neutral(endpoint: AbstractErrorModel, selected: Array) -> AbstractErrorMode
     """The endpoint with its prediction replaced by 1 where it is not selected."""
     prediction = jnp.asarray(endpoint.prediction)
     try:
-        return eqx.tree_at(
-            lambda e: e.prediction, endpoint, jnp.where(selected, prediction, 1.0)
-        )
+        return eqx.tree_at(lambda e: e.prediction, endpoint, jnp.where(selected, prediction, 1.0))
     except (TypeError, ValueError):
         # ``prediction`` is a property of a user-defined error model: nothing
         # to replace, so evaluate it as it is.
@@ -62,13 +60,14 @@ class SelectedEndpoint(AbstractErrorModel):
             selected = self.index == k
             value = jnp.asarray(per_endpoint(k, _neutral(endpoint, selected), selected))
             if result is None:
-                result = jnp.full(jnp.broadcast_shapes(value.shape, selected.shape), jnp.nan,
-                                  dtype=value.dtype)
+                result = jnp.full(
+                    jnp.broadcast_shapes(value.shape, selected.shape), jnp.nan, dtype=value.dtype
+                )
             result = jnp.where(selected, value, result)
         assert result is not None
         return result
 
-    @property
+    @property  # type: ignore[misc]
     def prediction(self) -> Float[Array, "*shape"]:  # type: ignore[override]
         return self._select(lambda k, e, s: e.prediction)
 

@@ -22,7 +22,6 @@ In these cases gradients are finite (zero through the degenerate branch):
 each ``jnp.where`` is fed a safe value in the branch it discards.
 """
 
-
 import abc
 import math
 from typing import ClassVar
@@ -100,7 +99,7 @@ class AbstractErrorModel(eqx.Module):
     def log_likelihood(self, y: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """Normal log density of ``transform(y)`` (with the ``-log(2 pi)/2``
         constant; no Jacobian for log-scale models, as NONMEM's LTBS)."""
-        ok, z, var = self._standardised(y)
+        ok, z, var = self._standardised(jnp.asarray(y))
         return jnp.where(ok, -0.5 * (_LOG_2PI + jnp.log(var) + z**2), -jnp.inf)
 
     def _log_probability(self, limit: Array, *, below: bool) -> Array:
@@ -120,11 +119,11 @@ class AbstractErrorModel(eqx.Module):
 
     def log_cdf(self, limit: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """``log P(Y < limit)``: the M3 likelihood of a record below the LLOQ."""
-        return self._log_probability(limit, below=True)
+        return self._log_probability(jnp.asarray(limit), below=True)
 
     def log_sf(self, limit: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """``log P(Y > limit)``: the likelihood of a record above the ULOQ."""
-        return self._log_probability(limit, below=False)
+        return self._log_probability(jnp.asarray(limit), below=False)
 
     def censored_log_likelihood(
         self,

@@ -26,7 +26,7 @@ class UnknownEtaError(AttributeError):
     """``eta.<name>`` asked for an eta that no OMEGA block declares."""
 
 
-class UnknownCompartmentError(AttributeError):
+class CompartmentNameError(AttributeError):
     """``amounts.<name>`` asked for a compartment the dynamics does not have."""
 
 

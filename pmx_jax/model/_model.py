@@ -94,8 +94,8 @@ class Model(eqx.Module):
         for name, theta in self.thetas().items():
             check_theta(theta, f"{cls.__name__}.{name}")
         owner: dict[str, str] = {}
-        for field, block in self.omega_blocks():
-            for eta in block.names:
+        for field, omega in self.omega_blocks():
+            for eta in omega.names:
                 if eta in owner:
                     raise ModelDefinitionError(
                         f"{cls.__name__}: eta {eta!r} is declared in OMEGA blocks "
@@ -115,7 +115,7 @@ class Model(eqx.Module):
         raise NotImplementedError
 
     # -- introspection (static structure) ------------------------------------
-    def _fields_of(self, kind: type) -> list[tuple[str, Any]]:
+    def _fields_of(self, kind: Any) -> list[tuple[str, Any]]:
         out = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name, None)
@@ -184,8 +184,9 @@ class Model(eqx.Module):
         """Like :meth:`with_values`, for THETAs only."""
         return self._replace(values, allowed=(Theta,), validate=True)
 
-    def _replace(self, values: Mapping[str, Any], *, allowed: tuple[type, ...],
-                 validate: bool) -> Model:
+    def _replace(
+        self, values: Mapping[str, Any], *, allowed: tuple[type, ...], validate: bool
+    ) -> Model:
         cls_name = type(self).__name__
         params = {n: p for kind in allowed for n, p in self._fields_of(kind)}
         names, nodes = [], []
@@ -333,7 +334,8 @@ class Model(eqx.Module):
                 f"{type(self).__name__} has {len(models)} endpoints; pass the record's "
                 "DVID level index"
             )
-        return SelectedEndpoint(models, dvid)
+        # (mypy's dataclass plugin takes the abstract ``prediction`` for a field)
+        return SelectedEndpoint(models, dvid)  # type: ignore[call-arg, arg-type]
 
     def record_log_likelihood(
         self,
@@ -349,21 +351,28 @@ class Model(eqx.Module):
         return self.observation(amounts, params, dvid).censored_log_likelihood(y, cens, limit)
 
     def record_prediction(
-        self, amounts: Float[ArrayLike, " n_cmt"], params: Params,
+        self,
+        amounts: Float[ArrayLike, " n_cmt"],
+        params: Params,
         dvid: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, ""]:
         """IPRED of one record (natural scale)."""
         return self.observation(amounts, params, dvid).prediction
 
     def record_variance(
-        self, amounts: Float[ArrayLike, " n_cmt"], params: Params,
+        self,
+        amounts: Float[ArrayLike, " n_cmt"],
+        params: Params,
         dvid: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, ""]:
         """Residual variance of one record, on its error model's transformed scale."""
         return self.observation(amounts, params, dvid).variance()
 
     def record_sample(
-        self, key: PRNGKeyArray, amounts: Float[ArrayLike, " n_cmt"], params: Params,
+        self,
+        key: PRNGKeyArray,
+        amounts: Float[ArrayLike, " n_cmt"],
+        params: Params,
         dvid: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, ""]:
         """A simulated observation (DV) for one record."""

@@ -98,12 +98,12 @@ class Theta(eqx.Module):
         return jnp.asarray(self.value).dtype
 
     def __float__(self) -> float:
-        return float(self.value)
+        return float(np.asarray(self.value))
 
     def __format__(self, spec: str) -> str:
         if is_traced(self.value):
             return repr(self)
-        return format(float(self.value), spec)
+        return format(float(np.asarray(self.value)), spec)
 
     def __add__(self, other: Any) -> Array:
         return self.__jax_array__() + _unwrap(other)
@@ -350,7 +350,8 @@ class Omega(eqx.Module):
             var = np.diagonal(np.asarray(self.matrix))
             body = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.names, var, strict=True))
         else:
-            body = f"{self.names}, {np.array2string(np.asarray(self.matrix), precision=4)}"
+            rows = np.asarray(self.matrix).round(6).tolist()
+            body = f"{', '.join(self.names)}, matrix={rows}"
         return f"Omega({body}{''.join(', ' + f for f in flags)})"
 
 

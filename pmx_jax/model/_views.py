@@ -14,14 +14,16 @@ from collections.abc import Iterator, Sequence
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import UnknownCompartmentError, UnknownEtaError, missing_covariate_error_class
+from ._errors import CompartmentNameError, UnknownEtaError, missing_covariate_error_class
 
 
 class _NamedVector:
     """Shared machinery: ``view.<name>``, ``view["name"]``, iteration over names."""
 
     __slots__ = ("_values", "_names", "_index")
-    _kind = "entry"
+    _values: Array
+    _names: tuple[str, ...]
+    _index: dict[str, int]
 
     def __init__(self, values: ArrayLike, names: Sequence[str]) -> None:
         names = tuple(names)
@@ -134,7 +136,6 @@ class AmountsView(_NamedVector):
         try:
             return self._index[name]
         except KeyError:
-            raise UnknownCompartmentError(
-                f"no compartment named {name!r}; the dynamics' compartments are "
-                f"{self._names}"
+            raise CompartmentNameError(
+                f"no compartment named {name!r}; the dynamics' compartments are {self._names}"
             ) from None
