@@ -385,9 +385,11 @@ def test_addl_expansion_order_and_fields():
     amt, rate, cmt, ss = (valid(subjects, f)[0] for f in ("amt", "rate", "cmt", "ss"))
     assert amt[is_addl].tolist() == [100, 100] and rate[is_addl].tolist() == [10, 10]
     assert cmt[is_addl].tolist() == [1, 1] and ss[is_addl].tolist() == [0, 0]
-    # Covariates of a generated dose: the last original record at or before its time.
+    # Covariates of a generated dose are its source dose record's: NONMEM computes the
+    # dose modifiers (F, ALAG, rate, duration) of additional doses at that record.
     wt = np.asarray(subjects.cov)[0, :, 0]
-    assert wt[is_addl].tolist() == [71.0, 73.0]
+    assert wt[is_addl].tolist() == [70.0, 70.0]
+    assert wt[~is_addl].tolist() == [70.0, 71.0, 72.0, 73.0, 74.0]
 
 
 def test_addl_after_steady_state_dose_is_not_steady_state():

@@ -281,23 +281,21 @@ def test_inside_scan_matches_sequential_calls_and_differentiates():
             amounts = model.propagate(p, amounts, dt, rate)
             return amounts, amounts
 
-        return jax.lax.scan(step, x0, (dts, rates))[1]
+        trajectory = jax.lax.scan(step, x0, (dts, rates))[1]
+        return trajectory[-1, 0], trajectory
 
-    trajectory = jax.jit(run)(PARAMS["cl"])
-    amounts = np.asarray(x0)
-    for dt, rate in zip(np.asarray(dts), np.asarray(rates), strict=True):
-        amounts = exact(model.compartments, PARAMS, amounts, dt, rate)
-    np.testing.assert_allclose(trajectory[-1], amounts, rtol=1e-7)
+    gradient, trajectory = jax.jit(jax.grad(run, has_aux=True))(PARAMS["cl"])
 
-    gradient = jax.jit(jax.grad(lambda cl: run(cl)[-1, 0]))(PARAMS["cl"])
-
-    def exact_final(cl):
-        a = np.zeros(2)
+    def exact_trajectory(cl):
+        a, out = np.zeros(2), []
         for dt, rate in zip(np.asarray(dts), np.asarray(rates), strict=True):
             a = exact(model.compartments, {**PARAMS, "cl": cl}, a, dt, rate)
-        return a[0]
+            out.append(a)
+        return np.array(out)
 
-    fd = _central_difference(exact_final, PARAMS["cl"], 1e-5 * PARAMS["cl"])
+    np.testing.assert_allclose(trajectory, exact_trajectory(PARAMS["cl"]), rtol=1e-7)
+    h = 1e-5 * PARAMS["cl"]
+    fd = _central_difference(lambda cl: exact_trajectory(cl)[-1, 0], PARAMS["cl"], h)
     np.testing.assert_allclose(gradient, fd, rtol=1e-6)
 
 

@@ -213,7 +213,7 @@ def _solve_with_sensitivities_jvp(primals, tangents, *, vector_field, options):
     return (y1, ok), (t_y1, None)
 
 
-def solve_ode(
+def _solve(
     vector_field: VectorField,
     y0: PyTree,
     args: PyTree,
@@ -262,8 +262,9 @@ class AbstractODE(AbstractDynamics):
     - ``throw``: raise (via ``eqx.error_if``) when a solve fails, for debugging;
       by default failures are returned as data.
 
-    Set ``is_linear: ClassVar[bool] = True`` on a subclass whose ``rhs`` is
-    linear in the amounts: steady state is then one linear solve.
+    Set ``is_linear = True`` on a subclass whose ``rhs`` is linear in the
+    amounts (first-order processes only): steady state is then one linear
+    solve instead of a Newton iteration.
     """
 
     is_linear: ClassVar[bool] = False
@@ -380,7 +381,7 @@ class AbstractODE(AbstractDynamics):
             )
         dt = jnp.asarray(dt, dtype)
         params = strongly_typed(jtu.tree_map(jnp.asarray, params))
-        amounts_end, reached = solve_ode(
+        amounts_end, reached = _solve(
             _ode_vector_field,
             amounts,
             (self, params, rates),

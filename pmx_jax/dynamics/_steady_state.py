@@ -15,11 +15,13 @@ state is its fixed point ``x = period_map(x)``.
   fallback when Newton does not converge.
 
 Either way the derivative with respect to the parameters comes from the
-implicit function theorem at the solution, ``dx = (I - A)^{-1} d period_map``,
-never from differentiating through iterations: gradients cost one extra linear
-solve and are exact for the fixed point that was found.  Parameters must reach
-``period_map`` through ``args`` or as arrays it closes over (both are
-differentiated).
+implicit function theorem at the solution, ``dx = (I - A)^{-1} d period_map``
+with ``A`` the Jacobian of the map there, never from differentiating through
+iterations: a derivative costs one Jacobian, one directional derivative of the
+map and one linear solve, and is exact for the fixed point that was found.  The
+rule calls itself for the solution, so second derivatives (FOCEI, Laplace)
+are exact too.  Parameters must reach ``period_map`` through ``args`` or as
+arrays it closes over (both are differentiated).
 """
 
 from __future__ import annotations
@@ -61,8 +63,19 @@ def _jvp_wrt_moving(fn: Callable, primals: tuple, tangents: tuple):
     )
 
 
-def _affine_solve(period_map, args, template):
-    zero = jnp.zeros_like(template)
+class _Method(eqx.Module):
+    """How to search for the fixed point (static configuration)."""
+
+    linear: bool
+    rtol: float
+    atol: float
+    max_steps: int
+    max_fixed_point_steps: int
+
+
+def _affine_solve(period_map, args, x0):
+    """Fixed point of an affine map and ``I - A``, in one Jacobian evaluation."""
+    zero = jnp.zeros_like(x0)
 
     def map_twice(x):
         out = period_map(x, args)
@@ -71,59 +84,80 @@ def _affine_solve(period_map, args, template):
     # The Jacobian of an affine map is the same everywhere; at 0 the value is c.
     transition, offset = jax.jacfwd(map_twice, has_aux=True)(zero)
     system = jnp.eye(zero.shape[0], dtype=zero.dtype) - transition
-    return jnp.linalg.solve(system, offset), system
+    trough = jnp.linalg.solve(system, offset)
+    return trough, jnp.all(jnp.isfinite(trough)), system
 
 
-@eqx.filter_custom_jvp
-def _affine_fixed_point(period_map, args, template):
-    trough, _ = _affine_solve(period_map, args, template)
-    return trough
+def _newton_then_fixed_point(period_map, args, x0, method):
+    """Fixed point of a nonlinear map, by Newton, else by dosing forward."""
+    rtol, atol = method.rtol, method.atol
 
-
-@_affine_fixed_point.def_jvp
-def _affine_fixed_point_jvp(primals, tangents):
-    period_map, args, template = primals
-    t_map, t_args, _ = tangents  # the fixed point does not depend on the start
-    trough, system = _affine_solve(period_map, args, template)
-    _, moved = _jvp_wrt_moving(lambda m, a: m(trough, a), (period_map, args), (t_map, t_args))
-    if moved is None:
-        return trough, None
-    return trough, jnp.linalg.solve(system, moved)
-
-
-def _newton_then_fixed_point(period_map, x0, args, rtol, atol, max_steps, max_fixed_point_steps):
     def scaled_residual(x, a):
         # Newton stops when both its step and |period_map(x) - x| are below
         # atol + rtol |x|, the same relative test as the ODE solver's.  optimistix
         # tests the residual against atol alone, so we hand it the residual in
         # units of that scale; the scale is held constant (stop_gradient), so
-        # the Newton step and the implicit derivative are those of the plain
-        # residual.
+        # the Newton step is that of the plain residual.
         scale = 1.0 + (rtol / atol) * jnp.abs(jax.lax.stop_gradient(x))
         return (period_map(x, a) - x) / scale
 
-    newton = optx.Newton(rtol=rtol, atol=atol)
-    solution = optx.root_find(
-        scaled_residual, newton, x0, args, max_steps=max_steps, throw=False
+    newton = optx.root_find(
+        scaled_residual,
+        optx.Newton(rtol=rtol, atol=atol),
+        x0,
+        args,
+        max_steps=method.max_steps,
+        throw=False,
     )
-    finite = jnp.all(jnp.isfinite(solution.value))
-    newton_ok = (solution.result == optx.RESULTS.successful) & finite
+    finite = jnp.all(jnp.isfinite(newton.value))
+    newton_ok = (newton.result == optx.RESULTS.successful) & finite
 
     def converged():
-        return solution.value, newton_ok
+        return newton.value, newton_ok
 
     def dose_forward():
         # Under vmap both branches run: subjects that Newton solved start at
         # their fixed point and stop after one interval.
-        start = jnp.where(finite, solution.value, x0)
-        iteration = optx.FixedPointIteration(rtol=rtol, atol=atol)
+        start = jnp.where(finite, newton.value, x0)
         fallback = optx.fixed_point(
-            period_map, iteration, start, args, max_steps=max_fixed_point_steps, throw=False
+            period_map,
+            optx.FixedPointIteration(rtol=rtol, atol=atol),
+            start,
+            args,
+            max_steps=method.max_fixed_point_steps,
+            throw=False,
         )
         ok = (fallback.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(fallback.value))
         return fallback.value, ok
 
     return jax.lax.cond(newton_ok, converged, dose_forward)
+
+
+@eqx.filter_custom_jvp
+def _steady_state(period_map, args, x0, *, method):
+    # Never differentiated itself: the rule below supplies the derivative.
+    if method.linear:
+        trough, ok, _ = _affine_solve(period_map, args, x0)
+        return trough, ok
+    return _newton_then_fixed_point(period_map, args, x0, method)
+
+
+@_steady_state.def_jvp
+def _steady_state_jvp(primals, tangents, *, method):
+    period_map, args, x0 = primals
+    t_map, t_args, _ = tangents  # the fixed point does not depend on the start
+    if method.linear:
+        trough, ok, system = _affine_solve(period_map, args, x0)
+    else:
+        # Through this same function, so that a second derivative sees the
+        # first-order dependence of the solution on the parameters.
+        trough, ok = _steady_state(period_map, args, x0, method=method)
+        transition = jax.jacfwd(lambda x: period_map(x, args))(trough)
+        system = jnp.eye(trough.shape[0], dtype=trough.dtype) - transition
+    _, moved = _jvp_wrt_moving(lambda m, a: m(trough, a), (period_map, args), (t_map, t_args))
+    if moved is None:
+        return (trough, ok), None
+    return (trough, ok), (jnp.linalg.solve(system, moved), None)
 
 
 def periodic_steady_state(
@@ -132,10 +166,10 @@ def periodic_steady_state(
     args: PyTree = None,
     *,
     linear: bool,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
     max_steps: int = 64,
-    max_fixed_point_steps: int = 2048,
+    max_fixed_point_steps: int = 256,
 ) -> tuple[Float[Array, " n_cmt"], Bool[Array, ""]]:
     """Trough amounts at periodic steady state and whether they were found.
 
@@ -146,14 +180,15 @@ def periodic_steady_state(
         x0: starting guess for nonlinear dynamics (zeros, the trough of a
             linearised model, or the previous steady state); gives only the
             shape and dtype when ``linear``.
-        args: parameters of ``period_map``, differentiated implicitly.
+        args: parameters of ``period_map``; they, and any arrays that
+            ``period_map`` closes over, are differentiated implicitly.
         linear: the map is affine in ``x`` (``dynamics.is_linear``): solve
             ``(I - A) x = c`` directly.
-        rtol, atol: Newton stops once its estimated remaining error is below
-            ``1e-2 (atol + rtol |x|)`` (so ~1e-8 relative by default), which is
-            well above the noise of an adaptive ODE solve at its default
-            tolerances; the fallback fixed-point iteration stops when a step is
-            below ``atol + rtol |x|``.
+        rtol, atol: Newton stops when both its last step and the residual
+            ``|period_map(x) - x|`` are below ``atol + rtol |x|`` (amount
+            units; the defaults match the ODE solver's).  Newton converges
+            quadratically, so the error is then far below that.  The fallback
+            stops when one interval changes x by less than that.
         max_steps: Newton iterations (each costs one Jacobian of the map).
         max_fixed_point_steps: dosing intervals simulated by the fallback.
 
@@ -165,14 +200,10 @@ def periodic_steady_state(
     x0 = jnp.asarray(x0)
     if x0.ndim != 1:
         raise ValueError(f"periodic_steady_state: x0 must be a vector of amounts, got {x0.shape}")
+    # Closure-convert so arrays that period_map closes over (the event engine's
+    # per-subject doses and parameters) become explicit inputs of the
+    # derivative rule, differentiated like args.
     args = strongly_typed(args)
-    if linear:
-        # Closure-convert so arrays that period_map closes over (the event
-        # engine's per-subject doses and parameters) are explicit inputs of the
-        # implicit-derivative rule, hence differentiated like args.
-        period_map = strongly_typed(eqx.filter_closure_convert(period_map, x0, args))
-        trough = _affine_fixed_point(period_map, args, x0)
-        return trough, jnp.all(jnp.isfinite(trough))
-    return _newton_then_fixed_point(
-        period_map, x0, args, rtol, atol, max_steps, max_fixed_point_steps
-    )
+    period_map = strongly_typed(eqx.filter_closure_convert(period_map, x0, args))
+    method = _Method(linear, rtol, atol, max_steps, max_fixed_point_steps)
+    return _steady_state(period_map, args, x0, method=method)

@@ -1,0 +1,10 @@
+"""Ready-to-use population models for the bundled example datasets.
+
+``Theophylline``: one compartment, first-order absorption, log-normal IIV on
+KA, CL and V, additive error (the classic nlmixr2 ``theo_sd`` model).
+``Phenobarbital``: one compartment IV, CL and V proportional to weight, V
+larger when the Apgar score is below 5, proportional error (NONMEM's ``pheno``).
+"""
+
+from ._examples import Phenobarbital as Phenobarbital
+from ._examples import Theophylline as Theophylline
