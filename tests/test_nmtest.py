@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import pmx_jax as pmx
-from pmx_jax.simulation._core import prepare, record_frame_index
+from pmx_jax.simulation._core import prepare
 from pmx_jax.events import record_amounts
 
 
@@ -133,33 +133,3 @@ def test_nmtest_gradients_match_finite_differences(nmtest):
     # Every modifier used by nmtest matters somewhere (the check is not vacuous);
     # nmtest has no RATE = -1 record, so R2 (column 2) is covered in test_events.py.
     assert np.all(np.abs(fd).max(axis=0)[[0, 1, 3, 4]] > 1.0)
-
-
-def test_jit_vmap_and_eager_agree(nmtest):
-    table, data = nmtest
-    model = NmTest()
-    prepared = prepare(model, data)
-    subjects, plan = prepared.subjects, prepared.plan
-
-    def one(subject, r, v):
-        params = jax.vmap(
-            lambda c: model.individual_parameters(jnp.zeros(0), c, subject.covariate_names)
-        )(subject.cov)
-        return record_amounts(
-            model.dynamics,
-            subject,
-            params,
-            r,
-            v,
-            has_ss=plan.has_ss,
-            max_ss_overlap=plan.max_ss_overlap,
-        ).amounts
-
-    batched = jax.jit(jax.vmap(one))(subjects, plan.dose_record, plan.dose_valid)
-    for i in [0, 8, 20, 40]:
-        subject = jax.tree_util.tree_map(lambda x: x[i], subjects)
-        with jax.disable_jit():
-            eager = one(subject, plan.dose_record[i], plan.dose_valid[i])
-        np.testing.assert_allclose(batched[i], eager, rtol=1e-12, atol=1e-10)
-    sub, rec = record_frame_index(subjects)
-    assert sub.size == len(table)

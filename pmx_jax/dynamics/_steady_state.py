@@ -58,7 +58,7 @@ def _jvp_wrt_moving(fn: Callable, primals: tuple, tangents: tuple):
 
     return jax.jvp(
         partial_fn,
-        tuple(x for x, m in zip(leaves, moving, strict=True) if m),
+        tuple(jnp.asarray(x) for x, m in zip(leaves, moving, strict=True) if m),
         tuple(t for t in tangent_leaves if t is not None),
     )
 
@@ -155,8 +155,8 @@ def _steady_state_jvp(primals, tangents, *, method):
         transition = jax.jacfwd(lambda x: period_map(x, args))(trough)
         system = jnp.eye(trough.shape[0], dtype=trough.dtype) - transition
     _, moved = _jvp_wrt_moving(lambda m, a: m(trough, a), (period_map, args), (t_map, t_args))
-    if moved is None:
-        return (trough, ok), None
+    if moved is None:  # only the starting guess moved
+        return (trough, ok), (jnp.zeros_like(trough), None)
     return (trough, ok), (jnp.linalg.solve(system, moved), None)
 
 

@@ -146,13 +146,17 @@ def _steady_state(dynamics: AbstractDynamics, params: Params, dose: _Doses, n_ov
         amounts = trough + bolus
         if n_overlap == 0:
             return dynamics.propagate(params, amounts, phase, jnp.where(dose.is_constant, rate, 0.0 * rate))
-        previous = jnp.zeros_like(phase)
-        forward = amounts
-        for k in range(n_overlap, -1, -1):
+        def segment(carry, k):
+            forward, previous = carry
             edge = jnp.clip(dose.duration - k * ii, 0.0, jnp.maximum(phase, 0.0))
             count = jnp.where(dose.is_constant, 1.0, k + 1.0)
             forward = dynamics.propagate(params, forward, edge - previous, count * rate)
-            previous = edge
+            return (forward, edge), None
+
+        # A loop rather than unrolled code keeps the compiled graph small (one
+        # propagate, not n_overlap + 1 of them, which matters for ODE models).
+        ks = jnp.arange(n_overlap, -1, -1, dtype=ii.dtype)
+        (forward, previous), _ = jax.lax.scan(segment, (amounts, jnp.zeros_like(phase)), ks)
         tail_rate = jnp.where(dose.is_constant, 1.0, 0.0) * rate
         forward = dynamics.propagate(params, forward, jnp.maximum(phase, 0.0) - previous, tail_rate)
         # NONMEM moves backwards (lag longer than the interval) in one step at the
