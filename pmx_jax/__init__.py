@@ -2,7 +2,19 @@
 
 The public surface, in the order of the data flow: read a NONMEM dataset, write
 a model, predict and simulate.
+
+Importing pmx_jax turns on JAX's 64-bit mode: estimation (Hessians, covariance)
+needs double precision, and NONMEM users expect its digits.  Large simulations
+can still ask for float32 arrays (``simulate(..., dtype="float32")``); set the
+environment variable ``PMX_JAX_X64=0`` before importing to keep JAX's default.
 """
+
+import os as _os
+
+import jax as _jax
+
+if _os.environ.get("PMX_JAX_X64", "1") != "0":
+    _jax.config.update("jax_enable_x64", True)
 
 from . import datasets as datasets
 from . import dynamics as dynamics
@@ -14,7 +26,6 @@ from .data import Subjects as Subjects
 from .data import read_nonmem as read_nonmem
 from .dynamics import AbstractDynamics as AbstractDynamics
 from .dynamics import AbstractODE as AbstractODE
-from .dynamics import AbstractODE as ODE
 from .model import AbstractErrorModel as AbstractErrorModel
 from .model import Additive as Additive
 from .model import AmountsView as AmountsView
@@ -50,5 +61,7 @@ from .simulation import Regimen as Regimen
 from .simulation import SimulationResult as SimulationResult
 from .simulation import predict as predict
 from .simulation import simulate as simulate
+
+ODE = AbstractODE  # the short name used in model definitions: class M(pmx.ODE)
 
 __version__ = "0.1.0"

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="simulate virtual subjects from a run specification")
-    sim.add_argument("config", help="TOML run specification, e.g. configs/theophylline_simulation.toml")
+    sim.add_argument(
+        "config", help="TOML run specification, e.g. configs/theophylline_simulation.toml"
+    )
     sim.add_argument("--n-subjects", type=int, default=None, help="override [simulate] n_subjects")
     sim.add_argument("--seed", type=int, default=None, help="override [simulate] seed")
     sim.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")

@@ -76,7 +76,9 @@ def _resolve_regimen(spec: dict[str, Any], where: Path) -> Regimen | None:
     amount = spec.get("dose")
     if amount is None:
         raise ConfigError(f"{where}: [regimen] needs 'dose'")
-    common = dict(every=spec.get("every", 0.0), n=int(spec.get("n", 1)), cmt=int(spec.get("cmt", 1)))
+    common = dict(
+        every=spec.get("every", 0.0), n=int(spec.get("n", 1)), cmt=int(spec.get("cmt", 1))
+    )
     if kind == "oral":
         regimen = Regimen.oral(amount, **common)
     elif kind == "bolus":

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from test_closed_form_vs_ode import _events_table
 
 import pmx_jax as pmx
 from pmx_jax.events import record_amounts
 from pmx_jax.simulation import prepare
-
-from test_closed_form_vs_ode import _events_table
 
 
 class Modifiers(pmx.Model):
@@ -129,7 +128,8 @@ def test_steady_state_bolus_matches_geometric_series():
     out = pmx.predict(Iv(), pmx.read_nonmem(table))
     k = 1.5 / 12.0
     peak = dose / (1 - np.exp(-k * tau))
-    np.testing.assert_allclose(out.IPRED.to_numpy()[1:], [peak, peak * np.exp(-k * 6.0)], rtol=1e-12)
+    expected = [peak, peak * np.exp(-k * 6.0)]
+    np.testing.assert_allclose(out.IPRED.to_numpy()[1:], expected, rtol=1e-12)
 
 
 def test_new_parameter_values_do_not_recompile():
@@ -165,9 +165,9 @@ def test_jit_vmap_and_eager_agree():
         ).amounts
 
     batched = jax.jit(jax.vmap(one))(subjects, plan.dose_record, plan.dose_valid)
-    for i in [1]:  # the SS infusion subject; eager runs op by op, so one subject
-        subject = jax.tree_util.tree_map(lambda x: x[i], subjects)
-        with jax.disable_jit():
-            eager = one(subject, plan.dose_record[i], plan.dose_valid[i])
-        np.testing.assert_allclose(batched[i], eager, rtol=1e-12, atol=1e-10)
-        assert float(jnp.max(eager)) > 1.0
+    i = 1  # the SS infusion subject; eager runs op by op, so one subject
+    subject = jax.tree_util.tree_map(lambda x: x[i], subjects)
+    with jax.disable_jit():
+        eager = one(subject, plan.dose_record[i], plan.dose_valid[i])
+    np.testing.assert_allclose(batched[i], eager, rtol=1e-12, atol=1e-10)
+    assert float(jnp.max(eager)) > 1.0
