@@ -138,9 +138,6 @@ def test_new_parameter_values_do_not_recompile():
     from pmx_jax.simulation._simulate import _predict_batch
 
     data = pmx.datasets.load("theophylline")
-    model = pmx.library.Theophylline() if hasattr(pmx, "library") else None
-    from pmx_jax.library import Theophylline
-
     model = Theophylline()
     pmx.predict(model, data)
     before = _predict_batch._cached._cache_size()
