@@ -16,7 +16,10 @@ def _load(name):
 def test_virtual_trial_runs_and_higher_doses_raise_exposure():
     results = _load("virtual_trial").main(n=60, seed=1)
     assert set(results) == {400, 600, 800}
-    assert all(0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 for a, b in results.values())
+    assert all(0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 for a, b, _ in results.values())
+    peaks = [results[d][2] for d in (400, 600, 800)]
+    # linear kinetics: median peak proportional to dose (same virtual patients)
+    assert abs(peaks[1] / peaks[0] - 1.5) < 0.02 and abs(peaks[2] / peaks[0] - 2.0) < 0.02
 
 
 def test_custom_ode_model_reduces_to_linear_elimination():
