@@ -82,17 +82,21 @@ def _model(dynamics, dose_cmt):
     return Linear()
 
 
+# Compiling an ODE model through steady state takes ~30 s on 2 cores: the default
+# run checks one IV and one oral model, the rest run with -m slow.
+_slow = pytest.mark.slow
 PAIRS = [
-    (pk.OneCompartment(), pk.OneCompartmentODE, 1),
-    (pk.OneCompartmentOral(), pk.OneCompartmentOralODE, 1),
-    (pk.TwoCompartment(), pk.TwoCompartmentODE, 1),
-    (pk.TwoCompartmentOral(), pk.TwoCompartmentOralODE, 1),
-    (pk.ThreeCompartment(), pk.ThreeCompartmentODE, 1),
-    (pk.ThreeCompartmentOral(), pk.ThreeCompartmentOralODE, 1),
+    pytest.param(pk.OneCompartment(), pk.OneCompartmentODE, 1, marks=_slow, id="1cmt-iv"),
+    pytest.param(pk.OneCompartmentOral(), pk.OneCompartmentOralODE, 1, id="1cmt-oral"),
+    pytest.param(pk.TwoCompartment(), pk.TwoCompartmentODE, 1, id="2cmt-iv"),
+    pytest.param(pk.TwoCompartmentOral(), pk.TwoCompartmentOralODE, 1, marks=_slow, id="2cmt-oral"),
+    pytest.param(pk.ThreeCompartment(), pk.ThreeCompartmentODE, 1, marks=_slow, id="3cmt-iv"),
+    pytest.param(pk.ThreeCompartmentOral(), pk.ThreeCompartmentOralODE, 1, marks=_slow,
+                 id="3cmt-oral"),
 ]
 
 
-@pytest.mark.parametrize("closed, ode_class, dose_cmt", PAIRS, ids=lambda x: type(x).__name__)
+@pytest.mark.parametrize("closed, ode_class, dose_cmt", PAIRS)
 def test_closed_form_and_ode_agree_on_every_event_type(closed, ode_class, dose_cmt):
     ode = ode_class(rtol=1e-10, atol=1e-12)
     central = closed.compartments.index("central") + 1

@@ -1,0 +1,205 @@
+"""Population simulation benchmark: 10,000 subjects, one-compartment oral model.
+
+The design is the one mrgsolve's author used to compare simulators: 28 daily
+oral doses of 100 mg and hourly sampling for four weeks (673 samples, t = 0 to
+672 h), with log-normal IIV on ka, CL and V and a proportional residual error.
+Both the closed form (``pmx.pk.OneCompartmentOral``, NONMEM ADVAN2) and the same
+system as an ODE (``pmx.pk.OneCompartmentOralODE``) are timed.
+
+Compile and run are reported separately: *first call* is the wall time of the
+first ``pmx.simulate`` (tracing, XLA compilation and one run); *run* is the best
+of ``--repeats`` further calls with a fresh random key (everything compiled);
+*compile* is their difference.  Results are printed as a table and written, with
+the machine's description, to ``benchmarks/results/simulate.json``.
+
+    python benchmarks/simulate.py                 # float64, closed form + ODE
+    python benchmarks/simulate.py --float32 --no-ode --chunk-size 512
+
+For reference, mrgsolve took about 10.9 s for this simulation on its
+maintainer's 2018 laptop; the project's target on a 2-core CPU is < 0.5 s for
+the closed form once compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pmx_jax as pmx  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "simulate.json"
+
+
+class OralPK(pmx.Model):
+    """One compartment, first-order absorption; log-normal IIV on ka, CL, V;
+    concentration in mg/L with a proportional residual error (CV 10%)."""
+
+    tka: pmx.Theta = pmx.theta(np.log(1.0))  # 1/h
+    tcl: pmx.Theta = pmx.theta(np.log(1.0))  # L/h
+    tv: pmx.Theta = pmx.theta(np.log(20.0))  # L
+    prop_cv: pmx.Theta = pmx.theta(0.1, lower=0.0)
+    iiv: pmx.Omega = pmx.omega(ka=0.09, cl=0.09, v=0.04)
+    dynamics = pmx.pk.OneCompartmentOral()
+
+    def individual(self, eta, cov):
+        return dict(
+            ka=jnp.exp(self.tka + eta.ka),
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+        )
+
+    def observe(self, amounts, p):
+        return pmx.Proportional(amounts.central / p["v"], self.prop_cv)
+
+
+class OralPKODE(OralPK):
+    """The same model integrated numerically (diffrax, default solver settings)."""
+
+    dynamics = pmx.pk.OneCompartmentOralODE()
+
+
+def design() -> pmx.Regimen:
+    return pmx.Regimen.oral(100.0, every=24, n=28).sample(range(0, 673))
+
+
+def time_simulation(model, *, n_subjects, chunk_size, dtype, repeats):
+    """Wall times (s) of the first call and of ``repeats`` more, and the result of
+    the last one (for a sanity check)."""
+    regimen = design()
+
+    def call(seed):
+        start = time.perf_counter()
+        result = pmx.simulate(
+            model,
+            regimen,
+            key=jax.random.key(seed),
+            n_subjects=n_subjects,
+            chunk_size=chunk_size,
+            dtype=dtype,
+        )
+        return time.perf_counter() - start, result
+
+    first, result = call(0)
+    runs = []
+    for seed in range(1, repeats + 1):
+        elapsed, result = call(seed)
+        runs.append(elapsed)
+    return first, runs, result
+
+
+def machine() -> dict:
+    device = jax.devices()[0]
+    return dict(
+        jax_version=jax.__version__,
+        jaxlib_version=getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+        backend=jax.default_backend(),
+        device_kind=device.device_kind,
+        n_devices=jax.device_count(),
+        cpu_count=os.cpu_count(),
+        processor=platform.processor() or platform.machine(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _jaxlib_version():
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:  # pragma: no cover - informational only
+        return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-subjects", type=int, default=10_000)
+    parser.add_argument("--float32", action="store_true", help="simulate in float32")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="subjects per compiled batch (default: pmx.simulate's)")
+    parser.add_argument("--ode", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the ODE model (default: yes)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls after the first; the best is reported")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="JSON file to write (default: benchmarks/results/simulate.json)")
+    args = parser.parse_args(argv)
+
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    models = {"closed form": OralPK()}
+    if args.ode:
+        models["ODE"] = OralPKODE()
+
+    n_records = pmx.read_nonmem(design().to_table()).subjects().time.shape[1]
+    info = machine()
+    print(
+        f"{args.n_subjects} subjects x {n_records} records (28 doses, 673 samples), "
+        f"{np.dtype(dtype).name}, chunk {args.chunk_size or 'default'}; "
+        f"jax {info['jax_version']} on {info['backend']} ({info['device_kind']}, "
+        f"{info['cpu_count']} CPUs, load {info['load_average'][0]:.1f})"
+    )
+    header = f"{'model':<12} {'first call':>11} {'compile':>9} {'run (best)':>11} {'subjects/s':>12}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name, model in models.items():
+        first, runs, result = time_simulation(
+            model, n_subjects=args.n_subjects, chunk_size=args.chunk_size, dtype=dtype,
+            repeats=args.repeats,
+        )
+        best = min(runs)
+        rows.append(
+            dict(
+                model=name,
+                dynamics=type(model.dynamics).__name__,
+                first_call_s=first,
+                compile_s=first - best,
+                run_best_s=best,
+                run_all_s=runs,
+                subjects_per_s=args.n_subjects / best,
+                output_dtype=str(result.dv.dtype),
+                all_finite=bool(np.all(result.ok)),
+                mean_ipred_at_672h=float(result.ipred[:, -1].mean()),
+            )
+        )
+        print(
+            f"{name:<12} {first:>10.2f}s {first - best:>8.2f}s {best:>10.3f}s "
+            f"{args.n_subjects / best:>12,.0f}"
+        )
+    report = dict(
+        benchmark="simulate",
+        design=dict(
+            n_subjects=args.n_subjects,
+            doses="100 mg oral every 24 h x 28",
+            samples="hourly, t = 0..672 h (673)",
+            records_per_subject=n_records,
+        ),
+        float_dtype=np.dtype(dtype).name,
+        chunk_size=args.chunk_size,
+        repeats=args.repeats,
+        machine=info,
+        results=rows,
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()
