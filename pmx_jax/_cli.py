@@ -46,6 +46,7 @@ def _simulate(args: argparse.Namespace) -> int:
         covariates=covariates, chunk_size=options.get("chunk_size"),
     )
     elapsed = time.perf_counter() - start
+    assert result is not None  # no on_chunk callback: results are accumulated
     frame = result.to_frame()
     summary = frame.groupby("TIME")["DV"].quantile([0.05, 0.5, 0.95]).unstack()
     summary.columns = ["P05", "P50", "P95"]
