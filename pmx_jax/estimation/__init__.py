@@ -1,0 +1,14 @@
+"""Estimation: the likelihood kernel, EBEs (the inner problem) and the
+population objective function (FO, FOCE, FOCEI, Laplace)."""
+
+from ._inner import EBEResult as EBEResult
+from ._inner import EBEStatus as EBEStatus
+from ._inner import newton_ebe as newton_ebe
+from ._kernel import Layout as Layout
+from ._kernel import RecordTerms as RecordTerms
+from ._kernel import conditional_log_likelihood as conditional_log_likelihood
+from ._kernel import log_prior as log_prior
+from ._kernel import record_terms as record_terms
+from ._objective import METHODS as METHODS
+from ._objective import OFVResult as OFVResult
+from ._objective import ofv as ofv

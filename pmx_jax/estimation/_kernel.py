@@ -1,0 +1,189 @@
+"""The likelihood kernel: log p(y_i | eta_i, theta) and log p(eta_i | Omega) for
+ONE subject.  Every estimation method (FO to Laplace, and later NUTS and NPDE)
+evaluates its likelihood here, so error models, BLQ (M3) and IOV cannot disagree
+between methods.
+
+Random effects of a subject are one vector ``b``: the IIV etas (order of
+``model.eta_names``) followed by the IOV etas of every occasion of the dataset,
+occasion by occasion (order of ``model.iov_eta_names`` within an occasion).  An
+occasion the subject never visits leaves its likelihood unchanged, so its etas
+stay at 0 and their prior terms cancel in every approximation (the prior's
+log-determinant against the Hessian's); no per-subject mask is needed.
+
+OFV convention (NONMEM): ``-2 log L`` without the ``N log(2 pi)`` constant,
+where ``N`` counts the normally distributed (not censored) observations only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ..data._subjects import Subjects
+from ..model._model import Model
+from ..simulation._core import subject_predictions
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Layout(eqx.Module):
+    """Static layout of a subject's random-effect vector ``b``.
+
+    ``n_eta`` IIV etas, then ``n_occasions`` blocks of ``n_iov_eta`` IOV etas.
+    """
+
+    n_eta: int = eqx.field(static=True)
+    n_iov_eta: int = eqx.field(static=True)
+    n_occasions: int = eqx.field(static=True)
+
+    @classmethod
+    def of(cls, model: Model, n_occasions: int) -> Layout:
+        # Without IOV etas the occasion axis only costs shape noise: keep one.
+        n_occ = n_occasions if model.n_iov_eta else 1
+        return cls(model.n_eta, model.n_iov_eta, n_occ)
+
+    @property
+    def size(self) -> int:
+        return self.n_eta + self.n_occasions * self.n_iov_eta
+
+    def split(self, b: Float[Array, " n_b"]) -> tuple[Array, Array]:
+        """(IIV etas ``(n_eta,)``, IOV etas ``(n_occasions, n_iov_eta)``)."""
+        eta = b[: self.n_eta]
+        iov = b[self.n_eta :].reshape(self.n_occasions, self.n_iov_eta)
+        return eta, iov
+
+    def omega(self, model: Model) -> Float[Array, "n_b n_b"]:
+        """Prior covariance of ``b``: OMEGA (IIV), then one IOV OMEGA per occasion."""
+        omega = jnp.asarray(model.omega_matrix())
+        if not self.n_iov_eta:
+            return omega
+        iov = jnp.kron(jnp.eye(self.n_occasions), jnp.asarray(model.iov_omega_matrix()))
+        return jax.scipy.linalg.block_diag(omega, iov)
+
+
+class RecordTerms(eqx.Module):
+    """Per-record quantities of one subject at given random effects.
+
+    ``mean`` and ``variance`` are on the error model's scale (log scale for
+    :class:`~pmx_jax.Exponential`, where the linearisations of FO/FOCE/FOCEI
+    apply); ``observed`` is the transformed DV on normal records (the mean
+    elsewhere, so that residuals vanish there).  ``log_likelihood`` is the
+    record's log density (with the ``log 2 pi`` constant) or, for BLQ records,
+    its M3 log probability; 0 on records that are not observations.
+    """
+
+    mean: Float[Array, " n_rec"]
+    variance: Float[Array, " n_rec"]
+    observed: Float[Array, " n_rec"]
+    log_likelihood: Float[Array, " n_rec"]
+    normal: Bool[Array, " n_rec"]  # observation, not censored
+    censored: Bool[Array, " n_rec"]  # observation, M3 (below or above a limit)
+    ok: Bool[Array, ""]  # the event engine succeeded
+
+
+def record_terms(
+    model: Model,
+    subject: Subjects,
+    plan_record: Int[Array, " n_dose"],
+    plan_valid: Bool[Array, " n_dose"],
+    eta: Float[Array, " n_eta"],
+    iov_eta: Float[Array, "n_occ n_iov"],
+    *,
+    has_ss: bool,
+    max_ss_overlap: int,
+) -> RecordTerms:
+    """Evaluate the $PK, event and $ERROR blocks of one subject at ``eta``."""
+    pred = subject_predictions(
+        model,
+        subject,
+        plan_record,
+        plan_valid,
+        eta,
+        iov_eta,
+        has_ss=has_ss,
+        max_ss_overlap=max_ss_overlap,
+    )
+    normal = subject.is_obs & (subject.cens == 0)
+    censored = subject.is_obs & (subject.cens != 0)
+
+    def observe(amounts, params, dvid, dv, cens, limit, is_normal, is_obs):
+        error_model = model.observation(amounts, params, dvid)
+        mean = error_model.mean()
+        # Transform the DV only where it is a normal observation: the table puts
+        # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
+        observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
+        loglik = error_model.censored_log_likelihood(dv, cens, limit)
+        return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0)
+
+    mean, variance, observed, loglik = jax.vmap(observe)(
+        pred.amounts,
+        pred.params,
+        subject.dvid,
+        subject.dv,
+        subject.cens,
+        subject.limit,
+        normal,
+        subject.is_obs,
+    )
+    return RecordTerms(mean, variance, observed, loglik, normal, censored, pred.ok)
+
+
+def conditional_log_likelihood(
+    model: Model,
+    subject: Subjects,
+    plan_record: Int[Array, " n_dose"],
+    plan_valid: Bool[Array, " n_dose"],
+    eta: Float[Array, " n_eta"],
+    iov_eta: Float[Array, "n_occ n_iov"],
+    has_ss: bool,
+    max_ss_overlap: int,
+) -> tuple[Float[Array, ""], RecordTerms]:
+    """``log p(y_i | eta_i, theta)`` of one subject (with the ``log 2 pi``
+    constants; BLQ records by M3) and the per-record terms it was built from."""
+    terms = record_terms(
+        model,
+        subject,
+        plan_record,
+        plan_valid,
+        eta,
+        iov_eta,
+        has_ss=has_ss,
+        max_ss_overlap=max_ss_overlap,
+    )
+    return jnp.sum(terms.log_likelihood), terms
+
+
+def log_prior(b: Float[Array, " n_b"], omega: Float[Array, "n_b n_b"]) -> Float[Array, ""]:
+    """Multivariate normal log density of the random effects, N(0, OMEGA)."""
+    n = b.shape[0]
+    if n == 0:
+        return jnp.zeros((), dtype=b.dtype)
+    quad, logdet = quadratic_and_logdet(omega, b)
+    return -0.5 * (n * LOG_2PI + logdet + quad)
+
+
+def quadratic_and_logdet(
+    matrix: Float[Array, "n n"], x: Float[Array, " n"]
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """``x^T M^{-1} x`` and ``log det M`` of a positive definite ``M`` by Cholesky
+    (NaN when ``M`` is not positive definite: callers turn that into a status)."""
+    chol = jnp.linalg.cholesky(matrix)
+    z = jax.scipy.linalg.solve_triangular(chol, x, lower=True)
+    return jnp.sum(z**2), 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+def logdet(matrix: Float[Array, "n n"]) -> Float[Array, ""]:
+    """``log det`` of a positive definite matrix (NaN if it is not)."""
+    if matrix.shape[0] == 0:
+        return jnp.zeros((), dtype=matrix.dtype)
+    chol = jnp.linalg.cholesky(matrix)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+def n_normal_observations(subject: Subjects) -> Int[Array, ""]:
+    """Observations counted in NONMEM's ``N log(2 pi)`` constant."""
+    return jnp.sum(subject.is_obs & (subject.cens == 0))

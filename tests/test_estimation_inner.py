@@ -1,0 +1,88 @@
+"""The EBE solver (damped Newton) on objectives with known minima: convergence,
+warm starts, and a status for every way it can fail (never a silent NaN)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pmx_jax.estimation import EBEStatus, newton_ebe
+from pmx_jax.estimation._inner import positive_definite
+
+
+def _batched(objective, starts, args, **options):
+    return jax.jit(jax.vmap(lambda e: newton_ebe(objective, e, args, **options)))(starts)
+
+
+def quadratic(eta, center):
+    # -2 log density of N(center, diag(0.5, 2)), up to a constant.
+    return jnp.sum((eta - center) ** 2 / jnp.array([0.5, 2.0]))
+
+
+def test_quadratic_converges_in_one_newton_step():
+    center = jnp.array([0.3, -1.2])
+    result = _batched(quadratic, jnp.zeros((3, 2)) + jnp.arange(3.0)[:, None], center)
+    np.testing.assert_allclose(result.eta, np.tile(center, (3, 1)), atol=1e-12)
+    assert np.all(result.status == EBEStatus.CONVERGED)
+    # warm start evaluation, the Newton step, and the check at the minimum
+    assert np.all(result.n_steps <= 3)
+
+
+def rosenbrock(eta, scale):
+    # Non-convex: the Hessian is indefinite away from the valley.
+    x, y = eta
+    return scale * ((1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2)
+
+
+def test_non_convex_objective_converges_from_a_saddle_region():
+    starts = jnp.array([[-1.2, 1.0], [0.0, 0.0], [2.0, -1.0], [-0.5, 3.0]])
+    result = _batched(rosenbrock, starts, 1.0, max_steps=300)
+    assert np.all(result.status == EBEStatus.CONVERGED), result.status
+    np.testing.assert_allclose(result.eta, np.ones((4, 2)), atol=1e-6)
+
+
+def test_non_finite_warm_start_restarts_from_zero():
+    def objective(eta, _):
+        # log of a negative number beyond eta = 5: a "wild" warm start is NaN.
+        return jnp.sum((eta - 0.5) ** 2) - jnp.sum(jnp.log(5.0 - eta))
+
+    starts = jnp.array([[7.0], [jnp.nan], [1.0]])
+    result = _batched(objective, starts, None)
+    assert np.all(result.status == EBEStatus.CONVERGED)
+    expected = result.eta[2, 0]
+    # The stationarity condition 2 (eta - 0.5) + 1 / (5 - eta) = 0, to the
+    # solver's tolerance (Newton decrement 1e-12: gradient about 1e-6).
+    assert abs(2 * (expected - 0.5) + 1 / (5 - expected)) < 1e-6
+    np.testing.assert_allclose(result.eta[:, 0], expected, atol=1e-7)
+
+
+def test_objective_not_finite_anywhere_is_reported_with_finite_etas():
+    def objective(eta, _):
+        return jnp.sum(eta**2) + jnp.inf  # e.g. a proportional error with f = 0
+
+    result = _batched(objective, jnp.array([[0.2, 0.1], [0.0, 0.0]]), None)
+    assert np.all(result.status == EBEStatus.NONFINITE)
+    assert np.all(np.isfinite(result.eta))
+    np.testing.assert_array_equal(result.eta, [[0.2, 0.1], [0.0, 0.0]])
+
+
+def test_iteration_limit_is_reported():
+    result = _batched(rosenbrock, jnp.array([[-1.2, 1.0]]), 1.0, max_steps=3)
+    assert int(result.status[0]) == EBEStatus.MAX_STEPS
+    assert np.all(np.isfinite(result.eta))
+
+
+def test_no_random_effects():
+    result = newton_ebe(lambda eta, _: jnp.asarray(1.5), jnp.zeros(0), None)
+    assert int(result.status) == EBEStatus.CONVERGED
+    assert result.eta.shape == (0,)
+
+
+@pytest.mark.parametrize("values", [[2.0, 1.0], [-3.0, 0.5], [0.0, 0.0]])
+def test_positive_definite_modification(values):
+    rotation = jnp.array([[0.6, 0.8], [-0.8, 0.6]])
+    hessian = rotation @ jnp.diag(jnp.array(values)) @ rotation.T
+    fixed = positive_definite(hessian)
+    eig = np.linalg.eigvalsh(np.asarray(fixed))
+    assert np.all(eig > 0)
+    np.testing.assert_allclose(sorted(eig), sorted(np.maximum(np.abs(values), 1e-8)), atol=1e-12)
