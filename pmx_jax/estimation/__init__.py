@@ -1,6 +1,7 @@
 """Estimation: the likelihood kernel, EBEs (the inner problem) and the
-population objective function (FO, FOCE, FOCEI, Laplace)."""
+population objective function (FO, FOCE, FOCEI, Laplace), and the fit."""
 
+from ._fit import fit as fit
 from ._inner import EBEResult as EBEResult
 from ._inner import EBEStatus as EBEStatus
 from ._inner import newton_ebe as newton_ebe
@@ -12,3 +13,4 @@ from ._kernel import record_terms as record_terms
 from ._objective import METHODS as METHODS
 from ._objective import OFVResult as OFVResult
 from ._objective import ofv as ofv
+from ._result import FitResult as FitResult

@@ -1,0 +1,280 @@
+"""Population fit: minimise NONMEM's OFV over THETA, OMEGA and SIGMA (the
+"estimation step" of ``$ESTIMATION METHOD=1 INTERACTION`` and friends).
+
+The outer problem is a quasi-Newton (BFGS, :class:`optimistix.BFGS` with a
+backtracking Armijo line search) minimisation of :func:`._objective.ofv` over the
+unconstrained free parameters (:meth:`Model.to_unconstrained`: bounded THETAs
+on a logit/log scale, OMEGA blocks as log variances or log-Cholesky vectors;
+fixed parameters are not in the vector, so they stay fixed).
+
+Design notes (why it is built this way):
+
+- The driver is a Python loop over one jitted BFGS step (a pure function of the
+  solver state), so progress can be printed and the EBEs passed on between steps.
+  Every argument that changes between steps is an array: the step compiles once.
+- Every OFV evaluation warm-starts the EBE search (the inner Newton problem) from
+  the EBEs of the last accepted point.  The warm start is an argument of the
+  objective, not differentiated: the OFV gradient is the implicit (envelope)
+  derivative of :func:`._objective.ofv`, whatever the starting point of the inner
+  search.
+- The objective is divided by a constant fixed at the initial estimates (the
+  largest absolute gradient component there, at least 1).  BFGS starts from the
+  identity Hessian: unscaled, its first step would be as long as the OFV gradient
+  (hundreds of units of log-variance), which the line search then has to halve a
+  dozen times through absurd parameter values.  Scaling changes neither the
+  minimiser nor the BFGS iterates after the first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array
+
+from ..data._dataset import Dataset
+from ..model._model import Model
+from ..simulation._core import Prepared, prepare
+from ._kernel import Layout
+from ._objective import METHODS, Method, _population_ofv
+from ._result import FitResult
+
+# Consecutive rejected line-search trials after which the search has failed: the
+# step has been halved to 2**-40 of the quasi-Newton step without any decrease.
+_MAX_REJECTED = 40
+
+
+class _Objective(eqx.Module):
+    """The scaled OFV as a function of the unconstrained parameter vector.
+
+    ``args = (model, prepared, ebe_init, scale, max_steps, tolerance)``: the
+    model supplies fixed parameters and the structure, ``ebe_init`` the warm
+    start of the EBE search.  Returns ``(OFV / scale, (OFV, EBEs, EBE status))``.
+    """
+
+    unravel: Any = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    layout: Layout
+    has_censoring: bool = eqx.field(static=True)
+
+    def __call__(self, y: Array, args: tuple) -> tuple[Array, tuple]:
+        model, prepared, ebe_init, scale, max_steps, tolerance = args
+        fitted = model.from_unconstrained(self.unravel(y))
+        result = _population_ofv(
+            fitted,
+            prepared,
+            jax.lax.stop_gradient(ebe_init),
+            self.method,
+            self.layout,
+            self.has_censoring,
+            max_steps,
+            tolerance,
+        )
+        # An infinite OFV (a failed subject) must read as "worse" to the line
+        # search, never as NaN arithmetic inside the Armijo test.
+        value = jnp.where(jnp.isfinite(result.ofv), result.ofv, jnp.inf)
+        return value / scale, (value, result.ebes, result.status)
+
+
+@eqx.filter_jit
+def _evaluate(objective: _Objective, y: Array, args: tuple):
+    """OFV, EBEs and status without a gradient (a model with nothing to estimate)."""
+    return objective(y, args)[1]
+
+
+@eqx.filter_jit
+def _bfgs_init(solver, objective, y, args):
+    f_struct, aux_struct = jax.eval_shape(objective, y, args)
+    return solver.init(objective, y, args, {}, f_struct, aux_struct, frozenset())
+
+
+@eqx.filter_jit
+def _bfgs_step(solver, objective, y, args, state):
+    """One BFGS evaluation: a line-search trial, accepted or not.  Returns the
+    last accepted point, the new state, and the accepted OFV, EBEs, EBE status
+    and gradient (of the scaled objective)."""
+    y, state, _ = solver.step(objective, y, args, {}, state, frozenset())
+    value, ebes, status = state.aux
+    return y, state, value, ebes, status, state.f_info.grad
+
+
+def fit(
+    model: Model,
+    data: Dataset | Prepared,
+    method: Method = "focei",
+    *,
+    max_iterations: int = 500,
+    gradient_tolerance: float = 1e-3,
+    ofv_tolerance: float = 1e-10,
+    progress: bool = False,
+    print_every: int = 10,
+    ebe_max_steps: int = 100,
+    ebe_tolerance: float = 1e-12,
+) -> FitResult:
+    """Estimate the population parameters of ``model`` on ``data`` by
+    maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
+
+    Args:
+        model: the population model; its current values are the initial
+            estimates, and its fixed THETAs/OMEGAs stay fixed.
+        data: a Dataset (:func:`pmx_jax.read_nonmem`) or ``prepare(model, data)``.
+        method: ``"fo"``, ``"foce"``, ``"focei"`` (default) or ``"laplace"``.
+        max_iterations: limit on accepted quasi-Newton iterations.
+        gradient_tolerance: converged when every component of the OFV gradient
+            with respect to the unconstrained parameters is below this (OFV units).
+        ofv_tolerance: also converged when two consecutive accepted iterations
+            each change the OFV by less than this, relative to ``max(1, |OFV|)``.
+        progress: print iteration, OFV and gradient norm every ``print_every``
+            iterations (compile time is printed separately).
+        ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
+            :func:`pmx_jax.estimation.ofv`.
+
+    Returns:
+        a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage and
+        whether (and why not) the minimisation converged.  The covariance step
+        is not run (standard errors are not computed).
+
+    Example:
+        >>> # result = pmx.fit(pmx.library.Theophylline(), data, "focei")
+        >>> # print(result)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    started = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else None
+    prepared = data if isinstance(data, Prepared) else prepare(model, data)
+    subjects = prepared.subjects
+    dtype = subjects.time.dtype
+    layout = Layout.of(model, prepared.n_occasions)
+    is_obs = np.asarray(subjects.is_obs)
+    cens = np.asarray(subjects.cens)
+    has_censoring = bool(np.any(is_obs & (cens != 0)))
+
+    y0, unravel = ravel_pytree(model.to_unconstrained())
+    y0 = jnp.asarray(y0, dtype)
+    objective = _Objective(unravel, method, layout, has_censoring)
+    ebes = jnp.zeros((subjects.n_subjects, layout.size), dtype)
+    options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
+
+    def arguments(ebes, scale):
+        return (model, prepared, ebes, jnp.asarray(scale, dtype), *options)
+
+    solver = optx.BFGS(rtol=0.0, atol=0.0)
+    if y0.size:
+        # Initial estimates: OFV, EBEs and the gradient that fixes the scale.  The
+        # first BFGS step only evaluates them: reusing it (rather than a separate
+        # value-and-gradient function) saves a compilation of the objective.
+        state = _bfgs_init(solver, objective, y0, arguments(ebes, 1.0))
+        *_, ofv0, ebes, status, grad = _bfgs_step(
+            solver, objective, y0, arguments(ebes, 1.0), state
+        )
+    else:
+        ofv0, ebes, status = _evaluate(objective, y0, arguments(ebes, 1.0))
+        grad = np.zeros(0)
+    grad = np.asarray(grad)
+    ofv_value = float(ofv0)
+    scale = max(1.0, float(np.max(np.abs(grad)))) if grad.size else 1.0
+    compile_seconds = time.perf_counter() - started
+    if progress:
+        print(
+            f"pmx fit ({method}): {subjects.n_subjects} subjects, {y0.size} parameters; "
+            f"initial OFV {ofv_value:.6f} ({compile_seconds:.1f} s incl. compilation)"
+        )
+
+    y = y0
+    gnorm = float(np.max(np.abs(grad))) if grad.size else 0.0
+    iterations = n_evaluations = 0
+    converged, message = False, ""
+    if not np.isfinite(ofv_value):
+        message = "OFV is not finite at the initial estimates"
+    elif y0.size == 0 or gnorm <= gradient_tolerance:
+        converged, message = True, "gradient below tolerance at the initial estimates"
+    elif max_iterations == 0:
+        message = "maximum number of iterations (0) reached"
+    else:
+        state = _bfgs_init(solver, objective, y0, arguments(ebes, scale))
+        rejected = small_changes = 0
+        last_ofv = ofv_value
+        n_accepted = 0
+        while True:
+            y, state, value, new_ebes, new_status, grad = _bfgs_step(
+                solver, objective, y, arguments(ebes, scale), state
+            )
+            n_evaluations += 1
+            if int(state.num_accepted_steps) <= n_accepted:
+                rejected += 1
+                if rejected >= _MAX_REJECTED:
+                    message = (
+                        "line search failed: no OFV decrease along the quasi-Newton "
+                        f"direction after {rejected} trials (gradient max {gnorm:.3g})"
+                    )
+                    break
+                continue
+            rejected = 0
+            n_accepted = int(state.num_accepted_steps)
+            iterations = n_accepted - 1
+            if iterations == 0:
+                # optimistix's first step only evaluates the initial estimates.
+                continue
+            ebes, status = new_ebes, new_status
+            ofv_value = float(value)
+            gnorm = float(jnp.max(jnp.abs(grad))) * scale
+            if progress and (iterations % print_every == 0 or iterations == 1):
+                print(f"  iter {iterations:4d}  OFV {ofv_value:14.6f}  |grad| {gnorm:.3e}")
+            if not np.isfinite(ofv_value):
+                message = f"OFV became non-finite at iteration {iterations}"
+                break
+            if gnorm <= gradient_tolerance:
+                converged = True
+                message = f"gradient below {gradient_tolerance:g} (max |grad| {gnorm:.2e})"
+                break
+            change = abs(last_ofv - ofv_value) / max(1.0, abs(ofv_value))
+            small_changes = small_changes + 1 if change <= ofv_tolerance else 0
+            last_ofv = ofv_value
+            if small_changes >= 2:
+                converged = True
+                message = (
+                    f"relative OFV change below {ofv_tolerance:g} on two iterations "
+                    f"(max |grad| {gnorm:.2e})"
+                )
+                break
+            if iterations >= max_iterations:
+                message = (
+                    f"maximum number of iterations ({max_iterations}) reached "
+                    f"(max |grad| {gnorm:.2e})"
+                )
+                break
+
+    fitted = model.from_unconstrained(unravel(y))
+    elapsed = time.perf_counter() - started
+    if progress:
+        state_word = "converged" if converged else "NOT converged"
+        print(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {elapsed:.1f} s")
+    n_normal = int(np.sum(is_obs & (cens == 0)))
+    ids = dataset.ids if dataset is not None else tuple(range(1, subjects.n_subjects + 1))
+    return FitResult(
+        model=fitted,
+        method=method,
+        ofv=ofv_value,
+        n_subjects=subjects.n_subjects,
+        n_observations=n_normal,
+        n_censored=int(np.sum(is_obs & (cens != 0))),
+        iterations=iterations,
+        n_evaluations=n_evaluations,
+        converged=converged,
+        message=message,
+        ebe_matrix=np.asarray(ebes),
+        ebe_status=np.asarray(status),
+        ids=ids,
+        gradient_max=gnorm,
+        elapsed_seconds=elapsed,
+        compile_seconds=compile_seconds,
+    )

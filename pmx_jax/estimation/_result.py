@@ -1,0 +1,246 @@
+"""The result of a population fit: what NONMEM's .lst/.ext/.phi files or
+nlmixr2's fit object report (OFV, AIC/BIC, THETA/OMEGA estimates with CV%,
+shrinkage, EBEs, convergence), as a small Python object.
+
+The covariance step is not part of the estimation step: standard errors are
+reported as "not computed" (NaN) until one is run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..model._model import Model
+from ._inner import EBEStatus
+from ._kernel import LOG_2PI
+
+
+class FitResult:
+    """A fitted population model and its summary statistics.
+
+    Attributes:
+        model: the model at the final estimates (``print(result.model)``).
+        method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
+        ofv: NONMEM's objective function value (``-2 log L - N log 2 pi``).
+        n_subjects, n_observations: subjects, and normally distributed
+            observations (N of the OFV constant; BLQ records under M3 excluded).
+        n_censored: censored (M3) observations.
+        iterations: accepted quasi-Newton iterations; ``n_evaluations``: OFV
+            evaluations (line-search trials included).
+        converged, message: whether the minimisation met its tolerance, and why
+            it stopped (maximum iterations, non-finite OFV, line search failure).
+        ebe_status: per-subject EBE status codes (:class:`EBEStatus`).
+        gradient_max: largest absolute OFV gradient component at the end (on the
+            unconstrained scale).
+        elapsed_seconds, compile_seconds: wall time of the whole fit, and of its
+            first OFV evaluation (mostly compilation).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        method: str,
+        ofv: float,
+        n_subjects: int,
+        n_observations: int,
+        n_censored: int,
+        iterations: int,
+        n_evaluations: int,
+        converged: bool,
+        message: str,
+        ebe_matrix: np.ndarray,
+        ebe_status: np.ndarray,
+        ids: tuple,
+        gradient_max: float,
+        elapsed_seconds: float,
+        compile_seconds: float,
+    ) -> None:
+        self.model = model
+        self.method = method
+        self.ofv = float(ofv)
+        self.n_subjects = n_subjects
+        self.n_observations = n_observations
+        self.n_censored = n_censored
+        self.iterations = iterations
+        self.n_evaluations = n_evaluations
+        self.converged = bool(converged)
+        self.message = message
+        self.ebe_status = np.asarray(ebe_status)
+        self.ids = tuple(ids)
+        self.gradient_max = gradient_max
+        self.elapsed_seconds = elapsed_seconds
+        self.compile_seconds = compile_seconds
+        self._ebe_matrix = np.asarray(ebe_matrix)
+        # Standard errors: filled in by a covariance step, not by the fit.
+        self.covariance = None
+
+    # -- likelihood-based statistics -------------------------------------------
+    @property
+    def n_parameters(self) -> int:
+        """Estimated parameters: free THETAs (SIGMA-like THETAs included) and free
+        OMEGA elements (variances, and covariances of full blocks)."""
+        return int(sum(np.size(u) for u in self.model.to_unconstrained().values()))
+
+    @property
+    def minus_two_log_likelihood(self) -> float:
+        """``-2 log L`` with its constant: ``OFV + N log(2 pi)``."""
+        return self.ofv + self.n_observations * LOG_2PI
+
+    @property
+    def aic(self) -> float:
+        return self.minus_two_log_likelihood + 2.0 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        """BIC with the number of observations as sample size (as nlmixr2)."""
+        return self.minus_two_log_likelihood + self.n_parameters * math.log(
+            max(self.n_observations, 1)
+        )
+
+    # -- random effects ---------------------------------------------------------
+    @property
+    def ebes(self) -> pd.DataFrame:
+        """Empirical Bayes estimates (NONMEM's phi-file ETAs): one row per subject,
+        columns ``ID`` and the IIV eta names."""
+        names = self.model.eta_names
+        frame = pd.DataFrame(self._ebe_matrix[:, : len(names)], columns=list(names))
+        frame.insert(0, "ID", list(self.ids))
+        return frame
+
+    @property
+    def eta_shrinkage(self) -> pd.Series:
+        """NONMEM's SD eta shrinkage, ``1 - sd(EBE) / sqrt(omega)`` per IIV eta
+        (fraction; sd over subjects with ``n - 1``)."""
+        names = self.model.eta_names
+        eta = self._ebe_matrix[:, : len(names)]
+        omega = np.diagonal(np.asarray(self.model.omega_matrix()))
+        ddof = 1 if eta.shape[0] > 1 else 0
+        shrink = 1.0 - np.std(eta, axis=0, ddof=ddof) / np.sqrt(omega)
+        return pd.Series(shrink, index=list(names), name="eta_shrinkage")
+
+    # -- estimates table ----------------------------------------------------------
+    def estimates(self) -> pd.DataFrame:
+        """Parameter estimates (NONMEM's final estimates), one row per THETA and
+        per OMEGA element.
+
+        Columns: ``parameter``, ``kind`` (theta/omega), ``estimate`` (natural
+        scale; OMEGA as a variance or covariance), ``fixed``, ``se`` and ``rse``
+        (NaN: the covariance step is not run), and for OMEGA variances ``sd``,
+        ``cv_percent`` = ``100 sqrt(exp(omega) - 1)`` (log-normal etas) and
+        ``shrinkage_percent``.
+        """
+        rows: list[dict[str, Any]] = []
+        for name, theta in self.model.thetas().items():
+            rows.append(
+                dict(parameter=name, kind="theta", estimate=float(theta), fixed=theta.fixed)
+            )
+        shrink = self.eta_shrinkage
+        for field, block in self.model.omega_blocks():
+            matrix = np.asarray(block.matrix)
+            for i, eta_i in enumerate(block.names):
+                for j in range(i + 1):
+                    if i != j and block.diagonal:
+                        continue
+                    row = dict(kind="omega", estimate=float(matrix[i, j]), fixed=block.fixed)
+                    if i == j:
+                        var = float(matrix[i, i])
+                        row.update(
+                            parameter=f"{field}.{eta_i}",
+                            sd=math.sqrt(var),
+                            cv_percent=100.0 * math.sqrt(math.expm1(var)),
+                        )
+                        if not block.occasion:
+                            row["shrinkage_percent"] = 100.0 * float(shrink[eta_i])
+                    else:
+                        row["parameter"] = f"{field}.{block.names[j]},{eta_i}"
+                    rows.append(row)
+        columns = ["parameter", "kind", "estimate", "fixed", "se", "rse"]
+        columns += ["sd", "cv_percent", "shrinkage_percent"]
+        frame = pd.DataFrame(rows).reindex(columns=columns)
+        frame[["se", "rse"]] = np.nan
+        return frame
+
+    # -- export -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything a report needs, as JSON-compatible Python values."""
+
+        def clean(records):
+            return [
+                {
+                    k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in r.items()
+                }
+                for r in records
+            ]
+
+        ebes = self.ebes
+        ebes["ID"] = [i if isinstance(i, int | float | str) else str(i) for i in ebes["ID"]]
+        return dict(
+            model=type(self.model).__name__,
+            method=self.method,
+            ofv=self.ofv,
+            minus_two_log_likelihood=self.minus_two_log_likelihood,
+            aic=self.aic,
+            bic=self.bic,
+            n_subjects=self.n_subjects,
+            n_observations=self.n_observations,
+            n_parameters=self.n_parameters,
+            iterations=self.iterations,
+            converged=self.converged,
+            message=self.message,
+            covariance_step="not computed",
+            estimates=clean(self.estimates().to_dict(orient="records")),
+            eta_shrinkage=self.eta_shrinkage.to_dict(),
+            ebes=clean(ebes.to_dict(orient="records")),
+            ebe_status=[EBEStatus.names.get(int(s), str(int(s))) for s in self.ebe_status],
+            elapsed_seconds=self.elapsed_seconds,
+        )
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The result as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    # -- report ---------------------------------------------------------------
+    def __str__(self) -> str:
+        status = "converged" if self.converged else "NOT CONVERGED"
+        n_bad = int(np.sum(self.ebe_status != EBEStatus.CONVERGED))
+        lines = [
+            f"{type(self.model).__name__} -- {self.method.upper()} fit: {status}",
+            f"  {self.message}",
+            f"  {self.iterations} iterations, {self.n_evaluations} OFV evaluations, "
+            f"{self.elapsed_seconds:.1f} s",
+            "",
+            f"  OFV {self.ofv:.4f}   -2LL {self.minus_two_log_likelihood:.4f}   "
+            f"AIC {self.aic:.4f}   BIC {self.bic:.4f}",
+            f"  subjects {self.n_subjects}   observations {self.n_observations}"
+            + (f" (+{self.n_censored} censored)" if self.n_censored else "")
+            + f"   estimated parameters {self.n_parameters}",
+        ]
+        if n_bad:
+            lines.append(f"  WARNING: EBE search did not converge for {n_bad} subject(s)")
+        table = self.estimates()
+        lines += ["", "  THETA               estimate        SE"]
+        for r in table[table.kind == "theta"].itertuples():
+            fix = "  FIX" if r.fixed else ""
+            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g}        -{fix}")
+        lines += ["", "  OMEGA               variance       CV%  shrinkage"]
+        for r in table[table.kind == "omega"].itertuples():
+            fix = "  FIX" if r.fixed else ""
+            cv = "" if np.isnan(r.cv_percent) else f"{r.cv_percent:9.1f}"
+            sh = "" if np.isnan(r.shrinkage_percent) else f"{r.shrinkage_percent:9.1f}%"
+            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g} {cv:>9} {sh:>10}{fix}")
+        lines += ["", "  Covariance step: not computed (no standard errors)."]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.__str__()
