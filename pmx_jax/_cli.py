@@ -63,6 +63,35 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import load_config
+    from .estimation import fit
+
+    config = load_config(args.config)
+    if config.data is None:
+        print(f"{args.config}: a fit needs a [data] section", file=sys.stderr)
+        return 2
+    options = dict(config.fit)
+    method = args.method or options.pop("method", "focei")
+    options.pop("method", None)
+    print(config.model)
+    print(config.data)
+    print(f"\nfitting by {method.upper()} ...")
+    result = fit(config.model, config.data, method=method, progress=True, **options)
+    print()
+    print(result)
+    out_dir = Path(args.output or config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{config.name}_fit.json"
+    result.to_json(out)
+    result.ebes.to_csv(out_dir / f"{config.name}_ebes.csv", index=False)
+    print(f"\nwrote {out} and {config.name}_ebes.csv")
+    return 0 if result.converged else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pmx",
@@ -78,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     sim.add_argument("--float32", action="store_true", help="simulate in float32")
     sim.set_defaults(run=_simulate)
+    fit = sub.add_parser("fit", help="estimate a population model (FO, FOCE, FOCEI, Laplace)")
+    fit.add_argument("config", help="TOML run specification, e.g. configs/theophylline.toml")
+    fit.add_argument("--method", choices=["fo", "foce", "focei", "laplace"], default=None,
+                     help="override [fit] method")
+    fit.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
+    fit.set_defaults(run=_fit)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -25,6 +25,7 @@ class RunConfig:
     data: Dataset | None
     regimen: Regimen | None
     simulate: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
     output_dir: Path = Path("runs")
 
 
@@ -108,7 +109,7 @@ def load_config(path: str | Path) -> RunConfig:
             spec = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    known = {"name", "model", "data", "regimen", "simulate", "output_dir"}
+    known = {"name", "model", "data", "regimen", "simulate", "fit", "output_dir"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown sections/keys {unknown}; expected {sorted(known)}")
@@ -121,5 +122,6 @@ def load_config(path: str | Path) -> RunConfig:
         data=_resolve_data(spec.get("data", {}), path),
         regimen=_resolve_regimen(spec.get("regimen", {}), path),
         simulate=dict(spec.get("simulate", {})),
+        fit=dict(spec.get("fit", {})),
         output_dir=Path(spec.get("output_dir", "runs")),
     )

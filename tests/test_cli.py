@@ -40,3 +40,15 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert main(["simulate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "tkx" in err and "tka" in err
+
+
+def test_fit_bundled_config(tmp_path, capsys):
+    """The README's main command: FOCEI on theophylline (nlmixr2: OFV 116.8038)."""
+    code = main(["fit", str(CONFIGS / "theophylline.toml"), "--output", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "converged" in out
+    import json
+
+    result = json.loads((tmp_path / "theophylline_fit.json").read_text())
+    assert abs(result["ofv"] - 116.8038) < 0.01
