@@ -77,6 +77,7 @@ def _fit(args: argparse.Namespace) -> int:
     options = dict(config.fit)
     method = args.method or options.pop("method", "focei")
     options.pop("method", None)
+    options.setdefault("covariance", "sandwich")  # NONMEM's default $COV matrix
     print(config.model)
     print(config.data)
     print(f"\nfitting by {method.upper()} ...")

@@ -1,6 +1,9 @@
 """Estimation: the likelihood kernel, EBEs (the inner problem) and the
 population objective function (FO, FOCE, FOCEI, Laplace), and the fit."""
 
+from ._covariance import CovarianceError as CovarianceError
+from ._covariance import CovarianceResult as CovarianceResult
+from ._covariance import covariance_step as covariance_step
 from ._fit import fit as fit
 from ._inner import EBEResult as EBEResult
 from ._inner import EBEStatus as EBEStatus

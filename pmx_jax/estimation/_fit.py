@@ -116,6 +116,7 @@ def fit(
     print_every: int = 10,
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
+    covariance: str | None = None,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
     maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
@@ -134,6 +135,10 @@ def fit(
             iterations (compile time is printed separately).
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
+        covariance: ``"sandwich"``, ``"r"`` or ``"s"`` runs the covariance step
+            after the fit (:func:`pmx_jax.estimation.covariance_step`; standard
+            errors in ``estimates()``); ``None`` (default) skips it, and
+            ``FitResult.compute_covariance()`` runs it later.
 
     Returns:
         a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage and
@@ -260,7 +265,7 @@ def fit(
         print(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {elapsed:.1f} s")
     n_normal = int(np.sum(is_obs & (cens == 0)))
     ids = dataset.ids if dataset is not None else tuple(range(1, subjects.n_subjects + 1))
-    return FitResult(
+    result = FitResult(
         model=fitted,
         method=method,
         ofv=ofv_value,
@@ -278,3 +283,9 @@ def fit(
         elapsed_seconds=elapsed,
         compile_seconds=compile_seconds,
     )
+    result._prepared = prepared
+    if covariance is not None:
+        result.compute_covariance(
+            covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
+        )
+    return result

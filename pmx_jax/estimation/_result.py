@@ -80,6 +80,15 @@ class FitResult:
         self._ebe_matrix = np.asarray(ebe_matrix)
         # Standard errors: filled in by a covariance step, not by the fit.
         self.covariance = None
+        self._prepared = None  # the fit's prepared data (for the covariance step)
+
+    def compute_covariance(self, kind: str = "sandwich", **options: Any):
+        """Run the covariance step (:func:`pmx_jax.estimation.covariance_step`)
+        at the final estimates, store it in ``self.covariance`` and return it."""
+        from ._covariance import covariance_step
+
+        self.covariance = covariance_step(self, kind=kind, **options)
+        return self.covariance
 
     # -- likelihood-based statistics -------------------------------------------
     @property
@@ -165,6 +174,11 @@ class FitResult:
         columns += ["sd", "cv_percent", "shrinkage_percent"]
         frame = pd.DataFrame(rows).reindex(columns=columns)
         frame[["se", "rse"]] = np.nan
+        cov = self.covariance
+        if cov is not None:
+            se = dict(zip(cov.names, cov.se, strict=True))
+            frame["se"] = [se.get(p, np.nan) for p in frame["parameter"]]
+            frame["rse"] = 100.0 * frame["se"] / frame["estimate"].abs()
         return frame
 
     # -- export -------------------------------------------------------------------
@@ -195,7 +209,16 @@ class FitResult:
             iterations=self.iterations,
             converged=self.converged,
             message=self.message,
-            covariance_step="not computed",
+            covariance_step=(
+                "not computed"
+                if self.covariance is None
+                else (self.covariance.kind if self.covariance.ok else self.covariance.message)
+            ),
+            condition_number=(
+                None
+                if self.covariance is None or not self.covariance.ok
+                else self.covariance.condition_number
+            ),
             estimates=clean(self.estimates().to_dict(orient="records")),
             eta_shrinkage=self.eta_shrinkage.to_dict(),
             ebes=clean(ebes.to_dict(orient="records")),
@@ -229,17 +252,32 @@ class FitResult:
         if n_bad:
             lines.append(f"  WARNING: EBE search did not converge for {n_bad} subject(s)")
         table = self.estimates()
-        lines += ["", "  THETA               estimate        SE"]
+
+        def se(r):
+            return "-" if np.isnan(r.se) else f"{r.se:.3g} ({r.rse:.1f}%)"
+
+        lines += ["", "  THETA               estimate   SE (RSE)"]
         for r in table[table.kind == "theta"].itertuples():
             fix = "  FIX" if r.fixed else ""
-            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g}        -{fix}")
-        lines += ["", "  OMEGA               variance       CV%  shrinkage"]
+            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g}   {se(r)}{fix}")
+        lines += ["", "  OMEGA               variance       CV%  shrinkage   SE (RSE)"]
         for r in table[table.kind == "omega"].itertuples():
             fix = "  FIX" if r.fixed else ""
             cv = "" if np.isnan(r.cv_percent) else f"{r.cv_percent:9.1f}"
             sh = "" if np.isnan(r.shrinkage_percent) else f"{r.shrinkage_percent:9.1f}%"
-            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g} {cv:>9} {sh:>10}{fix}")
-        lines += ["", "  Covariance step: not computed (no standard errors)."]
+            lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g} {cv:>9} {sh:>10}   {se(r)}{fix}")
+        cov = self.covariance
+        if cov is None:
+            lines += ["", "  Covariance step: not computed (no standard errors)."]
+        elif cov.ok:
+            label = dict(sandwich="R^-1 S R^-1", r="R^-1", s="S^-1")[cov.kind]
+            lines += [
+                "",
+                f"  Covariance step: {label}, condition number {cov.condition_number:.4g} "
+                f"(correlation matrix), {cov.elapsed_seconds:.1f} s",
+            ]
+        else:
+            lines += ["", f"  Covariance step FAILED: {cov.message}"]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
