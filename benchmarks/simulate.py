@@ -114,7 +114,7 @@ def machine() -> dict:
         python=platform.python_version(),
         platform=platform.platform(),
         load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
 
 
@@ -154,7 +154,9 @@ def main(argv=None):
         f"jax {info['jax_version']} on {info['backend']} ({info['device_kind']}, "
         f"{info['cpu_count']} CPUs, load {info['load_average'][0]:.1f})"
     )
-    header = f"{'model':<12} {'first call':>11} {'compile':>9} {'run (best)':>11} {'subjects/s':>12}"
+    header = (
+        f"{'model':<12} {'first call':>11} {'compile':>9} {'run (best)':>11} {'subjects/s':>12}"
+    )
     print(header)
     print("-" * len(header))
     rows = []

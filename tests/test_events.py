@@ -135,9 +135,8 @@ def test_steady_state_bolus_matches_geometric_series():
 def test_new_parameter_values_do_not_recompile():
     """The prediction path is traced once per data shape: a second call with other
     THETA values reuses the compiled function (as an optimiser step must)."""
-    from pmx_jax.simulation._simulate import _predict_batch
-
     from pmx_jax.library import Theophylline
+    from pmx_jax.simulation._simulate import _predict_batch
 
     data = pmx.datasets.load("theophylline")
     model = Theophylline()

@@ -85,7 +85,13 @@ def _eigenvalues(matrix: Float[Array, "m m"]) -> Float[Array, " m"]:
         + matrix[1, 1] * matrix[2, 2]
         - matrix[1, 2] * matrix[2, 1]
     )
-    det = jnp.linalg.det(matrix)
+    # Cofactor expansion rather than jnp.linalg.det: an LU factorisation (a LAPACK
+    # call per subject and event on CPU) for a 3x3 matrix costs far more.
+    det = (
+        matrix[0, 0] * (matrix[1, 1] * matrix[2, 2] - matrix[1, 2] * matrix[2, 1])
+        - matrix[0, 1] * (matrix[1, 0] * matrix[2, 2] - matrix[1, 2] * matrix[2, 0])
+        + matrix[0, 2] * (matrix[1, 0] * matrix[2, 1] - matrix[1, 1] * matrix[2, 0])
+    )
     shift = trace / 3.0
     p = minors - trace**2 / 3.0  # depressed cubic y^3 + p y + q, l = y + shift
     q = -(2.0 * trace**3 / 27.0) + trace * minors / 3.0 - det
@@ -108,9 +114,22 @@ def _projectors(matrix: Float[Array, "m m"], lam: Float[Array, " m"]) -> Float[A
         p = eye
         for j in range(m):
             if j != i:
-                p = p @ (matrix - lam[j] * eye) / (lam[i] - lam[j])
+                p = _matmul(p, (matrix - lam[j] * eye) / (lam[i] - lam[j]))
         projectors.append(p)
     return jnp.stack(projectors)
+
+
+def _matmul(a: Float[Array, "m m"], b: Float[Array, "m m"]) -> Float[Array, "m m"]:
+    """``a @ b`` for tiny matrices as broadcast-and-sum: vmapped over subjects and
+    events it fuses with the surrounding arithmetic, where a batched ``dot``
+    becomes a separate, slow kernel on CPU."""
+    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+def _spectral_sum(weights: Float[Array, " m"], projectors: Float[Array, "m m m"]):
+    """``sum_i weights_i P_i``: a function of the disposition matrix (e.g.
+    ``exp(A t)`` for ``weights = exp(l t)``) by Sylvester's formula."""
+    return jnp.sum(weights[:, None, None] * projectors, axis=0)
 
 
 class AbstractLinearCompartments(AbstractDynamics):
@@ -147,11 +166,49 @@ class AbstractLinearCompartments(AbstractDynamics):
         if self.has_depot:
             absorbed = (ka * depot0 - rate_depot) * _exp_difference(lam, -ka, dt)
             weights = weights.at[:, 0].add(absorbed)
-        x_new = jnp.einsum("iab,ib->a", projectors, weights)
+        x_new = jnp.sum(projectors * weights[:, None, :], axis=(0, 2))
         if not self.has_depot:
             return x_new
         depot_new = depot0 * jnp.exp(-ka * dt) + rate_depot * _phi(-ka, dt)
         return jnp.concatenate([depot_new[None], x_new])
+
+    def transition(
+        self, params: Params, dt: Float[Array, ""]
+    ) -> tuple[Float[Array, "n n"], Float[Array, "n n"]]:
+        """The affine map of :meth:`propagate` as two matrices:
+        ``propagate(params, a, dt, r) == to_amounts @ a + to_rates @ r``.
+
+        The event engine precomputes these for every interval and then only
+        multiplies in its sequential loop.  Written out rather than obtained by
+        differentiating :meth:`propagate` (``jax.jacfwd``), which would evaluate
+        the whole solution once per compartment and input.
+        """
+        matrix = self.disposition_matrix(params)
+        lam = _eigenvalues(matrix)
+        projectors = _projectors(matrix, lam)
+        dt = jnp.asarray(dt, jnp.result_type(dt, matrix))
+        # exp(A dt) and int_0^dt exp(A s) ds (constant input into x).
+        x_from_x = _spectral_sum(jnp.exp(lam * dt), projectors)
+        x_from_input = _spectral_sum(_phi(lam, dt), projectors)
+        if not self.has_depot:
+            return x_from_x, x_from_input
+        # The depot drains at ka into the central compartment (x index 0): a depot
+        # amount reaches x through int_0^dt exp(A (dt - s)) ka exp(-ka s) ds, and a
+        # depot input first has to pass the depot, hence the difference.
+        ka = params["ka"]
+        through_depot = _spectral_sum(_exp_difference(lam, -ka, dt), projectors)[:, 0]
+        m = lam.shape[0]
+        zeros = jnp.zeros((1, m), dtype=x_from_x.dtype)
+        to_amounts = jnp.block(
+            [[jnp.exp(-ka * dt)[None, None], zeros], [(ka * through_depot)[:, None], x_from_x]]
+        )
+        to_rates = jnp.block(
+            [
+                [_phi(-ka, dt)[None, None], zeros],
+                [(x_from_input[:, 0] - through_depot)[:, None], x_from_input],
+            ]
+        )
+        return to_amounts, to_rates
 
 
 def _mammillary(central_elimination, exchanges):

@@ -75,8 +75,12 @@ def _dose_table(subject: Subjects, plan_record, plan_valid, params: Params, n_cm
     dtype = subject.time.dtype
     cmt = jnp.where(subject.cmt[r] > 0, subject.cmt[r] - 1, 0)
     like = subject.time
-    bioav = jnp.take_along_axis(dose_modifier(params, "F", n_cmt, 1.0, like)[r], cmt[:, None], 1)[:, 0]
-    lag = jnp.take_along_axis(dose_modifier(params, "ALAG", n_cmt, 0.0, like)[r], cmt[:, None], 1)[:, 0]
+    bioav = jnp.take_along_axis(
+        dose_modifier(params, "F", n_cmt, 1.0, like)[r], cmt[:, None], 1
+    )[:, 0]
+    lag = jnp.take_along_axis(
+        dose_modifier(params, "ALAG", n_cmt, 0.0, like)[r], cmt[:, None], 1
+    )[:, 0]
     modelled_rate = jnp.take_along_axis(
         dose_modifier(params, "R", n_cmt, 1.0, like)[r], cmt[:, None], 1
     )[:, 0]
@@ -145,7 +149,9 @@ def _steady_state(dynamics: AbstractDynamics, params: Params, dose: _Doses, n_ov
         # D - j*ii, so on (e_{k+1}, e_k] exactly k+1 infusions are running.
         amounts = trough + bolus
         if n_overlap == 0:
-            return dynamics.propagate(params, amounts, phase, jnp.where(dose.is_constant, rate, 0.0 * rate))
+            constant = jnp.where(dose.is_constant, rate, 0.0 * rate)
+            return dynamics.propagate(params, amounts, phase, constant)
+
         def segment(carry, k):
             forward, previous = carry
             edge = jnp.clip(dose.duration - k * ii, 0.0, jnp.maximum(phase, 0.0))
@@ -192,6 +198,139 @@ def _steady_state(dynamics: AbstractDynamics, params: Params, dose: _Doses, n_ov
     return amounts, running * rate
 
 
+class _DosePoints(eqx.Module):
+    """The points the dose slots create, sorted by time (ties in data order):
+    each dose's entry into its compartment (``_START``), the end of its infusion
+    and, for steady-state infusions, the ends of earlier virtual doses (``_END``).
+    Points that do nothing (a bolus has no end, a padding slot no start) are
+    ``_NOOP``, which keeps the number of points fixed."""
+
+    time: Float[Array, " n_points"]
+    seq: Int[Array, " n_points"]  # 3 * record + 1 (start) or + 2 (end): data order
+    kind: Int[Array, " n_points"]
+    slot: Int[Array, " n_points"]
+
+    @property
+    def record(self) -> Int[Array, " n_points"]:
+        return self.seq // 3
+
+
+def _check_overlap(doses: _Doses, n_virtual: int) -> _Doses:
+    if not n_virtual:
+        return doses
+    # The last virtual dose may outlast an interval but never n_virtual of them.
+    return eqx.error_if(
+        doses,
+        jnp.any(
+            doses.valid
+            & (doses.ss > 0)
+            & doses.is_infusion
+            & ~doses.is_constant
+            & (doses.duration >= n_virtual * doses.ii)
+        ),
+        "a steady-state infusion lasts longer than max_ss_overlap dosing intervals; "
+        "raise max_ss_overlap",
+    )
+
+
+def _dose_points(doses: _Doses, n_virtual: int) -> _DosePoints:
+    n_dose = doses.record.shape[0]
+    dose_seq = 3 * doses.record
+    times = [doses.start, doses.start + doses.duration]
+    seqs = [dose_seq + 1, dose_seq + 2]
+    kinds = [
+        jnp.where(doses.valid & ~doses.is_constant, _START, _NOOP),
+        jnp.where(doses.valid & doses.is_infusion & ~doses.is_constant, _END, _NOOP),
+    ]
+    slots = [jnp.arange(n_dose), jnp.arange(n_dose)]
+    if n_virtual:
+        k = jnp.arange(1, n_virtual + 1, dtype=doses.ii.dtype)
+        ends = doses.start[:, None] + doses.duration[:, None] - k[None, :] * doses.ii[:, None]
+        running = (
+            (doses.ss[:, None] > 0)
+            & doses.is_infusion[:, None]
+            & ~doses.is_constant[:, None]
+            & (k[None, :] * doses.ii[:, None] < doses.lag[:, None] + doses.duration[:, None])
+            & ((k[None, :] - 1) * doses.ii[:, None] < doses.duration[:, None])
+        )
+        times.append(ends.reshape(-1))
+        seqs.append(jnp.repeat(dose_seq + 2, n_virtual))
+        kinds.append(jnp.where(running, _END, _NOOP).reshape(-1))
+        slots.append(jnp.repeat(jnp.arange(n_dose), n_virtual))
+    time, seq = jnp.concatenate(times), jnp.concatenate(seqs)
+    order = jnp.lexsort((seq, time))
+    return _DosePoints(
+        time=time[order],
+        seq=seq[order],
+        kind=jnp.concatenate(kinds)[order],
+        slot=jnp.concatenate(slots)[order],
+    )
+
+
+class _Merge(eqx.Module):
+    """How the records and the dose points interleave in event order."""
+
+    records_before: Int[Array, " n_dose_points"]  # records preceding each dose point
+    record_position: Int[Array, " n_rec"]  # point index of each record
+    order: Int[Array, " n_points"]  # index into [records, dose points] of each point
+
+
+def _merge(record_time: Float[Array, " n_rec"], dose_points: _DosePoints) -> _Merge:
+    """Merge the records (already in event order) with the sorted dose points.
+
+    Event order is by time, ties in data order: the order a full sort by (time,
+    seq) would give.  Merging two sorted lists costs far less than sorting all
+    points again for every subject, which dominated the engine's run time in
+    large simulations.
+    """
+    n_rec = record_time.shape[0]
+    n_dose_points = dose_points.time.shape[0]
+    n_points = n_rec + n_dose_points
+    # Records before a dose point: the earlier ones and, at the same time, those
+    # up to and including the dose's own record.
+    first_same = jnp.searchsorted(record_time, dose_points.time, side="left")
+    after_same = jnp.searchsorted(record_time, dose_points.time, side="right")
+    records_before = first_same + jnp.clip(
+        dose_points.record + 1 - first_same, 0, after_same - first_same
+    )
+    positions = jnp.arange(n_points)
+    is_dose_point = (
+        jnp.zeros(n_points, dtype=bool)
+        .at[jnp.arange(n_dose_points) + records_before]
+        .set(True, unique_indices=True)
+    )
+    # Dose points are placed in their own order, so the one at a position is
+    # number (dose points before it); records fill the other positions in order.
+    doses_before = _running(jnp.add, is_dose_point.astype(jnp.int32)) - is_dose_point
+    order = jnp.where(is_dose_point, n_rec + doses_before, positions - doses_before)
+    record_position = (
+        jnp.zeros(n_points, dtype=order.dtype).at[order].set(positions, unique_indices=True)
+    )[:n_rec]
+    return _Merge(records_before=records_before, record_position=record_position, order=order)
+
+
+def _running(op, values: Array, *, reverse: bool = False) -> Array:
+    """Running ``op`` (jnp.add, jnp.maximum, ...) along the last axis.
+
+    ``lax.associative_scan`` rather than ``lax.cumsum``/``cummax``: on CPU those
+    lower to a windowed reduction that is several times slower per subject.
+    """
+    return jax.lax.associative_scan(op, values, reverse=reverse, axis=values.ndim - 1)
+
+
+def _transition(dynamics: AbstractDynamics, params: Params, dt):
+    """``(to_amounts, to_rates)`` with ``propagate(params, a, dt, r) == to_amounts @ a
+    + to_rates @ r`` for a linear dynamics: its own ``transition`` method where it
+    has one (the closed forms), else the Jacobians of ``propagate`` (linear ODEs)."""
+    transition = getattr(dynamics, "transition", None)
+    if transition is not None:
+        return transition(params, dt)
+    zero = jnp.zeros(dynamics.n_compartments, dtype=jnp.result_type(dt))
+    return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(
+        zero, zero
+    )
+
+
 class EngineResult(eqx.Module):
     """Amounts in every compartment right after each record was processed."""
 
@@ -208,177 +347,142 @@ def record_amounts(
     *,
     has_ss: bool,
     max_ss_overlap: int,
+    has_infusions: bool = True,
 ) -> EngineResult:
     """Compartment amounts at each record of one subject (un-batched arrays).
 
     ``params`` maps parameter names to per-record values (shape ``(n_rec,)``).
+    The records must be in event order, as :class:`Subjects` keeps them (time
+    never decreases within a subject).  ``has_infusions=False`` says that no
+    dose record has a non-zero RATE (known from the data before tracing): no
+    zero-order input ever runs, so the engine neither carries input rates nor
+    computes how they enter, about a third of the work for oral dosing.
     """
     n_rec = subject.time.shape[0]
     n_cmt = dynamics.n_compartments
     dtype = subject.time.dtype
     doses = _dose_table(subject, dose_record, dose_valid, params, n_cmt)
-    n_dose = dose_record.shape[0]
     n_virtual = max_ss_overlap if has_ss else 0
-
-    # --- points -------------------------------------------------------------------
+    doses = _check_overlap(doses, n_virtual)
+    dose_points = _dose_points(doses, n_virtual)
+    merge = _merge(subject.time, dose_points)
     record_ids = jnp.arange(n_rec)
-    dose_seq = 3 * doses.record
-    times = [subject.time, doses.start, doses.start + doses.duration]
-    seqs = [3 * record_ids, dose_seq + 1, dose_seq + 2]
-    kinds = [
-        jnp.where(subject.valid, _RECORD, _NOOP),
-        jnp.where(doses.valid & ~doses.is_constant, _START, _NOOP),
-        jnp.where(doses.valid & doses.is_infusion & ~doses.is_constant, _END, _NOOP),
-    ]
-    slots = [record_ids, jnp.arange(n_dose), jnp.arange(n_dose)]
-    if n_virtual:
-        k = jnp.arange(1, n_virtual + 1, dtype=dtype)
-        ends = doses.start[:, None] + doses.duration[:, None] - k[None, :] * doses.ii[:, None]
-        running = (
-            (doses.ss[:, None] > 0)
-            & doses.is_infusion[:, None]
-            & ~doses.is_constant[:, None]
-            & (k[None, :] * doses.ii[:, None] < doses.lag[:, None] + doses.duration[:, None])
-            & ((k[None, :] - 1) * doses.ii[:, None] < doses.duration[:, None])
-        )
-        times.append(ends.reshape(-1))
-        seqs.append(jnp.repeat(dose_seq + 2, n_virtual))
-        kinds.append(jnp.where(running, _END, _NOOP).reshape(-1))
-        slots.append(jnp.repeat(jnp.arange(n_dose), n_virtual))
-        # The last virtual dose may outlast an interval but never n_virtual of them.
-        doses = eqx.error_if(
-            doses,
-            jnp.any(
-                doses.valid
-                & (doses.ss > 0)
-                & doses.is_infusion
-                & ~doses.is_constant
-                & (doses.duration >= n_virtual * doses.ii)
-            ),
-            "a steady-state infusion lasts longer than max_ss_overlap dosing intervals; "
-            "raise max_ss_overlap",
-        )
-    time = jnp.concatenate(times)
-    seq = jnp.concatenate(seqs)
-    kind = jnp.concatenate(kinds)
-    slot = jnp.concatenate(slots)
-    order = jnp.lexsort((seq, time))
-    time, seq, kind, slot = time[order], seq[order], kind[order], slot[order]
+
+    def in_event_order(at_records, at_dose_points):
+        """One array over all points, from its record part and dose-point part."""
+        return jnp.concatenate([at_records, at_dose_points])[merge.order]
 
     # Parameters for the interval ending at each point: the next data record's.
-    is_record = kind == _RECORD
     # Doses generated from ADDL are not data records: NONMEM does not call $PK there.
-    is_data = is_record & ~subject.is_addl[jnp.where(is_record, slot, 0)]
-    next_record = jax.lax.cummin(jnp.where(is_data, slot, n_rec - 1), reverse=True)
+    is_data = subject.valid & ~subject.is_addl
+    next_data = _running(jnp.minimum, jnp.where(is_data, record_ids, n_rec - 1), reverse=True)
+    next_data_or_last = jnp.append(next_data, n_rec - 1)
+    next_record = in_event_order(next_data, next_data_or_last[merge.records_before])
     point_params = jax.tree_util.tree_map(lambda v: v[next_record], params)
+    time = in_event_order(subject.time, dose_points.time)
+    dt = jnp.diff(time, prepend=time[:1])
 
+    # --- what each record does ----------------------------------------------------
+    # A reset (EVID 3/4) or an SS=1 dose record restarts the system: the amounts
+    # are replaced and running infusions stop.  Either way the record's effect is
+    # ``keep * moved + added``; an SS=2 dose adds its steady state on top.
+    evid = subject.evid
+    is_reset = subject.valid & ((evid == 3) | (evid == 4))
+    reset_amounts = jax.vmap(dynamics.initial_amounts)(
+        jax.tree_util.tree_map(lambda v: v[next_data], params)
+    ).astype(dtype)
+    added_amounts = jnp.where(is_reset[:, None], reset_amounts, 0.0)
+    added_rates = jnp.zeros((n_rec, n_cmt), dtype=dtype)
+    restart = is_reset
     if has_ss:
         ss_amounts, ss_rates = jax.vmap(
             lambda p, d: _steady_state(dynamics, p, d, max_ss_overlap)
         )(_tree_index(params, doses.record), doses)
+        n_dose = dose_record.shape[0]
         # A record that is itself an SS dose: map record -> its dose slot.
         record_slot = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].set(
             jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), jnp.int32(0))
         )
-        record_ss = jnp.zeros(n_rec, dtype=doses.ss.dtype).at[doses.record].max(
+        ss_kind = jnp.zeros(n_rec, dtype=doses.ss.dtype).at[doses.record].max(
             jnp.where(doses.valid, doses.ss, 0)
         )
-    else:
-        ss_amounts = ss_rates = record_slot = record_ss = None
+        ss_kind = jnp.where(subject.valid, ss_kind, 0)
+        is_ss = (ss_kind > 0)[:, None]
+        added_amounts = jnp.where((ss_kind == 1)[:, None], 0.0, added_amounts) + jnp.where(
+            is_ss, ss_amounts[record_slot], 0.0
+        )
+        added_rates = jnp.where(is_ss, ss_rates[record_slot], 0.0)
+        restart = restart | (ss_kind == 1)
 
-    # --- what each point does, computed for all points at once --------------------
-    n_points = time.shape[0]
-    dose_slot = jnp.where(kind == _RECORD, 0, slot)
-    record_slot_of_point = jnp.where(kind == _RECORD, slot, 0)
-    evid = subject.evid[record_slot_of_point]
-    is_reset = (kind == _RECORD) & ((evid == 3) | (evid == 4))
-    unit = jax.nn.one_hot(doses.cmt[dose_slot], n_cmt, dtype=dtype)
-    is_start = kind == _START
-    bolus = jnp.where(is_start & ~doses.is_infusion[dose_slot], doses.amount[dose_slot], 0.0)
-    rate_change = jnp.where(is_start, doses.rate[dose_slot], 0.0) - jnp.where(
-        kind == _END, doses.rate[dose_slot], 0.0
+    # --- what each dose point does ------------------------------------------------
+    # A dose acts only if no restart came between its record and now: the last
+    # restart among the records that precede the dose point.
+    last_restart = _running(jnp.maximum, jnp.where(restart, record_ids, -1))
+    last_restart = jnp.append(-1, last_restart)[merge.records_before]
+    alive = dose_points.record >= last_restart
+    slot = dose_points.slot
+    unit = jax.nn.one_hot(doses.cmt[slot], n_cmt, dtype=dtype)
+    is_start = dose_points.kind == _START
+    bolus = jnp.where(is_start & ~doses.is_infusion[slot], doses.amount[slot], 0.0)
+    rate_change = jnp.where(is_start, doses.rate[slot], 0.0) - jnp.where(
+        dose_points.kind == _END, doses.rate[slot], 0.0
     )
-    delta_amounts = bolus[:, None] * unit
-    delta_rates = rate_change[:, None] * unit
-    # A dose point acts only if no reset came between its record and now.
-    source_seq = seq - seq % 3
-    if has_ss:
-        ss_kind = jnp.where(kind == _RECORD, record_ss[record_slot_of_point], 0)
-        ss_slot = record_slot[record_slot_of_point]
-        point_ss_amounts = ss_amounts[ss_slot]
-        point_ss_rates = ss_rates[ss_slot]
-    else:
-        ss_kind = jnp.zeros(n_points, dtype=jnp.int32)
-        point_ss_amounts = point_ss_rates = jnp.zeros((n_points, n_cmt), dtype=dtype)
-    reset_amounts = jax.vmap(dynamics.initial_amounts)(point_params).astype(dtype)
-    dt = jnp.diff(time, prepend=time[:1])
+    dose_amounts = jnp.where(alive, bolus, 0.0)[:, None] * unit
+    dose_rates = jnp.where(alive, rate_change, 0.0)[:, None] * unit
 
+    # --- the sequential part --------------------------------------------------------
     if dynamics.is_linear:
         # Affine in (amounts, rates): precompute each interval's transition
         # matrices, vectorised over points, so the sequential part is two matvecs.
-        zero = jnp.zeros(n_cmt, dtype=dtype)
-
-        def transition(p, h):
-            return jax.jacfwd(lambda a, r: dynamics.propagate(p, a, h, r), argnums=(0, 1))(
-                zero, zero
-            )
-
-        to_amounts, to_rates = jax.vmap(transition)(point_params, dt)
+        to_amounts, to_rates = jax.vmap(lambda p, h: _transition(dynamics, p, h))(
+            point_params, dt
+        )
 
         def move(amounts, rates, point):
-            return point["to_amounts"] @ amounts + point["to_rates"] @ rates
+            # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched
+            # dot of tiny matrices is a separate, slow kernel per loop step on CPU.
+            moved = jnp.sum(point["to_amounts"] * amounts, axis=1)
+            if has_infusions:
+                moved = moved + jnp.sum(point["to_rates"] * rates, axis=1)
+            return moved
 
-        motion = dict(to_amounts=to_amounts, to_rates=to_rates)
+        motion = dict(to_amounts=to_amounts)
+        if has_infusions:
+            motion.update(to_rates=to_rates)
     else:
 
         def move(amounts, rates, point):
+            rates = jnp.zeros_like(amounts) if rates is None else rates
             return dynamics.propagate(point["params"], amounts, point["dt"], rates)
 
         motion = dict(params=point_params, dt=dt)
 
     def step(carry, point):
-        amounts, rates, last_reset = carry
-        amounts = move(amounts, rates, point)
-        reset = point["is_reset"]
-        amounts = jnp.where(reset, point["reset_amounts"], amounts)
-        rates = jnp.where(reset, 0.0, rates)
-        last_reset = jnp.where(reset, point["seq"], last_reset)
-        if has_ss:
-            ss_kind_p = point["ss_kind"]
-            amounts = jnp.where(ss_kind_p == 1, 0.0, amounts) + jnp.where(
-                ss_kind_p > 0, point["ss_amounts"], 0.0
-            )
-            rates = jnp.where(ss_kind_p == 1, 0.0, rates) + jnp.where(
-                ss_kind_p > 0, point["ss_rates"], 0.0
-            )
-            last_reset = jnp.where(ss_kind_p == 1, point["seq"], last_reset)
-        alive = point["source_seq"] >= last_reset
-        amounts = amounts + jnp.where(alive, point["delta_amounts"], 0.0)
-        rates = rates + jnp.where(alive, point["delta_rates"], 0.0)
-        return (amounts, rates, last_reset), amounts
+        amounts, rates = carry
+        # ``where``, not a multiplication by 0/1: a restart also recovers from
+        # amounts that had become non-finite.  The casts keep the records' dtype
+        # when parameters come in wider (float32 data, float64 THETAs).
+        moved = move(amounts, rates, point)
+        amounts = (jnp.where(point["keep"], moved, 0.0) + point["amounts"]).astype(dtype)
+        if has_infusions:
+            rates = (jnp.where(point["keep"], rates, 0.0) + point["rates"]).astype(dtype)
+        return (amounts, rates), amounts
 
+    n_dose_points = dose_points.time.shape[0]
     points = dict(
         motion,
-        is_reset=is_reset,
-        reset_amounts=reset_amounts,
-        seq=seq,
-        source_seq=source_seq,
-        delta_amounts=delta_amounts,
-        delta_rates=delta_rates,
+        keep=in_event_order(~restart, jnp.ones(n_dose_points, dtype=bool)),
+        amounts=in_event_order(added_amounts, dose_amounts),
     )
-    if has_ss:
-        points.update(ss_kind=ss_kind, ss_amounts=point_ss_amounts, ss_rates=point_ss_rates)
+    if has_infusions:
+        points.update(rates=in_event_order(added_rates, dose_rates))
+    first_params = jax.tree_util.tree_map(lambda v: v[next_record[0]], params)
     init = (
-        reset_amounts[0],
-        jnp.zeros(n_cmt, dtype=dtype),
-        jnp.asarray(-1, dtype=seq.dtype),
+        dynamics.initial_amounts(first_params).astype(dtype),
+        jnp.zeros(n_cmt, dtype=dtype) if has_infusions else None,
     )
     _, trajectory = jax.lax.scan(step, init, points)
-    # Amounts after each record's own point.
-    position = jnp.zeros(n_rec, dtype=jnp.int32).at[jnp.where(is_record, slot, n_rec)].set(
-        jnp.arange(time.shape[0], dtype=jnp.int32), mode="drop"
-    )
-    amounts = trajectory[position]
+    amounts = trajectory[merge.record_position]
     ok = jnp.all(jnp.isfinite(amounts) | ~subject.valid[:, None])
     return EngineResult(amounts=amounts, ok=ok)
 

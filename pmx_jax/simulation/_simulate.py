@@ -207,9 +207,25 @@ def _correlated_normal(key, covariance, batch):
 
 @eqx.filter_jit
 def _simulate_chunk(model, prepared, covariate_values, covariate_mask, indices, templates, key):
+    if templates is None:
+        # One design subject (e.g. a Regimen): its records stay un-batched under
+        # vmap, so what depends on the design alone (dose table, event order) is
+        # computed once per chunk rather than once per virtual subject.
+        return jax.vmap(
+            lambda c, i: _simulate_subject(model, prepared, c, covariate_mask, i, 0, key)
+        )(covariate_values, indices)
     return jax.vmap(
         lambda c, i, t: _simulate_subject(model, prepared, c, covariate_mask, i, t, key)
     )(covariate_values, indices, templates)
+
+
+def _with_float_dtype(model: Model, dtype) -> Model:
+    def cast(leaf):
+        if isinstance(leaf, np.ndarray | jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.astype(dtype)
+        return leaf
+
+    return jax.tree_util.tree_map(cast, model)
 
 
 def _covariate_override(prepared: Prepared, covariates, n_subjects: int):
@@ -268,6 +284,10 @@ def simulate(
     """
     data = _as_dataset(design)
     prepared = prepare(model, data, dtype=dtype)
+    # THETA/OMEGA values are float64 under x64: compute in the design's dtype so
+    # that dtype=float32 really simulates in float32 (and the event scan's carry
+    # keeps one dtype).
+    model = _with_float_dtype(model, prepared.subjects.time.dtype)
     n_template = data.n_subjects
     n_subjects = n_template if n_subjects is None else int(n_subjects)
     if n_subjects < 1:
@@ -276,29 +296,33 @@ def simulate(
         chunk_size = 1024 if jax.default_backend() == "cpu" else 65536
     chunk = padded_count(min(chunk_size, n_subjects))
     override = _covariate_override(prepared, covariates, n_subjects)
-    outputs: list[tuple[np.ndarray, ...]] = []
+    outputs: tuple[np.ndarray, ...] | None = None
     for first in range(0, n_subjects, chunk):
         count = min(chunk, n_subjects - first)
         indices = np.arange(first, first + chunk)
-        templates = indices % n_template
+        templates = None if n_template == 1 else jnp.asarray(indices % n_template)
         values = mask = None
         if override is not None:
             values, mask = override
             values = pad_subjects(values[first : first + count], chunk)
-        values, indices, templates = shard_subjects(
-            (values, jnp.asarray(indices), jnp.asarray(templates))
-        )
+        values, indices, templates = shard_subjects((values, jnp.asarray(indices), templates))
         ipred, dv, eta, ok = _simulate_chunk(
             model, prepared, values, mask, indices, templates, key
         )
         result = tuple(np.asarray(x)[:count] for x in jax.device_get((ipred, dv, eta, ok)))
         if on_chunk is not None:
             on_chunk(first, result)
-        else:
-            outputs.append(result)
+            continue
+        if outputs is None:
+            # Filled chunk by chunk: concatenating at the end would copy the
+            # (n_subjects, n_records) arrays once more.
+            outputs = tuple(np.empty((n_subjects, *x.shape[1:]), x.dtype) for x in result)
+        for whole, part in zip(outputs, result, strict=True):
+            whole[first : first + count] = part
     if on_chunk is not None:
         return None
-    ipred, dv, eta, ok = (np.concatenate(parts) for parts in zip(*outputs, strict=True))
+    assert outputs is not None
+    ipred, dv, eta, ok = outputs
     subjects = prepared.subjects
     return SimulationResult(
         ipred=ipred,
