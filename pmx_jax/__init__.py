@@ -17,9 +17,9 @@ if _os.environ.get("PMX_JAX_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
 from . import datasets as datasets
-from . import library as library
 from . import dynamics as dynamics
 from . import estimation as estimation
+from . import library as library
 from . import pk as pk
 from .data import Dataset as Dataset
 from .data import DatasetError as DatasetError
