@@ -89,7 +89,8 @@ def _fit(args: argparse.Namespace) -> int:
     out = out_dir / f"{config.name}_fit.json"
     result.to_json(out)
     result.ebes.to_csv(out_dir / f"{config.name}_ebes.csv", index=False)
-    print(f"\nwrote {out} and {config.name}_ebes.csv")
+    result.table().to_csv(out_dir / f"{config.name}_table.csv", index=False)
+    print(f"\nwrote {out}, {config.name}_ebes.csv and {config.name}_table.csv")
     return 0 if result.converged else 1
 
 

@@ -14,7 +14,7 @@ REFDATA = Path(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def refdata() -> Path:
     """The shared reference datasets; tests using them skip when absent."""
     if not REFDATA.is_dir():

@@ -52,3 +52,7 @@ def test_fit_bundled_config(tmp_path, capsys):
 
     result = json.loads((tmp_path / "theophylline_fit.json").read_text())
     assert abs(result["ofv"] - 116.8038) < 0.01
+    assert result["covariance_step"] == "sandwich"
+    table = pd.read_csv(tmp_path / "theophylline_table.csv")
+    assert {"PRED", "IPRED", "CWRES", "IWRES"} <= set(table.columns)
+    assert table.CWRES.notna().sum() == 132

@@ -28,12 +28,8 @@ PHENO_SE_SIGMA = 0.00228  # SE of sigma^2 = prop_cv^2
 
 @pytest.fixture(scope="module")
 def theo():
-    return fit(
-        pmx.library.Theophylline(),
-        pmx.datasets.load("theophylline"),
-        "focei",
-        covariance="sandwich",
-    )
+    # The covariance step runs by default (sandwich, as NONMEM's $COV).
+    return fit(pmx.library.Theophylline(), pmx.datasets.load("theophylline"), "focei")
 
 
 def test_theo_sandwich_matches_nlmixr2(theo):

@@ -32,7 +32,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(data) -> FitResult:
-    return fit(pmx.library.Theophylline(), data, "focei")
+    return fit(pmx.library.Theophylline(), data, "focei", covariance=None)
 
 
 def test_theo_focei_matches_nlmixr2(result):
@@ -114,3 +114,23 @@ def test_fixed_parameters_stay_fixed(data):
     assert float(short.model.add_sd) == 0.7
     assert short.n_parameters == 6
     assert float(short.model.tcl) != 1.0
+
+
+def test_record_table(result, data):
+    table = result.table()
+    # one row per row of the dataset, in its order, keyed by the original row
+    assert len(table) == len(data.records)
+    np.testing.assert_array_equal(table["row"], np.arange(len(data.records)))
+    obs = table[table.EVID == 0]
+    assert len(obs) == 132 and obs[["WRES", "CWRES", "IWRES"]].notna().all().all()
+    assert table[table.EVID != 0][["RES", "CWRES"]].isna().all().all()
+    # IPRED at the EBEs and PRED equal pmx.predict's (a separate code path)
+    predicted = pmx.predict(result.model, data, result.ebes)
+    np.testing.assert_allclose(table["IPRED"], predicted["IPRED"], rtol=1e-10)
+    np.testing.assert_allclose(table["PRED"], predicted["PRED"], rtol=1e-10)
+    # additive error: IWRES is the residual over add.sd; RES is DV - PRED
+    add_sd = float(result.model.add_sd)
+    np.testing.assert_allclose(obs.IWRES, (obs.DV - obs.IPRED) / add_sd, rtol=1e-10)
+    np.testing.assert_allclose(obs.RES, obs.DV - obs.PRED, rtol=1e-12)
+    # at the FOCEI optimum the CWRES are roughly standardised
+    assert abs(obs.CWRES.mean()) < 0.3 and 0.6 < obs.CWRES.std() < 1.4

@@ -116,7 +116,7 @@ def fit(
     print_every: int = 10,
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
-    covariance: str | None = None,
+    covariance: str | None = "sandwich",
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
     maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
@@ -135,15 +135,18 @@ def fit(
             iterations (compile time is printed separately).
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
-        covariance: ``"sandwich"``, ``"r"`` or ``"s"`` runs the covariance step
-            after the fit (:func:`pmx_jax.estimation.covariance_step`; standard
-            errors in ``estimates()``); ``None`` (default) skips it, and
-            ``FitResult.compute_covariance()`` runs it later.
+        covariance: the covariance step run after the fit
+            (:func:`pmx_jax.estimation.covariance_step`; standard errors in
+            ``estimates()``): ``"sandwich"`` (default, NONMEM's ``R^-1 S R^-1``),
+            ``"r"`` or ``"s"``; ``None`` skips it (``FitResult.compute_covariance()``
+            runs it later).  It is skipped, with a message, when the fit did not
+            converge.
 
     Returns:
-        a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage and
-        whether (and why not) the minimisation converged.  The covariance step
-        is not run (standard errors are not computed).
+        a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage,
+        standard errors, the per-record table (``result.table()``) and whether
+        (and why not) the minimisation converged.  For FO, the EBEs are
+        computed after the fit at the final estimates (NONMEM's POSTHOC).
 
     Example:
         >>> # result = pmx.fit(pmx.library.Theophylline(), data, "focei")
@@ -259,6 +262,13 @@ def fit(
                 break
 
     fitted = model.from_unconstrained(unravel(y))
+    if method == "fo" and layout.size:
+        # FO needs no EBEs; diagnostics (CWRES, shrinkage) do: the conditional
+        # modes at the final estimates, as NONMEM's POSTHOC.
+        posthoc = _population_ofv(
+            fitted, prepared, ebes, "focei", layout, has_censoring, *options
+        )
+        ebes, status = posthoc.ebes, posthoc.status
     elapsed = time.perf_counter() - started
     if progress:
         state_word = "converged" if converged else "NOT converged"
@@ -284,8 +294,16 @@ def fit(
         compile_seconds=compile_seconds,
     )
     result._prepared = prepared
+    result._dataset = dataset
     if covariance is not None:
-        result.compute_covariance(
-            covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
-        )
+        if converged:
+            result.compute_covariance(
+                covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
+            )
+            if progress:
+                print(f"  covariance step: {result.covariance.message}")
+        else:
+            result.covariance_note = "skipped: the minimisation did not converge"
+            if progress:
+                print(f"  covariance step {result.covariance_note}")
     return result

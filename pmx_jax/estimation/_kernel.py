@@ -70,7 +70,8 @@ class RecordTerms(eqx.Module):
 
     ``mean`` and ``variance`` are on the error model's scale (log scale for
     :class:`~pmx_jax.Exponential`, where the linearisations of FO/FOCE/FOCEI
-    apply); ``observed`` is the transformed DV on normal records (the mean
+    apply); ``prediction`` is the model's prediction on the DV's scale;
+    ``observed`` is the transformed DV on normal records (the mean
     elsewhere, so that residuals vanish there).  ``log_likelihood`` is the
     record's log density (with the ``log 2 pi`` constant) or, for BLQ records,
     its M3 log probability; 0 on records that are not observations.
@@ -78,8 +79,10 @@ class RecordTerms(eqx.Module):
 
     mean: Float[Array, " n_rec"]
     variance: Float[Array, " n_rec"]
+    prediction: Float[Array, " n_rec"]  # on the DV's own scale (IPRED; PRED at b = 0)
     observed: Float[Array, " n_rec"]
     log_likelihood: Float[Array, " n_rec"]
+    log_scale: Bool[Array, " n_rec"]  # ``mean`` is log(prediction) (a log-scale error model)
     normal: Bool[Array, " n_rec"]  # observation, not censored
     censored: Bool[Array, " n_rec"]  # observation, M3 (below or above a limit)
     ok: Bool[Array, ""]  # the event engine succeeded
@@ -117,9 +120,10 @@ def record_terms(
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
         loglik = error_model.censored_log_likelihood(dv, cens, limit)
-        return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0)
+        log_scale = jnp.asarray(error_model.log_scale)
+        return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0), log_scale
 
-    mean, variance, observed, loglik = jax.vmap(observe)(
+    mean, variance, observed, loglik, log_scale = jax.vmap(observe)(
         pred.amounts,
         pred.params,
         subject.dvid,
@@ -129,7 +133,9 @@ def record_terms(
         normal,
         subject.is_obs,
     )
-    return RecordTerms(mean, variance, observed, loglik, normal, censored, pred.ok)
+    return RecordTerms(
+        mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, pred.ok
+    )
 
 
 def conditional_log_likelihood(

@@ -81,6 +81,29 @@ class FitResult:
         # Standard errors: filled in by a covariance step, not by the fit.
         self.covariance = None
         self._prepared = None  # the fit's prepared data (for the covariance step)
+        self.covariance_note = "not computed"  # why ``covariance`` is None
+        self._dataset = None  # the fit's Dataset (maps records to table rows)
+        self._table = None
+
+    def table(self) -> pd.DataFrame:
+        """Per-record predictions and residuals (NONMEM's ``$TABLE``): one row
+        per row of the dataset, with ID, TIME, EVID, DV, PRED, IPRED, CPRED,
+        RES, IRES, WRES, CWRES, IWRES and ``row`` (0-based row of the original
+        table).  Weighted residuals are NaN on dose and censored records.  See
+        :mod:`pmx_jax.estimation._residuals` for the definitions (CWRES as
+        NONMEM and Xpose; WRES with the interaction term for FOCEI/Laplace)."""
+        if self._table is None:
+            from ._residuals import residual_table
+
+            if self._dataset is None or self._prepared is None:
+                raise ValueError(
+                    "this FitResult keeps no dataset (the fit was given prepared data): "
+                    "use pmx_jax.estimation.residual_table(model, dataset, prepared, ebes, method)"
+                )
+            self._table = residual_table(
+                self.model, self._dataset, self._prepared, self._ebe_matrix, self.method
+            )
+        return self._table.copy()
 
     def compute_covariance(self, kind: str = "sandwich", **options: Any):
         """Run the covariance step (:func:`pmx_jax.estimation.covariance_step`)
@@ -210,7 +233,7 @@ class FitResult:
             converged=self.converged,
             message=self.message,
             covariance_step=(
-                "not computed"
+                self.covariance_note
                 if self.covariance is None
                 else (self.covariance.kind if self.covariance.ok else self.covariance.message)
             ),
@@ -268,7 +291,7 @@ class FitResult:
             lines.append(f"  {r.parameter:<16} {r.estimate:>11.5g} {cv:>9} {sh:>10}   {se(r)}{fix}")
         cov = self.covariance
         if cov is None:
-            lines += ["", "  Covariance step: not computed (no standard errors)."]
+            lines += ["", f"  Covariance step: {self.covariance_note} (no standard errors)."]
         elif cov.ok:
             label = dict(sandwich="R^-1 S R^-1", r="R^-1", s="S^-1")[cov.kind]
             lines += [
