@@ -134,3 +134,49 @@ def test_record_table(result, data):
     np.testing.assert_allclose(obs.RES, obs.DV - obs.PRED, rtol=1e-12)
     # at the FOCEI optimum the CWRES are roughly standardised
     assert abs(obs.CWRES.mean()) < 0.3 and 0.6 < obs.CWRES.std() < 1.4
+
+
+FOUR_DEVICE_FIT = """
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import pmx_jax as pmx
+data = pmx.datasets.load("theophylline")
+# 12 subjects in chunks of 8 (3 chunks' worth of padding across 4 devices)
+result = pmx.fit(pmx.library.Theophylline(), data, "focei", covariance="sandwich", chunk_size=8)
+print(json.dumps({
+    "devices": jax.device_count(),
+    "ofv": result.ofv,
+    "estimates": result.estimates()["estimate"].tolist(),
+    "se": result.estimates()["se"].tolist(),
+    "ebes": result.ebes[["ka", "cl", "v"]].to_numpy().tolist(),
+}))
+"""
+
+
+def test_four_devices_and_chunks_reproduce_the_single_device_fit(result):
+    """The subject axis split over 4 emulated CPU devices, in 2 chunks with
+    padding subjects: same OFV, estimates, SEs and EBEs as the 1-device fit
+    (up to the order of floating-point sums and the optimiser's path)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", FOUR_DEVICE_FIT], env=env, capture_output=True, text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    four = json.loads(out.stdout.strip().splitlines()[-1])
+    assert four["devices"] == 4
+    assert abs(four["ofv"] - result.ofv) < 1e-4
+    np.testing.assert_allclose(four["estimates"], result.estimates()["estimate"], rtol=1e-3)
+    np.testing.assert_allclose(four["ebes"], result.ebes[["ka", "cl", "v"]], atol=2e-3)
+    # standard errors exist (the covariance step ran on the sharded problem)
+    assert np.all(np.isfinite(four["se"]))

@@ -46,9 +46,9 @@ from jaxtyping import Array
 
 from ..data._dataset import Dataset
 from ..model._model import Model
-from ..simulation._core import Prepared, prepare
-from ._kernel import Layout
+from ..simulation._core import Prepared
 from ._objective import METHODS, _population_ofv
+from ._problem import Problem, make_problem
 
 CovarianceKind = Literal["sandwich", "r", "s"]
 KINDS: tuple[str, ...] = ("sandwich", "r", "s")
@@ -149,36 +149,26 @@ class _PerSubject(eqx.Module):
     """Per-subject OFV as a function of the raveled unconstrained parameters."""
 
     unravel: Any = eqx.field(static=True)
-    method: str = eqx.field(static=True)
-    has_censoring: bool = eqx.field(static=True)
-    layout: Layout
 
-    def __call__(self, y, model, prepared, ebe_init, max_steps, tolerance):
+    def __call__(self, y, model, problem, ebe_init, max_steps, tolerance):
         fitted = model.from_unconstrained(self.unravel(y))
         result = _population_ofv(
-            fitted,
-            prepared,
-            jax.lax.stop_gradient(ebe_init),
-            self.method,
-            self.layout,
-            self.has_censoring,
-            max_steps,
-            tolerance,
+            fitted, problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
         )
         return result.per_subject, result.status
 
 
 @eqx.filter_jit
-def _scores(fn: _PerSubject, y, model, prepared, ebe_init, max_steps, tolerance):
+def _scores(fn: _PerSubject, y, model, problem, ebe_init, max_steps, tolerance):
     """Per-subject OFV gradients ``(n_sub, n_par)`` (exact: forward mode through
     the implicit EBE rule) and the EBE status."""
 
     def values(y):
-        per_subject, status = fn(y, model, prepared, ebe_init, max_steps, tolerance)
+        per_subject, status = fn(y, model, problem, ebe_init, max_steps, tolerance)
         return per_subject, status
 
     jac, status = jax.jacfwd(values, has_aux=True)(y)
-    return jac, status
+    return problem.take(jac), problem.take(status)
 
 
 def _dominant(vector: np.ndarray, names: tuple[str, ...], k: int = 3) -> str:
@@ -188,7 +178,7 @@ def _dominant(vector: np.ndarray, names: tuple[str, ...], k: int = 3) -> str:
 
 def covariance_step(
     fit_or_model: Any,
-    data: Dataset | Prepared | None = None,
+    data: Dataset | Prepared | Problem | None = None,
     method: str | None = None,
     *,
     ebes: Array | None = None,
@@ -197,6 +187,7 @@ def covariance_step(
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
     throw: bool = False,
+    chunk_size: int | None = None,
 ) -> CovarianceResult:
     """Standard errors of the population estimates (NONMEM's covariance step).
 
@@ -212,6 +203,7 @@ def covariance_step(
         ebe_max_steps, ebe_tolerance: the inner EBE search.
         throw: raise :class:`CovarianceError` instead of returning a result
             flagged ``ok=False`` when a matrix is not positive definite.
+        chunk_size: subjects evaluated at once (as in :func:`pmx_jax.fit`).
 
     Returns:
         a :class:`CovarianceResult`.
@@ -227,33 +219,30 @@ def covariance_step(
         model = fit_or_model.model
         method = method or fit_or_model.method
         if data is None:
-            data = getattr(fit_or_model, "_prepared", None)
+            data = getattr(fit_or_model, "_problem", None)
             if data is None:
                 raise ValueError("this FitResult keeps no data: pass data=")
         if ebes is None:
             ebes = fit_or_model._ebe_matrix
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    prepared = data if isinstance(data, Prepared) else prepare(model, data)
-    subjects = prepared.subjects
-    dtype = subjects.time.dtype
-    layout = Layout.of(model, prepared.n_occasions)
-    is_obs = np.asarray(subjects.is_obs)
-    has_censoring = bool(np.any(is_obs & (np.asarray(subjects.cens) != 0)))
-    shape = (subjects.n_subjects, layout.size)
+    problem = make_problem(model, data, method, chunk_size=chunk_size)
+    dtype = problem.dtype
+    shape = (problem.n_subjects, problem.layout.size)
     ebe_init = jnp.zeros(shape, dtype) if ebes is None else jnp.asarray(ebes, dtype)
     if ebe_init.shape != shape:
         raise ValueError(f"ebes must have shape {shape}, got {ebe_init.shape}")
+    ebe_init = problem.place(ebe_init)
 
     y0, unravel = ravel_pytree(model.to_unconstrained())
     y0 = np.asarray(y0, dtype)
     n = y0.size
     names = natural_names(model)
-    fn = _PerSubject(unravel, method, has_censoring, layout)
+    fn = _PerSubject(unravel)
     options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
 
     def scores(y):
-        jac, status = _scores(fn, jnp.asarray(y), model, prepared, ebe_init, *options)
+        jac, status = _scores(fn, jnp.asarray(y), model, problem, ebe_init, *options)
         return np.asarray(jac), np.asarray(status)
 
     grad_i, status = scores(y0)

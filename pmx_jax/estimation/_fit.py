@@ -40,9 +40,9 @@ from jaxtyping import Array
 
 from ..data._dataset import Dataset
 from ..model._model import Model
-from ..simulation._core import Prepared, prepare
-from ._kernel import Layout
+from ..simulation._core import Prepared
 from ._objective import METHODS, Method, _population_ofv
+from ._problem import Problem, make_problem
 from ._result import FitResult
 
 # Consecutive rejected line-search trials after which the search has failed: the
@@ -53,28 +53,19 @@ _MAX_REJECTED = 40
 class _Objective(eqx.Module):
     """The scaled OFV as a function of the unconstrained parameter vector.
 
-    ``args = (model, prepared, ebe_init, scale, max_steps, tolerance)``: the
+    ``args = (model, problem, ebe_init, scale, max_steps, tolerance)``: the
     model supplies fixed parameters and the structure, ``ebe_init`` the warm
-    start of the EBE search.  Returns ``(OFV / scale, (OFV, EBEs, EBE status))``.
+    start of the EBE search (in the problem's layout).  Returns
+    ``(OFV / scale, (OFV, EBEs, EBE status))``.
     """
 
     unravel: Any = eqx.field(static=True)
-    method: str = eqx.field(static=True)
-    layout: Layout
-    has_censoring: bool = eqx.field(static=True)
 
     def __call__(self, y: Array, args: tuple) -> tuple[Array, tuple]:
-        model, prepared, ebe_init, scale, max_steps, tolerance = args
+        model, problem, ebe_init, scale, max_steps, tolerance = args
         fitted = model.from_unconstrained(self.unravel(y))
         result = _population_ofv(
-            fitted,
-            prepared,
-            jax.lax.stop_gradient(ebe_init),
-            self.method,
-            self.layout,
-            self.has_censoring,
-            max_steps,
-            tolerance,
+            fitted, problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
         )
         # An infinite OFV (a failed subject) must read as "worse" to the line
         # search, never as NaN arithmetic inside the Armijo test.
@@ -106,7 +97,7 @@ def _bfgs_step(solver, objective, y, args, state):
 
 def fit(
     model: Model,
-    data: Dataset | Prepared,
+    data: Dataset | Prepared | Problem,
     method: Method = "focei",
     *,
     max_iterations: int = 500,
@@ -117,6 +108,7 @@ def fit(
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
     covariance: str | None = "sandwich",
+    chunk_size: int | None = None,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
     maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
@@ -141,6 +133,10 @@ def fit(
             ``"r"`` or ``"s"``; ``None`` skips it (``FitResult.compute_covariance()``
             runs it later).  It is skipped, with a message, when the fit did not
             converge.
+        chunk_size: subjects evaluated at once; memory is proportional to it
+            (default: all up to 65,536, chunks of 65,536 above).  Subjects are
+            split over all local devices (``jax.devices()``; several hosts after
+            ``jax.distributed.initialize()``).
 
     Returns:
         a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage,
@@ -158,22 +154,21 @@ def fit(
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else None
-    prepared = data if isinstance(data, Prepared) else prepare(model, data)
-    subjects = prepared.subjects
-    dtype = subjects.time.dtype
-    layout = Layout.of(model, prepared.n_occasions)
+    problem = make_problem(model, data, method, chunk_size=chunk_size)
+    subjects = problem.source.subjects
+    dtype = problem.dtype
+    layout = problem.layout
     is_obs = np.asarray(subjects.is_obs)
     cens = np.asarray(subjects.cens)
-    has_censoring = bool(np.any(is_obs & (cens != 0)))
 
     y0, unravel = ravel_pytree(model.to_unconstrained())
     y0 = jnp.asarray(y0, dtype)
-    objective = _Objective(unravel, method, layout, has_censoring)
-    ebes = jnp.zeros((subjects.n_subjects, layout.size), dtype)
+    objective = _Objective(unravel)
+    ebes = problem.place(jnp.zeros((subjects.n_subjects, layout.size), dtype))
     options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
 
     def arguments(ebes, scale):
-        return (model, prepared, ebes, jnp.asarray(scale, dtype), *options)
+        return (model, problem, ebes, jnp.asarray(scale, dtype), *options)
 
     solver = optx.BFGS(rtol=0.0, atol=0.0)
     if y0.size:
@@ -265,9 +260,7 @@ def fit(
     if method == "fo" and layout.size:
         # FO needs no EBEs; diagnostics (CWRES, shrinkage) do: the conditional
         # modes at the final estimates, as NONMEM's POSTHOC.
-        posthoc = _population_ofv(
-            fitted, prepared, ebes, "focei", layout, has_censoring, *options
-        )
+        posthoc = _population_ofv(fitted, problem, ebes, *options, method="focei")
         ebes, status = posthoc.ebes, posthoc.status
     elapsed = time.perf_counter() - started
     if progress:
@@ -286,14 +279,14 @@ def fit(
         n_evaluations=n_evaluations,
         converged=converged,
         message=message,
-        ebe_matrix=np.asarray(ebes),
-        ebe_status=np.asarray(status),
+        ebe_matrix=np.asarray(problem.take(ebes)),
+        ebe_status=np.asarray(problem.take(status)),
         ids=ids,
         gradient_max=gnorm,
         elapsed_seconds=elapsed,
         compile_seconds=compile_seconds,
     )
-    result._prepared = prepared
+    result._problem = problem
     result._dataset = dataset
     if covariance is not None:
         if converged:

@@ -48,16 +48,16 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..model._model import Model
-from ..simulation._core import Prepared, prepare
+from ..simulation._core import Prepared
 from ._implicit import implicit_ebe
 from ._inner import EBEStatus, newton_ebe
 from ._kernel import LOG_2PI, Layout, RecordTerms, logdet, record_terms
+from ._problem import Problem, make_problem, map_subjects
 
 Method = Literal["fo", "foce", "focei", "laplace"]
 METHODS: tuple[str, ...] = ("fo", "foce", "focei", "laplace")
@@ -233,16 +233,21 @@ def _fo_ofv(subj, prior, b0):
 @eqx.filter_jit
 def _population_ofv(
     model: Model,
-    prepared: Prepared,
+    problem: Problem,
     ebe_init: Array,
-    method: str,
-    layout: Layout,
-    has_censoring: bool,
     max_steps: Array,
     tolerance: Array,
+    method: str | None = None,
 ) -> OFVResult:
-    plan = prepared.plan
-    dtype = prepared.subjects.time.dtype
+    """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
+    unless ``method`` is given).  Per-subject outputs keep the problem's
+    ``(n_chunks, chunk)`` layout (padding included); the OFV sums the real
+    subjects only."""
+    method = problem.method if method is None else method
+    layout = problem.layout
+    has_censoring = problem.has_censoring
+    plan = problem.prepared.plan
+    dtype = problem.dtype
     prior = _Prior.of(layout.omega(model).astype(dtype))
     prior_sg = jax.lax.stop_gradient(prior)
     model_sg = jax.lax.stop_gradient(model)
@@ -286,25 +291,24 @@ def _population_ofv(
             )
         return value, b, ebe.status, ebe.n_steps
 
-    per_subject, ebes, status, n_steps = jax.vmap(one)(
-        prepared.subjects, plan.dose_record, plan.dose_valid, ebe_init
-    )
+    per_subject, ebes, status, n_steps = map_subjects(problem, one, ebe_init)
     finite = jnp.isfinite(per_subject)
     status = jnp.where(finite, status, EBEStatus.NONFINITE)
     per_subject = jnp.where(finite, per_subject, jnp.inf)
-    return OFVResult(
-        jnp.sum(per_subject), per_subject, jax.lax.stop_gradient(ebes), status, n_steps, layout
-    )
+    real = (jnp.arange(problem.n_padded) < problem.n_subjects).reshape(per_subject.shape)
+    total = jnp.sum(jnp.where(real, per_subject, 0.0))
+    return OFVResult(total, per_subject, jax.lax.stop_gradient(ebes), status, n_steps, layout)
 
 
 def ofv(
     model: Model,
-    data: Dataset | Prepared,
+    data: Dataset | Prepared | Problem,
     method: Method = "focei",
     *,
     ebe_init: Float[Array, "n_sub n_b"] | None = None,
     max_steps: int = 100,
     tolerance: float = 1e-12,
+    chunk_size: int | None = None,
 ) -> OFVResult:
     """NONMEM's objective function value of ``model`` (its current THETA,
     OMEGA and SIGMA values) for ``data``, by ``method``.
@@ -318,6 +322,9 @@ def ofv(
             ``ebes`` of a previous call); zeros by default.
         max_steps, tolerance: Newton iteration limit and Newton-decrement
             tolerance (on the -2LL scale) of the EBE search.
+        chunk_size: subjects evaluated at once (memory bound; see
+            :func:`pmx_jax.estimation.make_problem`).  Subjects are split over
+            all local devices.
 
     Returns:
         an :class:`OFVResult`.  ``jax.grad`` (or ``eqx.filter_grad``) of
@@ -326,22 +333,23 @@ def ofv(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    prepared = data if isinstance(data, Prepared) else prepare(model, data)
-    layout = Layout.of(model, prepared.n_occasions)
-    subjects = prepared.subjects
-    dtype = subjects.time.dtype
-    shape = (subjects.n_subjects, layout.size)
+    problem = make_problem(model, data, method, chunk_size=chunk_size)
+    shape = (problem.n_subjects, problem.layout.size)
     if ebe_init is None:
-        ebe_init = jnp.zeros(shape, dtype)
-    ebe_init = jnp.asarray(ebe_init, dtype)
+        ebe_init = jnp.zeros(shape, problem.dtype)
+    ebe_init = jnp.asarray(ebe_init, problem.dtype)
     if ebe_init.shape != shape:
         raise ValueError(
             f"ebe_init must have shape {shape} (subjects, random effects), got {ebe_init.shape}"
         )
-    try:
-        has_censoring = bool(np.any(np.asarray(subjects.is_obs) & (np.asarray(subjects.cens) != 0)))
-    except jax.errors.TracerArrayConversionError:
-        has_censoring = True
     # Arrays, not Python numbers: changing them does not recompile.
-    options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, dtype))
-    return _population_ofv(model, prepared, ebe_init, method, layout, has_censoring, *options)
+    options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, problem.dtype))
+    result = _population_ofv(model, problem, problem.place(ebe_init), *options)
+    return OFVResult(
+        result.ofv,
+        problem.take(result.per_subject),
+        problem.take(result.ebes),
+        problem.take(result.status),
+        problem.take(result.n_steps),
+        result.layout,
+    )

@@ -80,7 +80,7 @@ class FitResult:
         self._ebe_matrix = np.asarray(ebe_matrix)
         # Standard errors: filled in by a covariance step, not by the fit.
         self.covariance = None
-        self._prepared = None  # the fit's prepared data (for the covariance step)
+        self._problem = None  # the fit's laid-out data (for the covariance step)
         self.covariance_note = "not computed"  # why ``covariance`` is None
         self._dataset = None  # the fit's Dataset (maps records to table rows)
         self._table = None
@@ -95,13 +95,13 @@ class FitResult:
         if self._table is None:
             from ._residuals import residual_table
 
-            if self._dataset is None or self._prepared is None:
+            if self._dataset is None or self._problem is None:
                 raise ValueError(
                     "this FitResult keeps no dataset (the fit was given prepared data): "
                     "use pmx_jax.estimation.residual_table(model, dataset, prepared, ebes, method)"
                 )
             self._table = residual_table(
-                self.model, self._dataset, self._prepared, self._ebe_matrix, self.method
+                self.model, self._dataset, self._problem.source, self._ebe_matrix, self.method
             )
         return self._table.copy()
 

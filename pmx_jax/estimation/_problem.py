@@ -1,0 +1,153 @@
+"""The data side of a population objective, laid out for the devices.
+
+A :class:`Problem` holds what stays fixed while the parameters change (the
+batched subjects and their event plans, the random-effect layout, the method)
+with the subject axis arranged as ``(n_chunks, chunk)``:
+
+- the ``chunk`` axis is split over all local devices (a ``NamedSharding`` over
+  a one-axis mesh, as for simulation): ``jit`` runs each device's share of the
+  per-subject work and adds the per-subject objectives across devices;
+- the ``n_chunks`` axis bounds memory: with more than one chunk the objective
+  runs the chunks one after another (``lax.map``, each chunk's intermediates
+  recomputed in the backward pass rather than stored: ``jax.checkpoint``), so
+  memory grows with the chunk size, not with the number of subjects.
+
+Subjects are padded (copies of the last subject) to fill the last chunk and to
+a multiple of the device count; padding subjects are dropped from the OFV and
+from every per-subject output.  Nothing here depends on the number of devices
+but speed: the OFV and the estimates are those of one device (up to the order
+of a floating-point sum).
+
+Across several machines, call ``jax.distributed.initialize()`` on every host
+first (before anything else touches JAX): ``jax.devices()`` then lists the
+devices of all hosts, and the same mesh spans them (see the README).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from jaxtyping import Array
+
+from .._sharding import SUBJECT_AXIS, subject_mesh
+from ..data._dataset import Dataset
+from ..model._model import Model
+from ..simulation._core import Prepared, prepare
+from ._kernel import Layout
+
+# Subjects per chunk when the caller does not choose: everything at once up to
+# this many subjects (fastest), chunks of it above.
+AUTO_CHUNK = 65536
+
+
+class Problem(eqx.Module):
+    """Subjects laid out as ``(n_chunks, chunk, ...)`` and sharded over devices.
+
+    ``source`` is the unpadded, unsharded :class:`Prepared` data (subject order
+    of the dataset) for per-record tables.
+    """
+
+    prepared: Prepared
+    source: Prepared
+    layout: Layout
+    method: str = eqx.field(static=True)
+    has_censoring: bool = eqx.field(static=True)
+    n_subjects: int = eqx.field(static=True)
+    n_chunks: int = eqx.field(static=True)
+    chunk: int = eqx.field(static=True)
+
+    @property
+    def dtype(self):
+        return self.source.subjects.time.dtype
+
+    @property
+    def n_padded(self) -> int:
+        return self.n_chunks * self.chunk
+
+    def place(self, per_subject: Array) -> Array:
+        """``(n_subjects, ...)`` -> the problem's padded ``(n_chunks, chunk, ...)``
+        layout on the devices (e.g. an EBE warm start)."""
+        return _layout(jnp.asarray(per_subject), self.n_chunks, self.chunk)
+
+    def take(self, laid_out: Array) -> Array:
+        """The inverse of :meth:`place`: real subjects only, dataset order."""
+        flat = jnp.reshape(laid_out, (self.n_padded,) + tuple(laid_out.shape[2:]))
+        return flat[: self.n_subjects]
+
+
+def _sharding(ndim: int) -> NamedSharding | None:
+    mesh = subject_mesh()
+    if mesh.size == 1:
+        return None
+    return NamedSharding(mesh, PartitionSpec(None, SUBJECT_AXIS, *([None] * (ndim - 2))))
+
+
+def _layout(x, n_chunks: int, chunk: int):
+    """Pad the subject axis of ``x`` to ``n_chunks * chunk`` (repeating the last
+    subject), reshape to ``(n_chunks, chunk, ...)`` and shard the chunk axis."""
+    if not isinstance(x, jax.Array | np.ndarray) or np.ndim(x) == 0:
+        return x
+    x = jnp.asarray(x)
+    extra = n_chunks * chunk - x.shape[0]
+    if extra > 0:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+    x = x.reshape((n_chunks, chunk) + x.shape[1:])
+    sharding = _sharding(x.ndim)
+    return x if sharding is None else jax.device_put(x, sharding)
+
+
+def make_problem(
+    model: Model,
+    data: Dataset | Prepared | Problem,
+    method: str,
+    *,
+    chunk_size: int | None = None,
+) -> Problem:
+    """Lay out ``data`` for ``model`` and ``method`` (see the module notes).
+
+    ``chunk_size``: subjects evaluated at once (memory is proportional to it);
+    default: all of them up to 65,536 subjects, chunks of 65,536 above.  It is
+    rounded up to a multiple of the local device count.
+    """
+    if isinstance(data, Problem):
+        if data.method == method and (chunk_size is None or chunk_size == data.chunk):
+            return data
+        data = data.source
+    source = data if isinstance(data, Prepared) else prepare(model, data)
+    subjects = source.subjects
+    n = subjects.n_subjects
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk = min(n, AUTO_CHUNK) if chunk_size is None else min(int(chunk_size), n)
+    n_devices = subject_mesh().size
+    chunk = -(-chunk // n_devices) * n_devices
+    n_chunks = -(-n // chunk)
+    is_obs = np.asarray(subjects.is_obs)
+    has_censoring = bool(np.any(is_obs & (np.asarray(subjects.cens) != 0)))
+    prepared = jax.tree_util.tree_map(lambda x: _layout(x, n_chunks, chunk), source)
+    return Problem(
+        prepared=prepared,
+        source=source,
+        layout=Layout.of(model, source.n_occasions),
+        method=method,
+        has_censoring=has_censoring,
+        n_subjects=n,
+        n_chunks=n_chunks,
+        chunk=chunk,
+    )
+
+
+def map_subjects(problem: Problem, one, *inputs):
+    """``one(subject, dose_record, dose_valid, *per_subject_inputs)`` over all
+    subjects of the problem, chunk after chunk; outputs keep the
+    ``(n_chunks, chunk, ...)`` layout."""
+    prepared = problem.prepared
+    args = (prepared.subjects, prepared.plan.dose_record, prepared.plan.dose_valid, *inputs)
+    batched = jax.vmap(one)
+    if problem.n_chunks == 1:
+        squeezed = jax.tree_util.tree_map(lambda x: x[0], args)
+        return jax.tree_util.tree_map(lambda x: x[None], batched(*squeezed))
+    return jax.lax.map(jax.checkpoint(lambda a: batched(*a)), args)
