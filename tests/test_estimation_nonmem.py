@@ -10,27 +10,26 @@ finite tolerance, so agreement beyond ~1e-4 is not expected).
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from _reference_models import (
+    BOLUS_2CPT_EXT,
+    BOLUS_2CPT_PHI,
+    WARFARIN_EXT,
+    WARFARIN_PHI,
+    Bolus2Cpt,
+    WarfarinPK,
+    bolus_2cpt_data,
+    final_estimates,
+    initial_estimates,
+    omega_diagonal,
+    warfarin_data,
+)
 
 import pmx_jax as pmx
 from pmx_jax.estimation import EBEStatus, ofv
 from pmx_jax.library import Phenobarbital
-
-
-def initial_estimates(refdata, name):
-    return _ext_row(refdata, name, 0)
-
-
-def final_estimates(refdata, name):
-    return _ext_row(refdata, name, -1000000000)
-
-
-def _ext_row(refdata, name, iteration):
-    ext = pd.read_csv(refdata / "nonmem_outputs" / name)
-    return ext[ext["ITERATION"] == iteration].iloc[0]
 
 
 def check_phi(result, refdata, name, n_eta):
@@ -39,53 +38,6 @@ def check_phi(result, refdata, name, n_eta):
     np.testing.assert_allclose(result.per_subject, phi["OBJ"], atol=1e-3)
     etas = [f"ETA{i}" for i in range(1, n_eta + 1)]
     np.testing.assert_allclose(result.eta, phi[etas], atol=1e-4)
-
-
-def omega_diagonal(row, n):
-    return [float(row[f"OMEGA{i}_{i}"]) for i in range(1, n + 1)]
-
-
-class WarfarinPK(pmx.Model):
-    """warfarinPK_run000: ``KA, CL, V = exp(TH + eta)``, ``W = sqrt((TH4 F)^2 + TH5^2)``."""
-
-    tka: pmx.Theta = pmx.theta(0.15)
-    tcl: pmx.Theta = pmx.theta(-2.0)
-    tv: pmx.Theta = pmx.theta(2.0)
-    prop: pmx.Theta = pmx.theta(0.2, lower=0.0)
-    add: pmx.Theta = pmx.theta(0.5, lower=0.0)
-    iiv: pmx.Omega = pmx.omega(ka=1.0, cl=1.0, v=1.0)
-    dynamics = pmx.pk.OneCompartmentOral()
-
-    def individual(self, eta, cov):
-        return dict(
-            ka=jnp.exp(self.tka + eta.ka), cl=jnp.exp(self.tcl + eta.cl), v=jnp.exp(self.tv + eta.v)
-        )
-
-    def observe(self, amounts, p):
-        return pmx.Combined2(amounts.central / p["v"], self.add, self.prop)
-
-
-class Bolus2Cpt(pmx.Model):
-    """runODE032: ``CL, V1, Q, V2 = exp(TH + eta)``, ``W = TH5 * IPRED``."""
-
-    tcl: pmx.Theta = pmx.theta(1.6)
-    tv1: pmx.Theta = pmx.theta(4.5)
-    tq: pmx.Theta = pmx.theta(1.6)
-    tv2: pmx.Theta = pmx.theta(4.0)
-    cv: pmx.Theta = pmx.theta(0.3, lower=0.0)
-    iiv: pmx.Omega = pmx.omega(cl=0.15, v1=0.15, q=0.15, v2=0.15)
-    dynamics = pmx.pk.TwoCompartment()
-
-    def individual(self, eta, cov):
-        return dict(
-            cl=jnp.exp(self.tcl + eta.cl),
-            v=jnp.exp(self.tv1 + eta.v1),
-            q=jnp.exp(self.tq + eta.q),
-            vp=jnp.exp(self.tv2 + eta.v2),
-        )
-
-    def observe(self, amounts, p):
-        return pmx.Proportional(amounts.central / p["v"], self.cv)
 
 
 def test_pheno_focei_at_initial_estimates(refdata):
@@ -105,47 +57,29 @@ def test_pheno_focei_at_initial_estimates(refdata):
 @pytest.mark.slow
 @pytest.mark.parametrize("estimates", [initial_estimates, final_estimates])
 def test_warfarin_focei(refdata, estimates):
-    row = estimates(refdata, "warfarinPK_run000_FOCEI_combined2_ext.csv")
-    assert row["SIGMA1_1"] == 1.0  # SIGMA 1 FIX: THETA4/5 are the SDs
-    model = WarfarinPK().with_values(
-        tka=row["THETA1"],
-        tcl=row["THETA2"],
-        tv=row["THETA3"],
-        prop=row["THETA4"],
-        add=row["THETA5"],
-        iiv=omega_diagonal(row, 3),
-    )
-    table = pd.read_csv(refdata / "warfarin.csv")
-    data = pmx.read_nonmem(table[table["dvid"] == "cp"])
+    row = estimates(refdata, WARFARIN_EXT)
+    model = WarfarinPK.at(row)  # SIGMA 1 FIX: THETA4/5 are the SDs
+    data = warfarin_data(refdata)
     assert (data.n_subjects, data.n_observations) == (32, 251)
     result = ofv(model, data, "focei")
     assert np.all(result.status == EBEStatus.CONVERGED)
     assert abs(float(result.ofv) - row["OBJ"]) < 1e-3  # 558.48502 initial, 423.32729 final
     if estimates is final_estimates:
-        check_phi(result, refdata, "warfarinPK_run000_FOCEI_combined2_phi.csv", 3)
+        check_phi(result, refdata, WARFARIN_PHI, 3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("estimates", [initial_estimates, final_estimates])
 def test_bolus_2cpt_focei(refdata, estimates):
-    row = estimates(refdata, "runODE032_Bolus_2CPT_FOCEI_ext.csv")
-    assert row["SIGMA1_1"] == 1.0
-    model = Bolus2Cpt().with_values(
-        tcl=row["THETA1"],
-        tv1=row["THETA2"],
-        tq=row["THETA3"],
-        tv2=row["THETA4"],
-        cv=row["THETA5"],
-        iiv=omega_diagonal(row, 4),
-    )
-    table = pd.read_csv(refdata / "Bolus_2CPT.csv")
-    data = pmx.read_nonmem(table[table["SD"] == 1], ss_codes={99: 0})
+    row = estimates(refdata, BOLUS_2CPT_EXT)
+    model = Bolus2Cpt.at(row)
+    data = bolus_2cpt_data(refdata)
     assert (data.n_subjects, data.n_observations) == (120, 2280)
     result = ofv(model, data, "focei")
     assert np.all(result.status == EBEStatus.CONVERGED)
     assert abs(float(result.ofv) - row["OBJ"]) < 1e-3  # 20783.393 initial, 20167.641 final
     if estimates is final_estimates:
-        check_phi(result, refdata, "runODE032_Bolus_2CPT_FOCEI_phi.csv", 4)
+        check_phi(result, refdata, BOLUS_2CPT_PHI, 4)
 
 
 def test_pheno_focei_per_subject_at_final_estimates(refdata):

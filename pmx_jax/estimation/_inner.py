@@ -14,9 +14,10 @@ with its exact (autodiff) gradient and Hessian:
   max(1, |l|)``, after ``max_steps`` evaluations, or when no finite point can be
   found;
 - the search starts from the better of the warm start and ``eta = 0`` (the
-  typical individual): a wild warm start (a previous, very different THETA)
-  can sit where Newton crawls, e.g. where an elimination rate ``exp(eta)`` makes
-  the objective doubly exponential; a non-finite warm start is simply skipped.
+  typical individual), compared by objective value only: a wild warm start (a
+  previous, very different THETA) can sit where Newton crawls, e.g. where an
+  elimination rate ``exp(eta)`` makes the objective doubly exponential; a
+  non-finite warm start is simply skipped.
 
 Every loop iteration evaluates the objective, its gradient and its Hessian
 once, at the trial point, whether the line search accepts it or not.  A
@@ -131,6 +132,12 @@ def newton_ebe(
     eta0 = jnp.where(jnp.isfinite(eta0), eta0, 0.0)
     evaluate = value_gradient_hessian(objective)
     zero = jnp.zeros_like(eta0)
+    # Start from the better of the warm start and eta = 0, compared by value
+    # alone (no derivatives: much cheaper than a Newton evaluation).
+    warm_value = objective(eta0, args)
+    zero_value = objective(zero, args)
+    from_zero = jnp.all(eta0 == 0) | ~(warm_value <= zero_value)  # NaN: from zero
+    eta0 = jnp.where(from_zero, zero, eta0)
     start_is_zero = jnp.all(eta0 == 0)
 
     def body(s: _State) -> _State:
@@ -140,12 +147,9 @@ def newton_ebe(
         value, grad, hess = evaluate(trial, args)
         finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(hess))
         sufficient = value <= s.value + _ARMIJO * s.alpha * s.slope
-        # Phase 0 takes any finite warm start; phase 1 takes eta = 0 when it is
-        # better than the warm start (or the warm start was not finite: NaN
-        # comparisons are False); phase 2 takes a sufficient decrease.
-        accept = finite & jnp.select(
-            [s.phase == 0, s.phase == 1], [True, ~(value >= s.value)], sufficient
-        )
+        # Phases 0 (the start) and 1 (eta = 0, when the start was not finite)
+        # take any finite point; phase 2 takes a sufficient decrease.
+        accept = finite & ((s.phase < 2) | sufficient)
 
         if eta0.shape[0]:
             chol = jnp.linalg.cholesky(positive_definite(jnp.where(finite, hess, 0.0)))
@@ -158,13 +162,13 @@ def newton_ebe(
         def pick(new, old):
             return jnp.where(accept, new, old)
 
-        # After the warm start, compare with eta = 0 (unless it was 0); after
-        # that, Newton iterations (2), or give up (3) when neither was finite.
+        # Newton iterations (2) from the start if it is finite, else from
+        # eta = 0 (1; unless the start was 0), or give up (3).
         phase = jnp.select(
             [s.phase == 0, s.phase == 1],
             [
-                jnp.where(accept & start_is_zero, 2, 1),
-                jnp.where(accept | jnp.isfinite(s.value), 2, 3),
+                jnp.where(accept, 2, jnp.where(start_is_zero, 3, 1)),
+                jnp.where(accept, 2, 3),
             ],
             2,
         )
