@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
@@ -70,7 +71,8 @@ class _Objective(eqx.Module):
         # An infinite OFV (a failed subject) must read as "worse" to the line
         # search, never as NaN arithmetic inside the Armijo test.
         value = jnp.where(jnp.isfinite(result.ofv), result.ofv, jnp.inf)
-        return value / scale, (value, result.ebes, result.status)
+        steps = jnp.stack([jnp.max(result.n_steps), jnp.sum(result.n_steps)])
+        return value / scale, (value, result.ebes, result.status, steps)
 
 
 @eqx.filter_jit
@@ -91,8 +93,8 @@ def _bfgs_step(solver, objective, y, args, state):
     last accepted point, the new state, and the accepted OFV, EBEs, EBE status
     and gradient (of the scaled objective)."""
     y, state, _ = solver.step(objective, y, args, {}, state, frozenset())
-    value, ebes, status = state.aux
-    return y, state, value, ebes, status, state.f_info.grad
+    value, ebes, status, steps = state.aux
+    return y, state, value, ebes, status, state.f_info.grad, steps
 
 
 def fit(
@@ -176,11 +178,11 @@ def fit(
         # first BFGS step only evaluates them: reusing it (rather than a separate
         # value-and-gradient function) saves a compilation of the objective.
         state = _bfgs_init(solver, objective, y0, arguments(ebes, 1.0))
-        *_, ofv0, ebes, status, grad = _bfgs_step(
+        *_, ofv0, ebes, status, grad, _ = _bfgs_step(
             solver, objective, y0, arguments(ebes, 1.0), state
         )
     else:
-        ofv0, ebes, status = _evaluate(objective, y0, arguments(ebes, 1.0))
+        ofv0, ebes, status, _ = _evaluate(objective, y0, arguments(ebes, 1.0))
         grad = np.zeros(0)
     grad = np.asarray(grad)
     ofv_value = float(ofv0)
@@ -196,6 +198,7 @@ def fit(
     gnorm = float(np.max(np.abs(grad))) if grad.size else 0.0
     iterations = n_evaluations = 0
     converged, message = False, ""
+    trace: list[dict] = []  # one entry per OFV evaluation after the initial one
     if not np.isfinite(ofv_value):
         message = "OFV is not finite at the initial estimates"
     elif y0.size == 0 or gnorm <= gradient_tolerance:
@@ -208,10 +211,22 @@ def fit(
         last_ofv = ofv_value
         n_accepted = 0
         while True:
-            y, state, value, new_ebes, new_status, grad = _bfgs_step(
+            tic = time.perf_counter()
+            y, state, value, new_ebes, new_status, grad, steps = _bfgs_step(
                 solver, objective, y, arguments(ebes, scale), state
             )
             n_evaluations += 1
+            steps = np.asarray(steps)
+            trace.append(
+                dict(
+                    evaluation=n_evaluations,
+                    ofv=float(value),
+                    accepted=int(state.num_accepted_steps) > n_accepted,
+                    ebe_steps_max=int(steps[0]),
+                    ebe_steps_mean=float(steps[1]) / problem.n_padded,
+                    seconds=time.perf_counter() - tic,
+                )
+            )
             if int(state.num_accepted_steps) <= n_accepted:
                 rejected += 1
                 if rejected >= _MAX_REJECTED:
@@ -285,6 +300,10 @@ def fit(
         gradient_max=gnorm,
         elapsed_seconds=elapsed,
         compile_seconds=compile_seconds,
+    )
+    result.trace = pd.DataFrame(
+        trace,
+        columns=["evaluation", "ofv", "accepted", "ebe_steps_max", "ebe_steps_mean", "seconds"],
     )
     result._problem = problem
     result._dataset = dataset
