@@ -184,6 +184,9 @@ def time_evaluation(model, prepared, method: str, repeats: int) -> dict:
     return dict(eval_s=min(warm), eval_cold_s=min(cold))
 
 
+FIT_OPTIONS: dict = {}
+
+
 def time_fit(model, prepared, method: str) -> dict:
     """A warm-up fit (one iteration: compiles) and the timed full fit."""
     # No covariance step: only the minimisation is timed.
@@ -191,7 +194,7 @@ def time_fit(model, prepared, method: str) -> dict:
         pmx.fit, model, prepared, method, max_iterations=1, covariance=None
     )
     result, fit_s, fit_compile_s = _compiled_during(
-        pmx.fit, model, prepared, method, covariance=None
+        pmx.fit, model, prepared, method, covariance=None, **FIT_OPTIONS
     )
     estimates = result.estimates()
     return dict(

@@ -105,7 +105,7 @@ def fit(
     max_iterations: int = 500,
     gradient_tolerance: float = 1e-3,
     ofv_tolerance: float = 1e-10,
-    progress: bool = False,
+    progress: bool | None = None,
     print_every: int = 10,
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
@@ -126,7 +126,9 @@ def fit(
         ofv_tolerance: also converged when two consecutive accepted iterations
             each change the OFV by less than this, relative to ``max(1, |OFV|)``.
         progress: print iteration, OFV and gradient norm every ``print_every``
-            iterations (compile time is printed separately).
+            iterations (compile time is printed separately); ``None`` (default):
+            only for long fits, from the first iteration that ends more than
+            10 s after the start.
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
         covariance: the covariance step run after the fit
@@ -185,10 +187,11 @@ def fit(
         ofv0, ebes, status, _ = _evaluate(objective, y0, arguments(ebes, 1.0))
         grad = np.zeros(0)
     grad = np.asarray(grad)
-    ofv_value = float(ofv0)
+    ofv_value = ofv0_value = float(ofv0)
     scale = max(1.0, float(np.max(np.abs(grad)))) if grad.size else 1.0
     compile_seconds = time.perf_counter() - started
-    if progress:
+    verbose = bool(progress)
+    if verbose:
         print(
             f"pmx fit ({method}): {subjects.n_subjects} subjects, {y0.size} parameters; "
             f"initial OFV {ofv_value:.6f} ({compile_seconds:.1f} s incl. compilation)"
@@ -245,7 +248,14 @@ def fit(
             ebes, status = new_ebes, new_status
             ofv_value = float(value)
             gnorm = float(jnp.max(jnp.abs(grad))) * scale
-            if progress and (iterations % print_every == 0 or iterations == 1):
+            if progress is None and not verbose and time.perf_counter() - started > 10.0:
+                verbose = True
+                print(
+                    f"pmx fit ({method}): {subjects.n_subjects} subjects, {y0.size} "
+                    f"parameters; initial OFV {ofv0_value:.6f} "
+                    f"({compile_seconds:.1f} s incl. compilation)"
+                )
+            if verbose and (iterations % print_every == 0 or iterations == 1):
                 print(f"  iter {iterations:4d}  OFV {ofv_value:14.6f}  |grad| {gnorm:.3e}")
             if not np.isfinite(ofv_value):
                 message = f"OFV became non-finite at iteration {iterations}"
@@ -278,7 +288,7 @@ def fit(
         posthoc = _population_ofv(fitted, problem, ebes, *options, method="focei")
         ebes, status = posthoc.ebes, posthoc.status
     elapsed = time.perf_counter() - started
-    if progress:
+    if verbose:
         state_word = "converged" if converged else "NOT converged"
         print(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {elapsed:.1f} s")
     n_normal = int(np.sum(is_obs & (cens == 0)))
@@ -312,10 +322,10 @@ def fit(
             result.compute_covariance(
                 covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
             )
-            if progress:
+            if verbose:
                 print(f"  covariance step: {result.covariance.message}")
         else:
             result.covariance_note = "skipped: the minimisation did not converge"
-            if progress:
+            if verbose:
                 print(f"  covariance step {result.covariance_note}")
     return result

@@ -248,6 +248,11 @@ def newton_ebe(
     # it (no evaluation needed).  The error in eta becomes quadratic in the old
     # one; summed over thousands of subjects, the first-order error would show in
     # the OFV gradient (envelope theorem) at the level of the outer tolerance.
+    # The Hessian returned (for the implicit derivative) is still that of the
+    # last evaluated point, off by O(|step|): errors that add up over subjects
+    # rather than cancel, so the tolerance must stay tight (1e-12 by default:
+    # a 10^4-subject FOCEI gradient is then good to ~1e-3; at 1e-8 it was
+    # off by ~1, which stalls the outer search).
     polish = (out.status == EBEStatus.CONVERGED) & (
         out.decrement <= tolerance * jnp.maximum(1.0, jnp.abs(out.value))
     )
