@@ -191,3 +191,25 @@ def test_focei_gradient_matches_finite_differences(wang):
     steps = np.eye(flat.size) * h
     fd = np.array([(objective(flat + e) - objective(flat - e)) / (2 * h) for e in steps])
     np.testing.assert_allclose(gradient, fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "method", ["focei", pytest.param("laplace", marks=pytest.mark.slow)]
+)
+def test_chunked_objective_equals_unchunked(wang, method):
+    # 10 subjects in chunks of 4: 3 chunks, the last padded with 2 copies of
+    # subject 10 that must not count.
+    model, data = wang
+    model = model.with_values(**ERRORS["proportional"])
+    whole = ofv(model, data, method)
+    chunked = ofv(model, data, method, chunk_size=4)
+    assert chunked.per_subject.shape == (10,)
+    np.testing.assert_allclose(chunked.per_subject, whole.per_subject, rtol=1e-12)
+    assert float(chunked.ofv) == pytest.approx(float(whole.ofv), rel=1e-12)
+
+    def total(m, **kw):
+        return ofv(m, data, method, **kw).ofv
+
+    g_whole = jax.grad(lambda t: total(model.with_values(tke=t)))(0.5)
+    g_chunk = jax.grad(lambda t: total(model.with_values(tke=t), chunk_size=4))(0.5)
+    assert float(g_chunk) == pytest.approx(float(g_whole), rel=1e-10)
