@@ -16,5 +16,7 @@ from ._kernel import record_terms as record_terms
 from ._objective import METHODS as METHODS
 from ._objective import OFVResult as OFVResult
 from ._objective import ofv as ofv
+from ._problem import Problem as Problem
+from ._problem import make_problem as make_problem
 from ._residuals import residual_table as residual_table
 from ._result import FitResult as FitResult
