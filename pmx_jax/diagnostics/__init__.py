@@ -1,0 +1,1 @@
+"""Model evaluation: residual diagnostics, NPDE, VPC, goodness-of-fit plots, model comparison."""
