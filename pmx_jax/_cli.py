@@ -1,4 +1,4 @@
-"""The ``pmx`` command line: ``pmx simulate CONFIG`` (more jobs as they land)."""
+"""The ``pmx`` command line: ``pmx simulate CONFIG``, ``pmx fit CONFIG``, ``pmx report RUN``."""
 
 from __future__ import annotations
 
@@ -90,8 +90,48 @@ def _fit(args: argparse.Namespace) -> int:
     result.to_json(out)
     result.ebes.to_csv(out_dir / f"{config.name}_ebes.csv", index=False)
     result.table().to_csv(out_dir / f"{config.name}_table.csv", index=False)
-    print(f"\nwrote {out}, {config.name}_ebes.csv and {config.name}_table.csv")
+    # -- pmx report: what rebuilds the fitted model without refitting ------------
+    from .diagnostics._report import write_run_record
+
+    write_run_record(out_dir / f"{config.name}_run.json", args.config, result)
+    # -- end pmx report -----------------------------------------------------------
+    print(f"\nwrote {out}, {config.name}_ebes.csv, {config.name}_table.csv "
+          f"and {config.name}_run.json")
     return 0 if result.converged else 1
+
+
+# -- pmx report ------------------------------------------------------------------
+def _report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from .diagnostics._report import report
+
+    units = {k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit)) if v}
+    start = time.perf_counter()
+    files = report(args.run_dir, formats=args.format, units=units or None, log_y=args.log,
+                   out_dir=args.output)
+    print(f"wrote {len(files)} plot files in {time.perf_counter() - start:.1f} s:")
+    for path in files:
+        print(f"  {path}")
+    return 0
+
+
+def _add_report_parser(sub) -> None:
+    rep = sub.add_parser("report", help="goodness-of-fit plots of a finished `pmx fit` run")
+    rep.add_argument("run_dir", metavar="RUN",
+                     help="output folder of `pmx fit` (or its *_fit.json / *_run.json)")
+    rep.add_argument("--format", nargs="+", choices=["png", "svg", "pdf"], default=["png"],
+                     help="file types (default png); e.g. --format png svg")
+    rep.add_argument("--output", default=None, help="plot folder (default: RUN/plots)")
+    rep.add_argument("--time-unit", default=None, help="time unit for axis labels, e.g. h")
+    rep.add_argument("--conc-unit", default=None, help="DV unit for axis labels, e.g. mg/L")
+    rep.add_argument("--log", action="store_true", help="log concentration axes")
+    rep.set_defaults(run=_report)
+# -- end pmx report ----------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="override [fit] method")
     fit.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     fit.set_defaults(run=_fit)
+    _add_report_parser(sub)  # pmx report
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -73,7 +73,17 @@ def test_phenobarbital_fit_matches_nonmem():
     assert np.all(individual.cl > 0) and np.all(individual.v > 0)
 
 
+def test_theophylline_diagnostics_writes_every_plot(tmp_path):
+    # The same fit as test_theophylline_fit_matches_nlmixr2 (compiled once per run).
+    files = _load("theophylline_diagnostics").main(out_dir=tmp_path)
+    names = {p.name for p in files}
+    assert {"gof_panel.png", "qq_cwres.png", "individual_fits.png", "individual_fits_log.png",
+            "eta_distributions.png", "eta_vs_covariates.png"} <= names
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in files)
+
+
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
-    tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit"}
+    tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
+              "theophylline_diagnostics"}
     assert scripts == tested, f"examples without a test: {scripts - tested}"
