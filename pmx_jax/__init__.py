@@ -17,6 +17,7 @@ if _os.environ.get("PMX_JAX_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
 from . import datasets as datasets
+from . import diagnostics as diagnostics
 from . import dynamics as dynamics
 from . import estimation as estimation
 from . import library as library
