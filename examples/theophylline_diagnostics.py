@@ -1,4 +1,4 @@
-"""Goodness-of-fit diagnostics of the FOCEI theophylline fit, written as PNG files.
+"""Diagnostics of the FOCEI theophylline fit, written as PNG files.
 
 Fits the classic theophylline model (one compartment, first-order absorption,
 log-normal IIV on KA, CL and V, additive error) to the bundled data and writes
@@ -10,7 +10,10 @@ the full set of goodness-of-fit plots, with time in h and concentrations in mg/L
 * ``individual_fits.png``: observations with IPRED and PRED curves per subject
   (``individual_fits_log.png``: the same on a log concentration axis);
 * ``eta_distributions.png``: EBE histograms against N(0, omega), with shrinkage;
-* ``eta_vs_covariates.png``: EBEs against body weight.
+* ``eta_vs_covariates.png``: EBEs against body weight;
+* ``vpc.png``: visual predictive check (500 simulated replicates of the study:
+  observed 5th/50th/95th percentiles against the simulated ones' 95% bands);
+* ``qq_npde.png``: QQ plot of the NPDE (same simulations).
 
     python examples/theophylline_diagnostics.py                   # runs/theophylline_diagnostics/
     python examples/theophylline_diagnostics.py --out-dir my_plots --format svg

@@ -78,7 +78,7 @@ def test_theophylline_diagnostics_writes_every_plot(tmp_path):
     files = _load("theophylline_diagnostics").main(out_dir=tmp_path)
     names = {p.name for p in files}
     assert {"gof_panel.png", "qq_cwres.png", "individual_fits.png", "individual_fits_log.png",
-            "eta_distributions.png", "eta_vs_covariates.png"} <= names
+            "eta_distributions.png", "eta_vs_covariates.png", "vpc.png", "qq_npde.png"} <= names
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in files)
 
 

@@ -173,3 +173,19 @@ def test_to_frame_is_a_copy(correct):
     frame.loc[:, "OBSERVED"] = 0.0
     assert not (correct.percentiles.OBSERVED == 0).all()
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_auto_bins_follow_clusters_of_actual_times():
+    # actual times scattered (+-10%) around 9 nominal times: one bin per nominal
+    # time, edges between the clusters; uniform times fall back to equal counts.
+    from pmx_jax.diagnostics._vpc import _assign, _bin_edges
+
+    rng = np.random.default_rng(3)
+    nominal = np.array([0.25, 0.5, 1, 2, 4, 6, 8, 12, 24])
+    times = (nominal[None, :] * rng.uniform(0.9, 1.1, (20, 9))).ravel()
+    edges = _bin_edges(times, "auto", None)
+    assert len(edges) - 1 == len(nominal)
+    bins = _assign(times, edges).reshape(20, 9)
+    np.testing.assert_array_equal(bins, np.tile(np.arange(9), (20, 1)))
+    uniform = _bin_edges(rng.uniform(0, 24, 300), "auto", None)
+    assert len(uniform) - 1 == 8

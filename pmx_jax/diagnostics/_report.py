@@ -173,8 +173,12 @@ def write_report(
     log_y: bool = False,
     prefix: str = "",
     per_page: int = 12,
+    n_sim: int = 500,
+    seed: int = 0,
 ) -> list[Path]:
-    """Write every goodness-of-fit plot of ``fit`` into ``out_dir``.
+    """Write every goodness-of-fit plot of ``fit`` into ``out_dir``, and the
+    simulation-based ones: a VPC and the QQ plot of NPDE (``n_sim`` replicates
+    of the dataset; ``n_sim=0`` leaves them out).
 
     Args:
         fit: a :class:`~pmx_jax.estimation.FitResult` or a :class:`FittedRun`.
@@ -184,6 +188,7 @@ def write_report(
         log_y: log concentration axes (DV vs PRED/IPRED, individual fits).
         prefix: put before each file name (e.g. the run name and ``_``).
         per_page: subjects per page of individual fits.
+        n_sim, seed: replicates and seed of the VPC and NPDE simulations.
 
     Returns the files written, in the order made.
     """
@@ -219,6 +224,15 @@ def write_report(
     save(eta_distributions(fit), "eta_distributions")
     if dataset_of(fit).covariate_names:
         save(eta_vs_covariates(fit), "eta_vs_covariates")
+    if n_sim:
+        from ._npde import npde
+        from ._vpc import vpc
+
+        dataset = dataset_of(fit)
+        checks = vpc(fit.model, dataset, n_sim=n_sim, seed=seed)
+        save(checks.plot(units=units, log_y=log_y), "vpc")
+        normalised = npde(fit.model, dataset, n_sim=max(n_sim, 100), seed=seed)
+        save(qq_plot(normalised["NPDE"].to_numpy(dtype=float), "NPDE"), "qq_npde")
     return written
 
 

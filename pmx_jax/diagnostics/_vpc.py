@@ -10,9 +10,13 @@ shaded bands of the plot).
 Binning (``bins``):
 
 * ``"auto"``: one bin per distinct observation time when a stratum has at
-  most 12 (a nominal-time design; edges half-way between the times),
-  otherwise 8 bins of (nearly) equal numbers of observations (edges at
-  quantiles of the observation times; tied edges merged);
+  most 12 (a nominal-time design; edges half-way between the times);
+  otherwise the times are split at their largest *relative* gaps (gap over
+  the later time, so that 0.25 vs 0.5 h separates as clearly as 12 vs 24 h):
+  at most 12 bins, at gaps of at least 15%, each bin with at least 5% of the
+  observations (actual times scattered around nominal ones fall into one bin
+  each).  Without such gaps: 8 bins of (nearly) equal numbers of observations
+  (edges at quantiles; tied edges merged);
 * an integer ``n``: ``n`` equal-count bins as above;
 * a sequence of edges: bins ``[e0, e1), [e1, e2), ..., [e_{n-1}, e_n]``;
   observations outside ``[e0, e_n]`` are left out (and counted in ``notes``).
@@ -52,6 +56,8 @@ from ._npde import model_and_dataset, simulate_replicates
 
 AUTO_MAX_TIMES = 12  # at most this many distinct times: one bin per time
 AUTO_BINS = 8  # otherwise this many equal-count bins
+AUTO_MIN_GAP = 0.15  # smallest relative gap between time clusters
+AUTO_MIN_FRACTION = 0.05  # smallest share of the observations in an automatic bin
 MAX_STRATA = 12
 # Stand-ins for censored values when ranking: far below/above any DV, finite so
 # that interpolation between a censored and a measured value stays ordered.
@@ -384,7 +390,8 @@ def _bin_edges(times: np.ndarray, bins, level) -> np.ndarray:
         if len(distinct) <= AUTO_MAX_TIMES:
             middle = (distinct[1:] + distinct[:-1]) / 2.0
             return np.concatenate([[distinct[0]], middle, [distinct[-1]]])
-        return _equal_count_edges(times, AUTO_BINS)
+        edges = _gap_edges(times, distinct)
+        return edges if edges is not None else _equal_count_edges(times, AUTO_BINS)
     if isinstance(bins, int | np.integer):
         if bins < 1:
             raise ValueError(f"bins must be a positive number of bins, got {bins}")
@@ -395,6 +402,26 @@ def _bin_edges(times: np.ndarray, bins, level) -> np.ndarray:
             f"bin edges must be an increasing sequence of at least two times{where}, got {bins!r}"
         )
     return edges
+
+
+def _gap_edges(times: np.ndarray, distinct: np.ndarray) -> np.ndarray | None:
+    """Edges at the largest relative gaps between distinct times (see the module
+    notes), or None when the times have no clusters."""
+
+    def edges_at(cuts: list[int]) -> np.ndarray:
+        middle = [(distinct[j] + distinct[j + 1]) / 2.0 for j in sorted(cuts)]
+        return np.concatenate([[distinct[0]], middle, [distinct[-1]]])
+
+    relative = np.diff(distinct) / np.maximum(np.abs(distinct[1:]), 1e-12)
+    min_count = max(1, int(np.ceil(AUTO_MIN_FRACTION * len(times))))
+    cuts: list[int] = []
+    for i in np.argsort(-relative):
+        if relative[i] < AUTO_MIN_GAP or len(cuts) == AUTO_MAX_TIMES - 1:
+            break
+        edges = edges_at([*cuts, int(i)])
+        if np.bincount(_assign(times, edges), minlength=len(edges) - 1).min() >= min_count:
+            cuts.append(int(i))
+    return edges_at(cuts) if len(cuts) >= 2 else None
 
 
 def _equal_count_edges(times: np.ndarray, n_bins: int) -> np.ndarray:
