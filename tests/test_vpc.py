@@ -176,13 +176,13 @@ def test_to_frame_is_a_copy(correct):
 
 
 def test_auto_bins_follow_clusters_of_actual_times():
-    # actual times scattered (+-10%) around 9 nominal times: one bin per nominal
+    # actual times scattered (+-5%) around 9 nominal times: one bin per nominal
     # time, edges between the clusters; uniform times fall back to equal counts.
     from pmx_jax.diagnostics._vpc import _assign, _bin_edges
 
     rng = np.random.default_rng(3)
     nominal = np.array([0.25, 0.5, 1, 2, 4, 6, 8, 12, 24])
-    times = (nominal[None, :] * rng.uniform(0.9, 1.1, (20, 9))).ravel()
+    times = (nominal[None, :] * rng.uniform(0.95, 1.05, (20, 9))).ravel()
     edges = _bin_edges(times, "auto", None)
     assert len(edges) - 1 == len(nominal)
     bins = _assign(times, edges).reshape(20, 9)
