@@ -85,6 +85,25 @@ class FitResult:
         self._dataset = None  # the fit's Dataset (maps records to table rows)
         self._table = None
 
+    @property
+    def dataset(self):
+        """The :class:`~pmx_jax.Dataset` the model was fitted to (None when the
+        fit was given prepared data)."""
+        return self._dataset
+
+    @property
+    def problem(self):
+        """The laid-out data of the fit (:class:`pmx_jax.estimation.Problem`):
+        pass it to ``ofv``/``fit``/``covariance_step`` to reuse its layout and
+        compiled functions."""
+        return self._problem
+
+    @property
+    def ebe_matrix(self) -> np.ndarray:
+        """EBEs as one array ``(n_subjects, n_b)``: IIV etas, then IOV etas by
+        occasion (the layout of :class:`pmx_jax.estimation.OFVResult`)."""
+        return self._ebe_matrix.copy()
+
     def table(self) -> pd.DataFrame:
         """Per-record predictions and residuals (NONMEM's ``$TABLE``): one row
         per row of the dataset, with ID, TIME, EVID, DV, PRED, IPRED, CPRED,
