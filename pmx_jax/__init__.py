@@ -29,7 +29,9 @@ from .data import Subjects as Subjects
 from .data import read_nonmem as read_nonmem
 from .dynamics import AbstractDynamics as AbstractDynamics
 from .dynamics import AbstractODE as AbstractODE
+from .estimation import FisherInformation as FisherInformation
 from .estimation import FitResult as FitResult
+from .estimation import fisher_information as fisher_information
 from .estimation import fit as fit
 from .estimation import ofv as ofv
 from .model import AbstractErrorModel as AbstractErrorModel

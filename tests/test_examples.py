@@ -82,8 +82,15 @@ def test_theophylline_diagnostics_writes_every_plot(tmp_path):
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in files)
 
 
+def test_gompertz_identifiability_early_design_is_nearly_singular():
+    # Early growth only (kg t <= 0.5) fixes kg log(tmax/t0), not kg and tmax:
+    # its information is far worse conditioned than with the plateau observed.
+    early, full = _load("gompertz_identifiability").main(n_subjects=4)
+    assert early > 100 * full
+
+
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
     tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
-              "theophylline_diagnostics"}
+              "theophylline_diagnostics", "gompertz_identifiability"}
     assert scripts == tested, f"examples without a test: {scripts - tested}"

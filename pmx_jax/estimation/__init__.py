@@ -5,6 +5,8 @@ from ._covariance import CovarianceError as CovarianceError
 from ._covariance import CovarianceResult as CovarianceResult
 from ._covariance import covariance_step as covariance_step
 from ._fit import fit as fit
+from ._identifiability import FisherInformation as FisherInformation
+from ._identifiability import fisher_information as fisher_information
 from ._inner import EBEResult as EBEResult
 from ._inner import EBEStatus as EBEStatus
 from ._inner import newton_ebe as newton_ebe
