@@ -6,18 +6,37 @@ Closed forms (fast path): ``OneCompartment`` (ADVAN1), ``OneCompartmentOral``
 classes are the same systems integrated numerically (for checking, or as a
 starting point for a custom ODE), and ``OneCompartmentOralMM`` has
 Michaelis-Menten elimination.
+
+Library ODE models: Michaelis-Menten and mixed elimination
+(``OneCompartmentMM``, ``OneCompartmentMixedElimination``,
+``OneCompartmentOralMixedElimination``), transit-compartment absorption
+(``TransitAbsorption``, the continuous ``SavicTransit``), target-mediated
+disposition (``TMDDFull``, ``TMDDQSS``, ``TMDDMM``), ``ParentMetabolite``
+(``...Oral``) and a flow-limited ``MinimalPBPK``.  Zero-order absorption needs
+no model: dose with RATE=-2 and return ``D1`` from ``individual``.
 """
 
 from .dynamics import (
+    TMDDMM,
+    TMDDQSS,
+    MinimalPBPK,
     OneCompartment,
+    OneCompartmentMixedElimination,
+    OneCompartmentMM,
     OneCompartmentODE,
     OneCompartmentOral,
+    OneCompartmentOralMixedElimination,
     OneCompartmentOralMM,
     OneCompartmentOralODE,
+    ParentMetabolite,
+    ParentMetaboliteOral,
+    SavicTransit,
     ThreeCompartment,
     ThreeCompartmentODE,
     ThreeCompartmentOral,
     ThreeCompartmentOralODE,
+    TMDDFull,
+    TransitAbsorption,
     TwoCompartment,
     TwoCompartmentODE,
     TwoCompartmentOral,
@@ -25,6 +44,17 @@ from .dynamics import (
 )
 
 __all__ = [
+    "MinimalPBPK",
+    "OneCompartmentMixedElimination",
+    "OneCompartmentMM",
+    "OneCompartmentOralMixedElimination",
+    "ParentMetabolite",
+    "ParentMetaboliteOral",
+    "SavicTransit",
+    "TMDDFull",
+    "TMDDMM",
+    "TMDDQSS",
+    "TransitAbsorption",
     "OneCompartment",
     "OneCompartmentODE",
     "OneCompartmentOral",

@@ -20,6 +20,17 @@ from ._library_pd import operational_effect as operational_effect
 from ._library_pd import operational_emax as operational_emax
 from ._library_pd import sigmoid_emax as sigmoid_emax
 from ._library_pd import transducer_ratio as transducer_ratio
+from ._library_pk import TMDDMM as TMDDMM
+from ._library_pk import TMDDQSS as TMDDQSS
+from ._library_pk import MinimalPBPK as MinimalPBPK
+from ._library_pk import OneCompartmentMixedElimination as OneCompartmentMixedElimination
+from ._library_pk import OneCompartmentMM as OneCompartmentMM
+from ._library_pk import OneCompartmentOralMixedElimination as OneCompartmentOralMixedElimination
+from ._library_pk import ParentMetabolite as ParentMetabolite
+from ._library_pk import ParentMetaboliteOral as ParentMetaboliteOral
+from ._library_pk import SavicTransit as SavicTransit
+from ._library_pk import TMDDFull as TMDDFull
+from ._library_pk import TransitAbsorption as TransitAbsorption
 from ._ode import AbstractODE as AbstractODE
 from ._ode_models import OneCompartmentODE as OneCompartmentODE
 from ._ode_models import OneCompartmentOralMM as OneCompartmentOralMM
