@@ -5,9 +5,11 @@ one-compartment oral population (1 dose, 10 samples, the design of ``fit.py``)
 is generated as a NONMEM table, laid out with ``chunk_size`` subjects per chunk,
 and the OFV and its gradient with respect to the unconstrained parameters are
 evaluated once (EBEs from zero) and once more (EBEs warm).  Reported: wall
-times, the peak RSS of the process, and the size of the batched input arrays
-(which necessarily grow with the number of subjects; everything else should
-not, once the population has more than one chunk).
+times, the peak RSS of the process, the RSS once the data are read and laid
+out (the dataset's tables and arrays necessarily grow with the number of
+subjects), their difference (what the evaluation itself needs: compilation
+and the chunk's intermediates, which should not grow once the population has
+more than one chunk), and the size of the batched input arrays.
 
     python benchmarks/fit_memory.py                       # 10^4, 10^5 subjects, chunks of 10^4
     python benchmarks/fit_memory.py --sizes 10000 100000 1000000 --chunk-size 20000
@@ -72,8 +74,15 @@ class Oral(pmx.Model):
         return pmx.Proportional(amounts.central / p["v"], self.prop)
 
 
+def rss_mb():
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
 model = Oral()
 problem = make_problem(model, data, "focei", chunk_size=chunk)
+setup_mb = rss_mb()  # the dataset (pandas tables and batched arrays) is in memory
 input_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(problem.prepared))
 y0, unravel = ravel_pytree(model.to_unconstrained())
 options = (jnp.asarray(100, jnp.int32), jnp.asarray(1e-12))
@@ -99,7 +108,8 @@ second = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(dict(n_subjects=n, chunk_size=problem.chunk, n_chunks=problem.n_chunks,
                       first_s=first, warm_s=second, ofv=float(ofv),
-                      peak_rss_mb=peak / 2**20, input_mb=input_bytes / 2**20)))
+                      peak_rss_mb=peak / 2**20, setup_rss_mb=setup_mb,
+                      evaluation_mb=peak / 2**20 - setup_mb, input_mb=input_bytes / 2**20)))
 """
 
 
@@ -111,7 +121,10 @@ def main(argv=None) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     rows = []
-    print(f"{'subjects':>10} {'chunks':>7} {'first':>9} {'warm':>9} {'peak RSS':>10} {'inputs':>9}")
+    print(
+        f"{'subjects':>10} {'chunks':>7} {'first':>9} {'warm':>9} {'peak RSS':>10} "
+        f"{'after setup':>12} {'evaluation':>11} {'inputs':>9}"
+    )
     for n in args.sizes:
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(n), str(args.chunk_size)],
@@ -126,7 +139,8 @@ def main(argv=None) -> None:
         rows.append(row)
         print(
             f"{n:>10,} {row['n_chunks']:>7} {row['first_s']:>8.1f}s {row['warm_s']:>8.1f}s "
-            f"{row['peak_rss_mb']:>8.0f}MB {row['input_mb']:>7.0f}MB"
+            f"{row['peak_rss_mb']:>8.0f}MB {row['setup_rss_mb']:>10.0f}MB "
+            f"{row['evaluation_mb']:>9.0f}MB {row['input_mb']:>7.0f}MB"
         )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
