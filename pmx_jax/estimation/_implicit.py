@@ -42,15 +42,24 @@ def implicit_ebe(
     args: Any,
     *,
     objective: Callable[[Array, Any], Array],
+    materialize: bool = False,
 ) -> Float[Array, " n_b"]:
     """The EBE ``ebe`` (a converged mode of ``objective(., args)``), seen by
-    autodiff as the function of ``args`` it is."""
-    del hessian, args, objective
+    autodiff as the function of ``args`` it is.
+
+    ``materialize``: build ``dg/dargs`` as a matrix from the primal values
+    (one forward pass per differentiated scalar) and contract it with the
+    tangents, instead of differentiating ``g`` along the tangents.  Needed when
+    the objective contains loops that reverse mode cannot transpose (the
+    adaptive ODE solves of nonlinear ODE models, whose derivative rule itself
+    integrates a variational system): the tangent is then a plain contraction.
+    """
+    del hessian, args, objective, materialize
     return ebe
 
 
 @implicit_ebe.def_jvp
-def _implicit_ebe_jvp(primals, tangents, *, objective):
+def _implicit_ebe_jvp(primals, tangents, *, objective, materialize=False):
     ebe, hessian, args = primals
     _, _, t_args = tangents
     ebe = jax.lax.stop_gradient(ebe)
@@ -66,7 +75,12 @@ def _implicit_ebe_jvp(primals, tangents, *, objective):
     def gradient(moving_args):
         return jax.grad(objective)(ebe, eqx.combine(moving_args, fixed))
 
-    _, g_dot = jax.jvp(gradient, (moving,), (t_moving,))
+    if materialize:
+        jacobian = jax.jacfwd(gradient)(moving)
+        pairs = zip(jtu.tree_leaves(jacobian), jtu.tree_leaves(t_moving), strict=True)
+        g_dot = sum(jnp.tensordot(j, t, axes=jnp.ndim(t)) for j, t in pairs)
+    else:
+        _, g_dot = jax.jvp(gradient, (moving,), (t_moving,))
     # Non-converged subjects may carry a useless Hessian: give them a zero
     # derivative.  The test is on the primal only (a select on a tangent could not
     # be transposed), and the identity stands in so no NaN reaches the cotangents.

@@ -52,6 +52,7 @@ from jaxtyping import Array, Float, Int
 
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
+from ..dynamics._ode import AbstractODE
 from ..model._model import Model
 from ..simulation._core import Prepared
 from ._implicit import implicit_ebe
@@ -251,6 +252,10 @@ def _population_ofv(
     prior = _Prior.of(layout.omega(model).astype(dtype))
     prior_sg = jax.lax.stop_gradient(prior)
     model_sg = jax.lax.stop_gradient(model)
+    # Nonlinear ODEs: their derivative rule solves a variational ODE (a while
+    # loop) that reverse mode cannot transpose inside the implicit derivative.
+    dynamics = model.dynamics
+    materialize = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
 
     def one(subject, dose_record, dose_valid, b_init):
         def make(m):
@@ -277,6 +282,7 @@ def _population_ofv(
             jax.lax.stop_gradient(ebe.hessian),
             args,
             objective=objective,
+            materialize=materialize,
         )
         if method == "laplace":
             value = _laplace_ofv(subj, prior, b)
