@@ -89,8 +89,19 @@ def test_gompertz_identifiability_early_design_is_nearly_singular():
     assert early > 100 * full
 
 
+@pytest.mark.slow
+def test_warfarin_pkpd_fit_runs(refdata):
+    # PK stage = REFERENCE_CASES R4 (NONMEM FOCEI OFV 423.32729, to 0.01); the PD
+    # estimates are checked against the physiology in test_fit_warfarin_pkpd.py.
+    # Several minutes on a CPU (ODE model), hence slow.
+    result = _load("warfarin_pkpd").main(refdata=refdata)
+    assert abs(result.pk_result.ofv - 423.32729) < 0.01
+    assert result.converged, result.message
+    assert result.n_observations == 483
+
+
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
     tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
-              "theophylline_diagnostics", "gompertz_identifiability"}
+              "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd"}
     assert scripts == tested, f"examples without a test: {scripts - tested}"
