@@ -18,6 +18,7 @@ from ._errors import (
     UnknownEvidError,
     UnsortedTimeError,
 )
+from ._nesting import nest
 from ._read import read_nonmem
 from ._subjects import Subjects
 
@@ -39,5 +40,6 @@ __all__ = [
     "UnknownEvidError",
     "UnsortedTimeError",
     "check_compartments",
+    "nest",
     "read_nonmem",
 ]
