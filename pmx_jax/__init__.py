@@ -16,6 +16,7 @@ import jax as _jax
 if _os.environ.get("PMX_JAX_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
+from . import bayes as bayes
 from . import datasets as datasets
 from . import diagnostics as diagnostics
 from . import dynamics as dynamics
@@ -69,6 +70,7 @@ from .simulation import Regimen as Regimen
 from .simulation import SimulationResult as SimulationResult
 from .simulation import predict as predict
 from .simulation import simulate as simulate
+from .bayes import sample as sample
 
 ODE = AbstractODE  # the short name used in model definitions: class M(pmx.ODE)
 

@@ -115,7 +115,12 @@ def record_terms(
 
     def observe(amounts, params, dvid, dv, cens, limit, is_normal, is_obs):
         error_model = model.observation(amounts, params, dvid)
-        mean = error_model.mean()
+        # The mean on the error model's scale, where the record is a normal
+        # observation (0 elsewhere).  On a log scale, a dose record's prediction
+        # is often 0 (nothing absorbed yet): log 0 would put NaN into every
+        # derivative of the linearised methods, masked or not.
+        safe = jnp.where(is_normal, error_model.prediction, 1.0)
+        mean = jnp.where(is_normal, error_model.transform(safe), 0.0)
         # Transform the DV only where it is a normal observation: the table puts
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
