@@ -40,7 +40,7 @@ import numpyro.distributions as dist
 from numpyro.distributions.transforms import CorrCholeskyTransform
 
 from ..model._model import Model
-from ..model._parameters import Omega, Theta
+from ..model._parameters import Omega, PriorSpec, Theta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _theta_log_jacobian(theta: Theta, u: jax.Array) -> jax.Array:
 class _ThetaPart(eqx.Module):
     name: str = eqx.field(static=True)
     theta: Theta
-    prior: Any = eqx.field(static=True)  # natural-scale distribution, or None
+    prior: PriorSpec | None = eqx.field(static=True)  # natural-scale distribution
     center: float = eqx.field(static=True)  # default prior on u: Normal(center, width)
     width: float = eqx.field(static=True)
     size: int = eqx.field(static=True, default=1)
@@ -96,7 +96,7 @@ class _ThetaPart(eqx.Module):
         if self.prior is None:
             return dist.Normal(self.center, self.width).log_prob(u)
         value = self.theta.from_unconstrained(u)
-        return self.prior.log_prob(value) + _theta_log_jacobian(self.theta, u)
+        return self.prior.distribution.log_prob(value) + _theta_log_jacobian(self.theta, u)
 
     def initial(self, value: Any) -> np.ndarray:
         return np.atleast_1d(np.asarray(self.theta.to_unconstrained(value)))
@@ -207,6 +207,10 @@ class PopulationPrior(eqx.Module):
         return out
 
 
+def _unwrap_prior(prior: Any) -> Any:
+    return prior.distribution if isinstance(prior, PriorSpec) else prior
+
+
 def population_prior(model: Model, priors: Mapping[str, Any] | None = None) -> PopulationPrior:
     """Priors of the free THETAs and OMEGA blocks of ``model`` (see the module
     notes for the defaults).  ``priors`` maps a parameter's field name to a
@@ -224,18 +228,19 @@ def population_prior(model: Model, priors: Mapping[str, Any] | None = None) -> P
     for name, theta in model.thetas().items():
         if theta.fixed:
             continue
-        prior = priors.get(name, theta.prior)
+        prior = _unwrap_prior(priors.get(name, theta.prior))
         if prior is not None and not hasattr(prior, "log_prob"):
             raise TypeError(
                 f"prior of THETA {name!r} must be a NumPyro distribution on the natural "
                 f"scale (e.g. numpyro.distributions.Normal(1.0, 0.5)), got {prior!r}"
             )
         u0 = float(theta.to_unconstrained())
-        parts.append(_ThetaPart(name, theta, prior, u0, 10.0 * max(1.0, abs(u0))))
+        spec = None if prior is None else PriorSpec(prior)
+        parts.append(_ThetaPart(name, theta, spec, u0, 10.0 * max(1.0, abs(u0))))
     for name, block in model.omega_blocks():
         if block.fixed:
             continue
-        prior = priors.get(name, block.prior) or OmegaPrior()
+        prior = _unwrap_prior(priors.get(name, block.prior)) or OmegaPrior()
         if not isinstance(prior, OmegaPrior):
             raise TypeError(
                 f"prior of OMEGA block {name!r} must be a pmx_jax.bayes.OmegaPrior, got {prior!r}"

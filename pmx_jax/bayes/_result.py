@@ -288,8 +288,8 @@ class SampleResult:
             f"NUTS: {self.n_chains} chains x ({s['n_warmup']} warmup + {s['n_samples']} draws), "
             f"{s['parameterization']} random effects, start: {s['init']}",
             f"divergences {self.n_divergent}, mean tree steps {self.num_steps.mean():.1f}, "
-            f"time: fit {t['fit']:.1f} s, warmup {t['warmup']:.1f} s, "
-            f"sampling {t['sampling']:.1f} s",
+            f"time: starting fit {t['fit']:.1f} s, NUTS {t['nuts']:.1f} s "
+            f"(compilation {t['compile']:.1f} s)",
             "",
         ]
         with pd.option_context("display.width", 120, "display.precision", 4):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,22 @@ from ..model._model import Model
 from ._posterior import PARAMETERIZATIONS, Posterior, mu_referenced_thetas
 from ._priors import population_prior
 from ._result import SampleResult
+
+# Seconds of compilation reported by JAX (tracing, lowering, XLA) since import.
+_COMPILE_SECONDS = [0.0]
+_COMPILE_EVENTS = (
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+)
+
+
+def _count_compile(event: str, seconds: float, **_: Any) -> None:
+    if event in _COMPILE_EVENTS:
+        _COMPILE_SECONDS[0] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 # EBE shrinkage below which the centred parametrisation is chosen by "auto":
 # the data then determine each subject's parameters (see ._posterior).
@@ -82,6 +99,7 @@ def sample(
     chain_method: str | None = None,
     progress: bool | None = None,
     chunk_size: int | None = None,
+    time_phases: bool = False,
 ) -> SampleResult:
     """Sample the posterior of ``model``'s parameters and random effects on ``data``.
 
@@ -114,6 +132,11 @@ def sample(
             devices, vectorised on one accelerator.
         progress: NumPyro's progress bar (default: when the terminal is interactive).
         chunk_size: subjects evaluated at once (memory bound, as in ``fit``).
+        time_phases: run the warmup and the sampling as two NumPyro phases, to
+            time them separately (``timings["warmup"]``, ``["sampling"]``); the
+            sampler then compiles twice.  By default one phase runs both
+            (``timings["nuts"]``; ``timings["compile"]`` is the compilation
+            time JAX reports during it).
 
     Returns:
         a :class:`SampleResult`: draws by NONMEM parameter name, summary with
@@ -136,14 +159,28 @@ def sample(
     elif init is not None:
         raise ValueError(f"init must be 'fit', a FitResult or None, got {init!r}")
     fit_seconds = time.perf_counter() - start_time
+    if fit is not None and not np.isfinite(fit.ofv):
+        raise FloatingPointError(
+            f"the starting fit failed ({fit.message}); fix the initial estimates or "
+            "pass init=None to start from the model's values"
+        )
+    if fit is not None and not fit.converged:
+        warnings.warn(
+            f"the starting fit did not converge ({fit.message}); chains start from its "
+            "last estimates",
+            stacklevel=2,
+        )
     start_model = fit.model if fit is not None else model
 
     problem = make_problem(model, data, "laplace", chunk_size=chunk_size)
     b0 = np.zeros((problem.n_subjects, problem.layout.size))
     if fit is not None:
+        if fit.ebe_matrix.shape != b0.shape or tuple(fit.ids) != tuple(data.ids):
+            raise ValueError(
+                "the starting fit was made on other data than `data` (subjects or "
+                "random effects differ)"
+            )
         b0 = fit.ebe_matrix
-        if b0.shape != b0.shape or fit.n_subjects != problem.n_subjects:
-            raise ValueError("the starting fit was made on other data than `data`")
     mu = mu_referenced_thetas(start_model, problem, b0)
     chosen = _choose_parameterization(parameterization, fit, mu, start_model)
     prior = population_prior(model, priors)
@@ -184,12 +221,19 @@ def sample(
         progress_bar=bool(progress),
     )
     extra = ("diverging", "num_steps", "accept_prob")
+    compile_before = _COMPILE_SECONDS[0]
     t0 = time.perf_counter()
-    mcmc.warmup(key, init_params=init_params, extra_fields=extra, collect_warmup=False)
-    warmup_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra)
-    sampling_seconds = time.perf_counter() - t0
+    if time_phases:
+        mcmc.warmup(key, init_params=init_params, extra_fields=extra, collect_warmup=False)
+        warmup_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=extra)
+        sampling_seconds = time.perf_counter() - t1
+    else:
+        mcmc.run(key, init_params=init_params, extra_fields=extra)
+        warmup_seconds = sampling_seconds = float("nan")
+    nuts_seconds = time.perf_counter() - t0
+    compile_seconds = _COMPILE_SECONDS[0] - compile_before
     draws = mcmc.get_samples(group_by_chain=True)
     stats = mcmc.get_extra_fields(group_by_chain=True)
     return SampleResult(
@@ -202,6 +246,8 @@ def sample(
         accept_prob=np.asarray(stats["accept_prob"]),
         timings=dict(
             fit=fit_seconds,
+            nuts=nuts_seconds,
+            compile=compile_seconds,
             warmup=warmup_seconds,
             sampling=sampling_seconds,
         ),

@@ -46,6 +46,29 @@ def is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+class PriorSpec:
+    """A prior distribution held by a parameter declaration.
+
+    Parameters keep their prior as a static (non-numeric) field; a NumPyro
+    distribution is itself a pytree of arrays, so it is wrapped here to stay
+    out of the model's leaves.  ``distribution`` is the wrapped object.
+    """
+
+    __slots__ = ("distribution",)
+
+    def __init__(self, distribution: Any) -> None:
+        self.distribution = distribution
+
+    def __repr__(self) -> str:
+        return repr(self.distribution)
+
+
+def _as_prior(prior: Any) -> Any:
+    if prior is None or isinstance(prior, PriorSpec):
+        return prior
+    return PriorSpec(prior)
+
+
 def _unwrap(x: Any) -> Any:
     return x.__jax_array__() if isinstance(x, Theta) else x
 
@@ -71,7 +94,7 @@ class Theta(eqx.Module):
     lower: float = eqx.field(static=True, default=-math.inf, converter=float)
     upper: float = eqx.field(static=True, default=math.inf, converter=float)
     fixed: bool = eqx.field(static=True, default=False, converter=bool)
-    prior: Any = eqx.field(static=True, default=None)
+    prior: Any = eqx.field(static=True, default=None, converter=_as_prior)
 
     # NumPy must defer to our reflected operators (``np_array * theta``), which
     # also work on tracers.
@@ -298,7 +321,7 @@ class Omega(eqx.Module):
     diagonal: bool = eqx.field(static=True, default=True, converter=bool)
     fixed: bool = eqx.field(static=True, default=False, converter=bool)
     occasion: bool = eqx.field(static=True, default=False, converter=bool)
-    prior: Any = eqx.field(static=True, default=None)
+    prior: Any = eqx.field(static=True, default=None, converter=_as_prior)
 
     def __check_init__(self) -> None:
         check_omega(self.names, self.matrix, diagonal=self.diagonal)

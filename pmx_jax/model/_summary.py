@@ -24,7 +24,7 @@ def _theta_row(name: str, theta: Theta) -> list[str]:
         bounds = f"({_number(theta.lower)}, {_number(theta.upper)})"
     flags = ["FIX"] * theta.fixed
     if theta.prior is not None:
-        flags.append(f"prior {type(theta.prior).__name__}")
+        flags.append(f"prior {type(theta.prior.distribution).__name__}")
     return [name, value, bounds, " ".join(flags)]
 
 
