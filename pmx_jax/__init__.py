@@ -23,6 +23,7 @@ from . import dynamics as dynamics
 from . import estimation as estimation
 from . import library as library
 from . import pk as pk
+from .bayes import sample as sample
 from .data import Dataset as Dataset
 from .data import DatasetError as DatasetError
 from .data import MissingCovariateError as MissingCovariateError
@@ -70,7 +71,6 @@ from .simulation import Regimen as Regimen
 from .simulation import SimulationResult as SimulationResult
 from .simulation import predict as predict
 from .simulation import simulate as simulate
-from .bayes import sample as sample
 
 ODE = AbstractODE  # the short name used in model definitions: class M(pmx.ODE)
 

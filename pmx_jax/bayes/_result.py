@@ -239,14 +239,15 @@ class SampleResult:
         obs = np.asarray(subjects.is_obs)[sub, rec]
         sub, rec = sub[obs], rec[obs]
         rows = np.asarray(subjects.row)[sub, rec]
+        positions = self.dataset.record_positions(rows)
         records = self.dataset.records
         simulated = dv[:, sub, rec]
-        observed = records["dv"].to_numpy()[rows]
+        observed = records["dv"].to_numpy()[positions]
         q = np.quantile(simulated, _QUANTILES, axis=0)
         frame = pd.DataFrame(
             {
-                "ID": records["id"].to_numpy()[rows],
-                "TIME": records["time"].to_numpy()[rows],
+                "ID": records["id"].to_numpy()[positions],
+                "TIME": records["time"].to_numpy()[positions],
                 "DV": observed,
                 "sim_q5": q[0],
                 "sim_q50": q[1],

@@ -214,6 +214,17 @@ class Dataset:
             notes=[*self.notes, f"subset of {keep_subjects.size} of {self.n_subjects} subjects"],
         )
 
+    def record_positions(self, rows: Any) -> np.ndarray:
+        """Positions in ``records`` of table rows numbered as ``Subjects.row``
+        (the numbering of the table as first read, which a subset keeps)."""
+        rows = np.asarray(rows)
+        positions = pd.Index(self.records["row"].to_numpy()).get_indexer(rows.ravel())
+        if (positions < 0).any():
+            raise KeyError(
+                f"rows {rows.ravel()[positions < 0][:5].tolist()} are not in the dataset"
+            )
+        return positions.reshape(rows.shape)
+
     def observation_table(self) -> pd.DataFrame:
         """Observations that enter the likelihood, in the order of ``Subjects.is_obs``.
 

@@ -118,13 +118,14 @@ def residual_table(
         raise FloatingPointError(f"predictions are not finite at the EBEs of subject(s) ID {ids}")
     sub, rec = record_frame_index(prepared.subjects)
     rows = np.asarray(prepared.subjects.row)[sub, rec]
+    positions = dataset.record_positions(rows)
     records = dataset.records
-    dv = records["dv"].to_numpy()[rows].astype(float)
+    dv = records["dv"].to_numpy()[positions].astype(float)
     frame = pd.DataFrame(
         {
-            "ID": records["id"].to_numpy()[rows],
-            "TIME": records["time"].to_numpy()[rows],
-            "EVID": records["evid"].to_numpy()[rows],
+            "ID": records["id"].to_numpy()[positions],
+            "TIME": records["time"].to_numpy()[positions],
+            "EVID": records["evid"].to_numpy()[positions],
             "DV": dv,
             "PRED": pred[sub, rec],
             "IPRED": ipred[sub, rec],

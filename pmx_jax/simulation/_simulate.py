@@ -104,12 +104,13 @@ def predict(
     sub, rec = record_frame_index(prepared.subjects)
     records = data.records
     rows = np.asarray(prepared.subjects.row)[sub, rec]
+    positions = data.record_positions(rows)
     out = pd.DataFrame(
         {
-            "ID": records["id"].to_numpy()[rows],
-            "TIME": records["time"].to_numpy()[rows],
-            "EVID": records["evid"].to_numpy()[rows],
-            "DV": records["dv"].to_numpy()[rows],
+            "ID": records["id"].to_numpy()[positions],
+            "TIME": records["time"].to_numpy()[positions],
+            "EVID": records["evid"].to_numpy()[positions],
+            "DV": records["dv"].to_numpy()[positions],
             "PRED": pred[sub, rec],
             "IPRED": ipred[sub, rec],
             "row": rows,
