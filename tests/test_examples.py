@@ -103,5 +103,56 @@ def test_warfarin_pkpd_fit_runs(refdata):
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
     tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
-              "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd"}
+              "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd",
+              "nested_site_variability", "covariate_models", "model_library_tour"}
     assert scripts == tested, f"examples without a test: {scripts - tested}"
+
+
+@pytest.mark.slow
+def test_nested_site_variability_runs_and_maps_back():
+    example = _load("nested_site_variability")
+    result = example.main(n_sites=4, per_site=3, covariance=None)
+    assert result.converged, result.message
+    data = result.dataset
+    # Sites are the individuals of the fit, subjects their occasions.
+    assert data.ids == (100, 101, 102, 103) and data.occ_levels == (1, 2, 3)
+    assert len(result.ebes) == 4
+    subjects = example.subject_ebes(result)
+    assert subjects["ID"].tolist() == list(range(1, 13))
+    assert subjects["SITE"].tolist() == [100 + i // 3 for i in range(12)]
+    # With 4 sites the site variance may collapse to ~0; the total CL variability
+    # (site + subject) is of the simulated order (0.1 + 0.09).
+    est = result.estimates().set_index("parameter")["estimate"]
+    assert est["site.site_cl"] >= 0 and est["subject.v"] > 0
+    assert 0.05 < est["site.site_cl"] + est["subject.cl"] < 0.5
+
+
+def test_covariate_models_time_varying_covariate_follows_nonmem_convention():
+    # Part (b) only (seconds): a CRCL value on a record applies to the interval
+    # ending there; the IV bolus matches the piecewise closed form both ways.
+    result = _load("covariate_models").time_varying_demo(verbose=False)
+    bolus = result["bolus"]
+    np.testing.assert_allclose(bolus.engine, bolus.closed_form, rtol=1e-8)
+    np.testing.assert_allclose(bolus.engine_new_at_6h, bolus.closed_form_from_4h, rtol=1e-8)
+    troughs = result["troughs"].trough_varying.to_numpy()
+    assert np.all(np.diff(troughs[:5]) < 0)  # CRCL recovering: lower trough every day
+
+
+@pytest.mark.slow
+def test_covariate_models_detects_the_genotype_effect():
+    # 60 subjects, seed 1 (as tests/test_covariate_models.py): two FOCEI fits.
+    result = _load("covariate_models").main(n_subjects=60, seed=1, verbose=False)
+    genotype = result["genotype"]
+    assert genotype["full"].converged and genotype["reduced"].converged
+    assert genotype["lrt"].p_value < 0.01
+    estimates = genotype["full"].estimates().set_index("parameter").estimate
+    assert estimates["cl_pm"] < estimates["cl_im"] < 1.0  # PM < IM < NM
+
+
+def test_model_library_tour_direct_effects():
+    # Two cheap entries: the sigmoid-Emax effect stays above Emax/2 while
+    # C > EC50, i.e. ln(C0/EC50)/k = ln(10/2)/0.1 h after the bolus.
+    summaries = _load("model_library_tour").main(["emax", "sigmoid_emax"], verbose=False)
+    assert set(summaries) == {"emax", "sigmoid_emax"}
+    assert abs(summaries["sigmoid_emax"].value - 10 * np.log(5.0)) < 1e-3
+    assert 0.0 < summaries["emax"].value < 1.0

@@ -282,19 +282,20 @@ def _observation_table(model, dataset: Dataset, stratify, lloq, notes):
     keep = np.asarray(subjects.is_obs)[sub, rec]
     sub, rec = sub[keep], rec[keep]
     rows = np.asarray(subjects.row)[sub, rec]
+    positions = dataset.record_positions(rows)  # a subset keeps the rows' numbers
     records = dataset.records
     obs = pd.DataFrame(
         {
-            "ID": records["id"].to_numpy()[rows],
-            "TIME": records["time"].to_numpy()[rows],
-            "DV": records["dv"].to_numpy()[rows].astype(float),
-            "CENS": records["cens"].to_numpy()[rows],
-            "DVID": records["dvid"].to_numpy()[rows],
+            "ID": records["id"].to_numpy()[positions],
+            "TIME": records["time"].to_numpy()[positions],
+            "DV": records["dv"].to_numpy()[positions].astype(float),
+            "CENS": records["cens"].to_numpy()[positions],
+            "DVID": records["dvid"].to_numpy()[positions],
             "row": rows,
         }
     )
-    obs["STRATUM"] = _strata(dataset, stratify, rows)
-    obs["LLOQ"] = _limits(dataset, obs, lloq, rows)
+    obs["STRATUM"] = _strata(dataset, stratify, positions)
+    obs["LLOQ"] = _limits(dataset, obs, lloq, positions)
     obs["BLQ"] = (obs.CENS == 1) | (obs.DV < obs.LLOQ)
     measured_below = int(((obs.CENS == 0) & (obs.DV < obs.LLOQ)).sum())
     if measured_below:
@@ -313,17 +314,17 @@ def _column(dataset: Dataset, name: str, what: str) -> str:
     return by_upper[name.upper()]
 
 
-def _strata(dataset: Dataset, stratify, rows) -> np.ndarray:
+def _strata(dataset: Dataset, stratify, positions) -> np.ndarray:
     if stratify is None:
-        return np.full(len(rows), None, dtype=object)
+        return np.full(len(positions), None, dtype=object)
     if not isinstance(stratify, str):
         raise TypeError(f"stratify must be a column name or 'DVID', got {stratify!r}")
     if stratify.upper() == "DVID":
         levels = np.asarray(dataset.dvid_levels, dtype=object)
-        values = levels[dataset.records["dvid"].to_numpy()[rows]]
+        values = levels[dataset.records["dvid"].to_numpy()[positions]]
     else:
         column = _column(dataset, stratify, "stratify")
-        values = dataset.table[column].to_numpy()[rows]
+        values = dataset.table[column].to_numpy()[positions]
     distinct = pd.unique(values)
     if len(distinct) > MAX_STRATA:
         raise ValueError(
@@ -336,7 +337,7 @@ def _strata(dataset: Dataset, stratify, rows) -> np.ndarray:
     return values
 
 
-def _limits(dataset: Dataset, obs: pd.DataFrame, lloq, rows) -> np.ndarray:
+def _limits(dataset: Dataset, obs: pd.DataFrame, lloq, positions) -> np.ndarray:
     """The lower limit of quantification of every observation (NaN: none)."""
     n = len(obs)
     if lloq is None:
@@ -344,7 +345,7 @@ def _limits(dataset: Dataset, obs: pd.DataFrame, lloq, rows) -> np.ndarray:
         if not censored.any():
             return np.full(n, np.nan)
         limits = np.full(n, np.nan)
-        record_limit = dataset.records["limit"].to_numpy()[rows]
+        record_limit = dataset.records["limit"].to_numpy()[positions]
         for endpoint in np.unique(obs.DVID[censored]):
             values = np.unique(record_limit[censored & (obs.DVID == endpoint)])
             if len(values) > 1:
@@ -357,7 +358,7 @@ def _limits(dataset: Dataset, obs: pd.DataFrame, lloq, rows) -> np.ndarray:
         return limits
     if isinstance(lloq, str):
         column = _column(dataset, lloq, "lloq")
-        return pd.to_numeric(dataset.table[column], errors="coerce").to_numpy(float)[rows]
+        return pd.to_numeric(dataset.table[column], errors="coerce").to_numpy(float)[positions]
     value = float(lloq)
     if not np.isfinite(value):
         raise ValueError(f"lloq must be a finite number or a column name, got {lloq!r}")
