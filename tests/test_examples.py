@@ -104,7 +104,8 @@ def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
     tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
               "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd",
-              "nested_site_variability", "covariate_models", "model_library_tour"}
+              "nested_site_variability", "covariate_models", "model_library_tour",
+              "bayesian_tdm"}
     assert scripts == tested, f"examples without a test: {scripts - tested}"
 
 
@@ -156,3 +157,19 @@ def test_model_library_tour_direct_effects():
     assert set(summaries) == {"emax", "sigmoid_emax"}
     assert abs(summaries["sigmoid_emax"].value - 10 * np.log(5.0)) < 1e-3
     assert 0.0 < summaries["emax"].value < 1.0
+
+
+@pytest.mark.slow
+def test_bayesian_tdm_example():
+    out = _load("bayesian_tdm").main(quick=True)
+    summary = out["posterior"].summary()
+    assert (summary.rhat < 1.05).all() and out["posterior"].n_divergent == 0
+    # THETA posterior means within one FOCEI standard error of the estimates
+    estimates = out["fit"].estimates().set_index("parameter")
+    for name in ("tka", "tcl", "tv"):
+        assert abs(summary.loc[name, "mean"] - estimates.loc[name, "estimate"]) < estimates.loc[
+            name, "se"
+        ]
+    rec = out["recommendation"]
+    assert rec.converged and rec.amount % 25 == 0
+    assert abs(rec.achieved - 3.0) < 0.1  # rounding to 25 mg moves the trough by < 0.1 mg/L
