@@ -1,0 +1,243 @@
+"""Target-mediated drug disposition fitted by FOCEI on the nimotuzumab data.
+
+``nimoData.csv`` (the nlmixr2data set; Rodriguez-Vera et al. 2015, J Clin
+Pharmacol, nimotuzumab, an anti-EGFR IgG1, in advanced breast cancer): 12
+subjects (IDs 1-13, no 4), ten weekly zero-order IV infusions of 50, 100, 200 or
+400 mg (about 0.5-2 h each), 321 concentrations over about 13 weeks.  DV is the
+natural log of the serum concentration (it runs from -0.2 to 8.1); time in
+hours.
+
+The model is the one of the nlmixr/nlmixr2 nimotuzumab example (PAGE 2018
+course, vignette ``nimo``; structure and initial estimates there, no published
+final estimates were at hand): two compartments, quasi-steady-state (QSS)
+TMDD with the target in the central compartment only, IIV on CL, V1 and KSS,
+additive error on the log concentration::
+
+    L        = free concentration from Ltot = central / V1, Rtot and KSS (QSS)
+    d central    / dt = -CL L - Q L + Q / V2 peripheral - kint (Ltot - L) V1
+    d peripheral / dt =  Q L - Q / V2 peripheral          (free drug)
+    d Rtot       / dt = ksyn - kdeg Rtot - (kint - kdeg) (Ltot - L)
+
+Without target (``ksyn -> 0``) it is the linear two-compartment model, which
+is fitted for the likelihood-ratio comparison.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+
+import pmx_jax as pmx
+
+
+def _safe_log(conc):
+    # The prediction is 0 on the first dose record (no drug yet).  log(0) is
+    # harmless there for the likelihood, but its derivative (0/0) reaches the
+    # FOCE/FOCEI Jacobian of every record and turns the OFV into inf, so the
+    # log is taken of 1 where there is no drug; no observation has C = 0.
+    return jnp.log(jnp.where(conc > 0, conc, 1.0))
+
+
+class TwoCompartmentQSS(pmx.ODE):
+    """QSS TMDD with peripheral distribution of the free drug.
+
+    Compartments: ``central`` (total drug amount, free + bound, dose here),
+    ``peripheral`` (free drug amount), ``target`` (total target concentration
+    Rtot, starting at ``ksyn / kdeg``).  Parameters ``cl``, ``v``, ``q``,
+    ``vp``, ``kss``, ``kint``, ``ksyn``, ``kdeg``.
+    """
+
+    compartments = ("central", "peripheral", "target")
+
+    def rhs(self, t, amounts, p):
+        central, peripheral, total_target = amounts[0], amounts[1], amounts[2]
+        free = pmx.dynamics.TMDDQSS.free_concentration(jnp.stack([central, total_target]), p)
+        bound = central / p["v"] - free
+        distribution = p["q"] * free - p["q"] / p["vp"] * peripheral
+        return jnp.stack(
+            [
+                -p["cl"] * free - distribution - p["kint"] * bound * p["v"],
+                distribution,
+                p["ksyn"] - p["kdeg"] * total_target - (p["kint"] - p["kdeg"]) * bound,
+            ]
+        )
+
+    def initial_amounts(self, params):
+        baseline = params["ksyn"] / params["kdeg"]
+        zero = jnp.zeros_like(baseline)
+        return jnp.stack([zero, zero, baseline])
+
+
+class NimotuzumabQSS(pmx.Model):
+    """The nlmixr example model (mg, L, h; initial estimates as there)."""
+
+    tcl: pmx.Theta = pmx.theta(np.log(0.001))
+    tv: pmx.Theta = pmx.theta(np.log(1.45))
+    tq: pmx.Theta = pmx.theta(np.log(0.004))
+    tvp: pmx.Theta = pmx.theta(np.log(44.0))
+    tkss: pmx.Theta = pmx.theta(np.log(12.0))
+    tkint: pmx.Theta = pmx.theta(np.log(0.3))
+    tksyn: pmx.Theta = pmx.theta(np.log(1.0))
+    tkdeg: pmx.Theta = pmx.theta(np.log(7.0))
+    add_sd: pmx.Theta = pmx.theta(0.5, lower=0.0)
+    iiv: pmx.Omega = pmx.omega(cl=0.3, v=0.3, kss=0.3)
+    dynamics = TwoCompartmentQSS()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+            q=jnp.exp(self.tq),
+            vp=jnp.exp(self.tvp),
+            kss=jnp.exp(self.tkss + eta.kss),
+            kint=jnp.exp(self.tkint),
+            ksyn=jnp.exp(self.tksyn),
+            kdeg=jnp.exp(self.tkdeg),
+        )
+
+    def observe(self, amounts, p):
+        free = pmx.dynamics.TMDDQSS.free_concentration(amounts, p)
+        return pmx.Additive(_safe_log(free), self.add_sd)
+
+
+class NimotuzumabLinear(pmx.Model):
+    """The nested model without target: linear two compartments (closed form)."""
+
+    tcl: pmx.Theta = pmx.theta(np.log(0.01))
+    tv: pmx.Theta = pmx.theta(np.log(1.45))
+    tq: pmx.Theta = pmx.theta(np.log(0.004))
+    tvp: pmx.Theta = pmx.theta(np.log(44.0))
+    add_sd: pmx.Theta = pmx.theta(0.5, lower=0.0)
+    iiv: pmx.Omega = pmx.omega(cl=0.3, v=0.3)
+    dynamics = pmx.pk.TwoCompartment()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+            q=jnp.exp(self.tq),
+            vp=jnp.exp(self.tvp),
+        )
+
+    def observe(self, amounts, p):
+        return pmx.Additive(_safe_log(amounts.central / p["v"]), self.add_sd)
+
+
+# -- fast: the ODE path against an independent integration ---------------------------
+
+
+def _scipy_log_free_concentration(table: pd.DataFrame, p: dict) -> np.ndarray:
+    """Log free concentration at the observation times of one subject, by
+    scipy's Radau integration of the same QSS system, piecewise between dose
+    starts and infusion ends (where the input rate jumps)."""
+    doses = table[table.EVID == 1]
+    starts = doses.TIME.to_numpy()
+    ends = starts + doses.AMT.to_numpy() / doses.RATE.to_numpy()
+    rates = doses.RATE.to_numpy()
+
+    def free(central, target):
+        total = central / p["v"]
+        b = total - target - p["kss"]
+        return 0.5 * (b + np.sqrt(b**2 + 4.0 * p["kss"] * total))
+
+    def rhs(t, y, infusion):
+        central, peripheral, target = y
+        conc = free(central, target)
+        bound = central / p["v"] - conc
+        distribution = p["q"] * conc - p["q"] / p["vp"] * peripheral
+        return [
+            infusion - p["cl"] * conc - distribution - p["kint"] * bound * p["v"],
+            distribution,
+            p["ksyn"] - p["kdeg"] * target - (p["kint"] - p["kdeg"]) * bound,
+        ]
+
+    obs = table[table.EVID == 0].TIME.to_numpy()
+    breaks = np.unique(np.concatenate([[0.0], starts, ends, [obs.max()]]))
+    y = np.array([0.0, 0.0, p["ksyn"] / p["kdeg"]])
+    result = np.empty_like(obs)
+    for t0, t1 in zip(breaks[:-1], breaks[1:], strict=True):
+        inside = (obs > t0) & (obs <= t1)
+        middle = 0.5 * (t0 + t1)
+        infusion = np.sum(rates[(starts <= middle) & (middle < ends)])
+        sol = solve_ivp(
+            rhs,
+            (t0, t1),
+            y,
+            method="Radau",
+            args=(infusion,),
+            dense_output=True,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        assert sol.success, sol.message
+        if inside.any():
+            at_obs = sol.sol(obs[inside])
+            result[inside] = np.log(free(at_obs[0], at_obs[2]))
+        y = sol.y[:, -1]
+    return result
+
+
+def test_qss_predictions_match_an_independent_scipy_integration(refdata):
+    # Subject 1's ten 50 mg infusions at the nlmixr initial estimates: the
+    # target-mediated route is about as fast as the linear one at 30 mg/L and
+    # Rtot moves, so every term of the ODE matters.  Both integrations are
+    # error-controlled (diffrax at its default rtol 1e-8, Radau at 1e-10), so
+    # the log concentrations (relative errors) agree to 1e-7; observed 1.4e-10.
+    # About 10 s alone, mostly compilation.
+    table = pd.read_csv(refdata / "nimoData.csv")
+    subject = table[table.ID == 1].reset_index(drop=True)
+    model = NimotuzumabQSS()
+    predictions = pmx.predict(model, pmx.read_nonmem(subject))
+    ipred = predictions[predictions.EVID == 0].IPRED.to_numpy()
+    typical = dict(cl=0.001, v=1.45, q=0.004, vp=44.0, kss=12.0, kint=0.3, ksyn=1.0, kdeg=7.0)
+    expected = _scipy_log_free_concentration(subject, typical)
+    np.testing.assert_allclose(ipred, expected, rtol=0.0, atol=1e-7)
+
+
+# -- slow: the fit ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_qss_tmdd_fits_nimotuzumab_at_least_as_well_as_linear_kinetics(refdata):
+    # Long: the QSS fit compiles for about 7 min and then takes about 1 min per
+    # iteration on a loaded 2-core CPU (the linear fit: under 2 min).
+    # NOT YET SEEN TO PASS: the one attempt was stopped at iteration 45 (OFV
+    # 139.62, max |gradient| 0.37, still decreasing), so the ranges below are
+    # reasoned, not measured; a stiff solver or a fixed kdeg may be needed.
+    data = pmx.read_nonmem(refdata / "nimoData.csv")
+    linear = pmx.fit(NimotuzumabLinear(), data, "focei", covariance=None)
+    qss = pmx.fit(NimotuzumabQSS(), data, "focei", covariance=None)
+    assert linear.converged, linear.message
+    assert qss.converged, qss.message
+    assert np.isfinite(qss.ofv)
+
+    # The linear model is the QSS model without target (ksyn -> 0), so at the
+    # maximum likelihood the QSS OFV cannot be higher; lower also shows the
+    # optimiser left the linear-like start region.  Observed: linear 147.13;
+    # QSS 139.8 after 35 iterations.  The drop is below the chi-square(5) 5%
+    # value (11.07) for KSS, kint, ksyn, kdeg and the KSS variance: with 12
+    # subjects the target-mediated route is not statistically established.
+    assert qss.ofv < linear.ofv
+    # What the nonlinearity explains comes off the residual (linear: 0.703
+    # on the log scale).
+    assert float(qss.model.add_sd) < float(linear.model.add_sd)
+
+    model = qss.model
+    # Peaks after 50 mg of about exp(4.1) = 60 mg/L put V1 near 1 L (the
+    # nlmixr start: 1.45 L, the linear fit: 1.47 L); the linear part of the
+    # clearance is below the linear model's total CL (0.0038 L/h).  Wide
+    # bounds: these are plausibility checks, not reference values.
+    assert 0.3 < float(jnp.exp(model.tv)) < 5.0
+    assert 1e-5 < float(jnp.exp(model.tcl)) < 0.01
+    baseline_target = float(jnp.exp(model.tksyn - model.tkdeg))
+    assert np.isfinite(baseline_target) and baseline_target > 0.0
+
+    # CWRES are about standard normal under the model: over 321 observations
+    # from 12 subjects (correlated within a subject) the mean stays within
+    # 0.25 of 0 and the SD within 0.5 of 1.
+    table = qss.table()
+    cwres = table.loc[table.EVID == 0, "CWRES"].to_numpy()
+    assert cwres.size == 321 and np.all(np.isfinite(cwres))
+    assert abs(np.mean(cwres)) < 0.25
+    assert 0.5 < np.std(cwres) < 1.5
