@@ -149,8 +149,10 @@ class SampleResult:
 
     @property
     def model(self) -> Model:
-        """The model at the posterior means of its parameters (unconstrained
-        scale means, mapped back: the posterior median for a single THETA)."""
+        """The model at the posterior mean of the sampler's unconstrained
+        population vector, mapped back to the parameters (close to the
+        posterior median of each parameter when its posterior is symmetric on
+        that scale; use :meth:`summary` for posterior means)."""
         return self.posterior.model(jnp.asarray(self.pop.mean(axis=(0, 1))))
 
     # -- draws and summaries -------------------------------------------------------
