@@ -49,10 +49,7 @@ and faster than nlme.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -71,6 +68,9 @@ import pandas as pd  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import load_average as _load  # noqa: E402
+from _common import machine  # noqa: E402
+
 import pmx_jax as pmx  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -332,52 +332,6 @@ def run_nlme(table: pd.DataFrame, timeout: float) -> dict:
 
 
 # -- report ---------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    device = jax.devices()[0]
-    return dict(
-        jax_version=jax.__version__,
-        jaxlib_version=_jaxlib_version(),
-        backend=jax.default_backend(),
-        device_kind=device.device_kind,
-        n_devices=jax.device_count(),
-        cpu_count=os.cpu_count(),
-        processor=platform.processor() or platform.machine(),
-        python=platform.python_version(),
-        platform=platform.platform(),
-        load_average=_load(),
-        pmx_jax_commit=_git_commit(),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )
-
-
-def _load():
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def _git_commit():
-    """HEAD of the checkout (with ``+dirty`` when pmx_jax/ has local changes)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "pmx_jax"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
-
-
-def _jaxlib_version():
-    try:
-        import jaxlib
-
-        return jaxlib.__version__
-    except Exception:  # pragma: no cover - informational only
-        return None
 
 
 def _seconds(value) -> str:

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine  # noqa: E402
 
 import pmx_jax as pmx  # noqa: E402

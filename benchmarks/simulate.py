@@ -25,10 +25,7 @@ the closed form once compiled.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +38,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import machine  # noqa: E402
+
 import pmx_jax as pmx  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,32 +117,6 @@ def time_simulation(model, *, n_subjects, chunk_size, dtype, repeats):
         elapsed, result = call(seed)
         runs.append(elapsed)
     return first, compile_seconds, runs, result
-
-
-def machine() -> dict:
-    device = jax.devices()[0]
-    return dict(
-        jax_version=jax.__version__,
-        jaxlib_version=getattr(jax.lib, "__version__", None) or _jaxlib_version(),
-        backend=jax.default_backend(),
-        device_kind=device.device_kind,
-        n_devices=jax.device_count(),
-        cpu_count=os.cpu_count(),
-        processor=platform.processor() or platform.machine(),
-        python=platform.python_version(),
-        platform=platform.platform(),
-        load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )
-
-
-def _jaxlib_version():
-    try:
-        import jaxlib
-
-        return jaxlib.__version__
-    except Exception:  # pragma: no cover - informational only
-        return None
 
 
 def main(argv=None):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset
+from ..estimation._covariance import natural_names, natural_vector
 from ..model._model import Model
 from ..simulation._core import record_frame_index, subject_predictions
 from ._diagnostics import ess_bulk, ess_tail, rhat
@@ -20,40 +21,9 @@ from ._posterior import Posterior
 _QUANTILES = (0.05, 0.5, 0.95)
 
 
-def parameter_names(model: Model) -> list[str]:
-    """Names of the estimated parameters, as in ``FitResult.estimates()``:
-    THETA field names, ``block.eta`` for a variance, ``block.eta_j,eta_i`` for a
-    covariance."""
-    names = [n for n, t in model.thetas().items() if not t.fixed]
-    for field, block in model.omega_blocks():
-        if block.fixed:
-            continue
-        for i, eta_i in enumerate(block.names):
-            for j in range(i + 1):
-                if i == j:
-                    names.append(f"{field}.{eta_i}")
-                elif not block.diagonal:
-                    names.append(f"{field}.{block.names[j]},{eta_i}")
-    return names
-
-
-def parameter_values(model: Model) -> jax.Array:
-    """The estimated parameters of ``model`` in the order of :func:`parameter_names`."""
-    values = [jnp.asarray(t.value) for t in model.thetas().values() if not t.fixed]
-    for _, block in model.omega_blocks():
-        if block.fixed:
-            continue
-        matrix = jnp.asarray(block.matrix)
-        for i in range(block.n_eta):
-            for j in range(i + 1):
-                if i == j or not block.diagonal:
-                    values.append(matrix[i, j])
-    return jnp.stack(values) if values else jnp.zeros(0)
-
-
 @eqx.filter_jit
 def _natural_draws(posterior: Posterior, pop: jax.Array) -> jax.Array:
-    return jax.vmap(lambda u: parameter_values(posterior.model(u)))(pop)
+    return jax.vmap(lambda u: natural_vector(posterior.model(u)))(pop)
 
 
 @eqx.filter_jit
@@ -128,7 +98,7 @@ class SampleResult:
         self.accept_prob = accept_prob
         self.timings = timings
         self.settings = settings
-        self.names = parameter_names(posterior.template)
+        self.names = list(natural_names(posterior.template))
         chains, draws = pop.shape[:2]
         flat = jnp.asarray(pop.reshape(chains * draws, -1))
         self._values = np.asarray(_natural_draws(posterior, flat)).reshape(chains, draws, -1)

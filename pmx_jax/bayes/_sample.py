@@ -197,9 +197,10 @@ def sample(
         "eta": latent0
         + jitter * latent_scale * jax.random.normal(k_eta, (n_chains, *latent0.shape), pop0.dtype),
     }
-    check = jax.jit(lambda p: posterior.log_density(p))(
-        jax.tree_util.tree_map(lambda x: x[0], init_params)
-    )
+    first_chain = jax.tree_util.tree_map(lambda x: x[0], init_params)
+    if n_chains == 1:
+        init_params = first_chain  # NumPyro takes one chain's values without a chain axis
+    check = jax.jit(lambda p: posterior.log_density(p))(first_chain)
     if not np.isfinite(float(check)):
         raise FloatingPointError(
             "the log posterior is not finite at the starting values; check the initial "
