@@ -50,7 +50,7 @@ def test_theta_leaves_and_static_fields():
     t = pmx.theta(1.0, lower=0.0, upper=5.0, fixed=True, prior="a prior")
     leaves = jax.tree_util.tree_leaves(t)
     assert len(leaves) == 1 and float(leaves[0]) == 1.0
-    assert (t.lower, t.upper, t.fixed, t.prior) == (0.0, 5.0, True, "a prior")
+    assert (t.lower, t.upper, t.fixed, t.prior.distribution) == (0.0, 5.0, True, "a prior")
     assert "lower=0" in repr(t) and "fixed=True" in repr(t)
 
 
