@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
 from test_closed_form_vs_ode import _events_table
 
 import pmx_jax as pmx
@@ -146,6 +147,7 @@ def test_new_parameter_values_do_not_recompile():
     assert _predict_batch._cached._cache_size() == before
 
 
+@pytest.mark.slow  # 30 s; every event type is also covered by test_nmtest and the engine tests
 def test_jit_vmap_and_eager_agree():
     """The batched, compiled engine equals the one-subject eager computation.
     Eager mode runs op by op (slow), so this uses the subjects without a

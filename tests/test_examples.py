@@ -82,6 +82,7 @@ def test_theophylline_diagnostics_writes_every_plot(tmp_path):
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in files)
 
 
+@pytest.mark.slow  # 16 s; the same analysis is tested in test_identifiability.py
 def test_gompertz_identifiability_early_design_is_nearly_singular():
     # Early growth only (kg t <= 0.5) fixes kg log(tmax/t0), not kg and tmax:
     # its information is far worse conditioned than with the plateau observed.

@@ -73,6 +73,7 @@ def test_exponential_error_equals_additive_on_log_data(method):
     np.testing.assert_allclose(expo.ebes, additive.ebes, atol=1e-7)
 
 
+@pytest.mark.slow  # 25 s; the OFV values above catch the infinite-OFV bug
 def test_exponential_error_gradient_is_finite_and_matches():
     data, logged = _tables()
 
