@@ -8,12 +8,9 @@ Tsit5, rtol 1e-8) with log-normal IIV on VM, KM and V and a proportional error,
 started 20-40% off the simulation truth (VM 1000, KM 250, V 70, omega^2 0.09,
 20% CV).
 
-The ODE is differentiated with ``diffrax.DirectAdjoint`` for FOCEI and Laplace
-(``results/fit_ode.json`` was measured so): when this script was written,
-pmx_jax's default forward-sensitivity rule failed under the reverse-mode
-gradient of FOCEI's implicit EBEs.  That is fixed (``tests/test_fit_ode.py``);
-timing the default rule here is still to do.  FO runs with the default rule
-(``--methods fo``).
+The ODE is differentiated by pmx_jax's default forward-sensitivity rule, or
+with ``--derivative direct`` by ``diffrax.DirectAdjoint`` (reverse mode through
+the solver's steps), for comparison.
 
 What is reported, per size and method (as in ``benchmarks/fit.py``): *compile*,
 the JAX compile time during a warm-up ``pmx.fit(..., max_iterations=1)``; *fit*,
@@ -59,10 +56,11 @@ TRUTH = dict(vm=1000.0, km=250.0, v=70.0, omega=0.09, prop_cv=0.20)
 INITIAL = dict(vm=700.0, km=150.0, v=50.0, omega=0.2, prop_cv=0.3)
 
 
-def mm_model(method: str) -> pmx.Model:
-    """The Michaelis-Menten model at the initial estimates; the ODE adjoint that
-    ``method`` can differentiate (see the module docstring)."""
-    adjoint = None if method == "fo" else diffrax.DirectAdjoint()
+def mm_model(method: str, derivative: str = "default") -> pmx.Model:
+    """The Michaelis-Menten model at the initial estimates, differentiated by
+    pmx_jax's default forward-sensitivity rule or (``derivative="direct"``,
+    FOCEI/Laplace only) by ``diffrax.DirectAdjoint``."""
+    adjoint = diffrax.DirectAdjoint() if derivative == "direct" and method != "fo" else None
 
     class MichaelisMentenBolus(pmx.Model):
         tvm: pmx.Theta = pmx.theta(np.log(INITIAL["vm"]))
@@ -150,6 +148,12 @@ def main(argv=None):
     )
     parser.add_argument("--methods", nargs="+", default=["focei"], choices=pmx.estimation.METHODS)
     parser.add_argument(
+        "--derivative",
+        choices=["default", "direct"],
+        default="default",
+        help="ODE derivative: the default forward-sensitivity rule, or diffrax.DirectAdjoint",
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS / "fit_ode.json", help="JSON file to write"
     )
     args = parser.parse_args(argv)
@@ -165,7 +169,11 @@ def main(argv=None):
         design=dict(
             data="Bolus_1CPTMM.csv, SD == 1 (single dose, 19 samples/subject)",
             dynamics="pmx.pk.OneCompartmentMM, Tsit5, rtol 1e-8, atol 1e-10",
-            adjoint="DirectAdjoint for focei/laplace, forward-sensitivity rule for fo",
+            derivative=(
+                "diffrax.DirectAdjoint for focei/laplace"
+                if args.derivative == "direct"
+                else "pmx_jax's forward-sensitivity rule"
+            ),
             truth=TRUTH,
             initial_estimates=INITIAL,
         ),
@@ -181,7 +189,7 @@ def main(argv=None):
         data = pmx.read_nonmem(single_dose_table(n_subjects))
         for method in args.methods:
             print(f"  {method} on {data.n_subjects} subjects ...", flush=True)
-            model = mm_model(method)
+            model = mm_model(method, args.derivative)
             prepared = pmx.simulation.prepare(model, data)
             row = dict(n_subjects=data.n_subjects, method=method, load_average_before=_load())
             row.update(time_fit(model, prepared, method))
