@@ -32,7 +32,8 @@ import pandas as pd
 
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
-from ..estimation._kernel import Layout, log_prior, record_terms
+from ..estimation._kernel import Layout, log_prior
+from ..estimation._objective import _Subject
 from ..model._model import Model
 from ..simulation._core import Prepared, prepare, subject_predictions
 from ..simulation._regimen import Regimen
@@ -192,18 +193,16 @@ class _Patient(eqx.Module):
 
     def terms(self, b):
         plan = self.prepared.plan
-        subject = jax.tree_util.tree_map(lambda x: x[0], self.prepared.subjects)
-        eta, iov = self.layout.split(b)
-        return record_terms(
+        subject = _Subject(
             self.model,
-            subject,
+            jax.tree_util.tree_map(lambda x: x[0], self.prepared.subjects),
             plan.dose_record[0],
             plan.dose_valid[0],
-            eta,
-            iov,
-            has_ss=plan.has_ss,
-            max_ss_overlap=plan.max_ss_overlap,
+            self.layout,
+            plan.has_ss,
+            plan.max_ss_overlap,
         )
+        return subject.terms(b)
 
     def log_posterior(self, b):
         terms = self.terms(b)
@@ -278,6 +277,15 @@ class Forecast:
         return pd.Series({k: float(v) for k, v in params.items()})
 
     # -- predictions ---------------------------------------------------------------------
+    def _random_effects(self, layout: Layout) -> tuple[jax.Array, jax.Array]:
+        """The MAP and the posterior draws in ``layout`` (occasions that only
+        the future records have get the typical value, 0)."""
+        extra = layout.size - self.eta.size
+        b = jnp.concatenate([jnp.asarray(self.eta), jnp.zeros(extra)])
+        draws = jnp.asarray(self.draws)
+        draws = jnp.concatenate([draws, jnp.zeros((draws.shape[0], extra))], axis=1)
+        return b, draws
+
     def _setup(self, regimen, times):
         data, n_hist = _combined(self.data, regimen, np.asarray(times, dtype=float))
         prepared = prepare(self.model, data)
@@ -293,11 +301,7 @@ class Forecast:
         data, prepared, n_hist = self._setup(regimen, times)
         rows = _prediction_rows(prepared, n_hist, len(times))
         layout = Layout.of(self.model, prepared.n_occasions)
-        b = jnp.concatenate([jnp.asarray(self.eta), jnp.zeros(layout.size - self.eta.size)])
-        draws = jnp.asarray(self.draws)
-        draws = jnp.concatenate(
-            [draws, jnp.zeros((draws.shape[0], layout.size - draws.shape[1]))], axis=1
-        )
+        b, draws = self._random_effects(layout)
         scale = jnp.ones(())
         mask = jnp.zeros(prepared.subjects.amt.shape[1], bool)
         best = np.asarray(_predictions(self.model, prepared, layout, b, scale, mask))[rows]
@@ -338,7 +342,7 @@ class Forecast:
         subjects = prepared.subjects
         row = np.asarray(subjects.row[0])
         mask = jnp.asarray((row >= n_hist) & (np.asarray(subjects.evid[0]) % 3 == 1))
-        b = jnp.concatenate([jnp.asarray(self.eta), jnp.zeros(layout.size - self.eta.size)])
+        b, draws = self._random_effects(layout)
         rows_j = jnp.asarray(rows)
 
         def metric(scale, eta):
@@ -352,10 +356,6 @@ class Forecast:
             amount = max(round_to, round(amount / round_to) * round_to)
         achieved_scale = jnp.asarray(amount / reference)
         achieved = float(metric(achieved_scale, b))
-        draws = jnp.asarray(self.draws)
-        draws = jnp.concatenate(
-            [draws, jnp.zeros((draws.shape[0], layout.size - draws.shape[1]))], axis=1
-        )
         spread = np.asarray(jax.vmap(lambda x: metric(achieved_scale, x))(draws))
         lo, hi = np.quantile(spread, [(1 - level) / 2, (1 + level) / 2])
         return DoseRecommendation(
