@@ -51,6 +51,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._base import AbstractDynamics, Params
+from ._stiff import block_chord_kvaerno5
 
 VectorField = Callable[[Float[Array, ""], PyTree, PyTree], PyTree]
 
@@ -248,7 +249,10 @@ class AbstractODE(AbstractDynamics):
     Configuration (static, keyword-only, all with defaults):
 
     - ``solver``: a diffrax solver; default ``Tsit5()``, or ``Kvaerno5()`` when
-      ``stiff=True`` (e.g. TMDD with fast binding, PBPK with fast tissues).
+      ``stiff=True`` (e.g. TMDD with fast binding, PBPK with fast tissues),
+      whose stage solves use the amounts' Jacobian block alone for the
+      sensitivity columns too (``_stiff.py``: ``n`` rather than ``n (1 + k)``
+      Jacobian columns per step when derivatives are taken).
     - ``rtol``, ``atol``: step-size control on amounts (and on sensitivities
       when derivatives are taken).  The defaults (1e-8, 1e-10) make the ODE path
       agree with closed-form solutions to ~1e-7 relative; ``atol`` is in amount
@@ -345,7 +349,13 @@ class AbstractODE(AbstractDynamics):
         if self.solver is not None:
             solver = self.solver
         else:
-            solver = diffrax.Kvaerno5() if self.stiff else diffrax.Tsit5()
+            solver = diffrax.Tsit5()
+            if self.stiff:
+                # With pmx_jax's own derivative rule the state carries sensitivity
+                # columns, whose stage equations share the amounts' Jacobian
+                # block (see _stiff.py); a diffrax adjoint differentiates through
+                # the solver, which keeps diffrax's full-Jacobian default.
+                solver = block_chord_kvaerno5() if self.adjoint is None else diffrax.Kvaerno5()
         return _SolveOptions(solver, self.rtol, self.atol, self.dt0, self.max_steps, self.throw)
 
     def propagate_with_status(
