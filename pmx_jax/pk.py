@@ -11,7 +11,8 @@ Library ODE models: Michaelis-Menten and mixed elimination
 (``OneCompartmentMM``, ``OneCompartmentMixedElimination``,
 ``OneCompartmentOralMixedElimination``), transit-compartment absorption
 (``TransitAbsorption``, the continuous ``SavicTransit``), target-mediated
-disposition (``TMDDFull``, ``TMDDQSS``, ``TMDDMM``), ``ParentMetabolite``
+disposition (``TMDDFull``, ``TMDDQSS``, ``TMDDMM``; ``TwoCompartmentTMDDQSS``
+with peripheral distribution), ``ParentMetabolite``
 (``...Oral``) and a flow-limited ``MinimalPBPK``.  Zero-order absorption needs
 no model: dose with RATE=-2 and return ``D1`` from ``individual``.
 """
@@ -41,6 +42,7 @@ from .dynamics import (
     TwoCompartmentODE,
     TwoCompartmentOral,
     TwoCompartmentOralODE,
+    TwoCompartmentTMDDQSS,
 )
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "TMDDMM",
     "TMDDQSS",
     "TransitAbsorption",
+    "TwoCompartmentTMDDQSS",
     "OneCompartment",
     "OneCompartmentODE",
     "OneCompartmentOral",

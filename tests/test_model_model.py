@@ -264,6 +264,19 @@ def test_with_values_and_unconstrained_round_trip():
         np.testing.assert_allclose(back[k], u[k], rtol=1e-12)
 
 
+def test_fix_and_unfix_change_what_is_estimated():
+    m = OneCptOral()
+    fixed = m.fix("tcl", "iiv")
+    assert fixed.tcl.fixed and fixed.iiv.fixed and not m.tcl.fixed
+    assert float(fixed.tcl) == float(m.tcl)  # fixed at the current value
+    assert set(fixed.to_unconstrained()) == set(m.to_unconstrained()) - {"tcl", "iiv"}
+    assert fixed.tcl.lower == m.tcl.lower  # bounds kept
+    back = fixed.unfix("tcl", "iiv")
+    assert set(back.to_unconstrained()) == set(m.to_unconstrained())
+    with pytest.raises(KeyError, match="tcx"):
+        m.fix("tcx")
+
+
 def test_class_validation_messages():
     with pytest.raises(pmx.ModelDefinitionError, match="no dynamics"):
 

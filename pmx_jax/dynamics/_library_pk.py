@@ -305,6 +305,54 @@ class TMDDQSS(AbstractODE):
         return jnp.stack([jnp.zeros_like(baseline), baseline])
 
 
+class TwoCompartmentTMDDQSS(AbstractODE):
+    """QSS TMDD with a peripheral compartment for the free drug (monoclonal
+    antibodies: target in the central compartment, linear distribution).
+
+    Compartments: ``central`` (total drug amount, free + bound, dose here),
+    ``peripheral`` (free drug amount), ``target`` (total target concentration
+    Rtot, starting at ``ksyn / kdeg``).  With ``Ltot = central / V`` and ``L``
+    from ``KSS`` as in :class:`TMDDQSS`::
+
+        d central/dt    = -CL L - Q L + Q / Vp peripheral - kint (Ltot - L) V
+        d peripheral/dt =  Q L - Q / Vp peripheral
+        d Rtot/dt       = ksyn - kdeg Rtot - (kint - kdeg) (Ltot - L)
+
+    Parameters: ``cl``, ``v``, ``q``, ``vp``, ``kss``, ``kint``, ``ksyn``,
+    ``kdeg``.  Without target (``ksyn = 0``) it is the linear two-compartment
+    model.  This is the structure of the nlmixr2 nimotuzumab example.
+    """
+
+    compartments: ClassVar[tuple[str, ...]] = ("central", "peripheral", "target")
+
+    @staticmethod
+    def free_concentration(amounts, p: Params) -> Float[Array, ""]:
+        """Free drug concentration ``L`` in the central compartment (amounts as
+        an array or the model's amounts view)."""
+        central = amounts.central if hasattr(amounts, "central") else amounts[0]
+        target = amounts.target if hasattr(amounts, "target") else amounts[2]
+        return _qss_free_concentration(central / p["v"], target, p["kss"])
+
+    def rhs(self, t, amounts, p):
+        central, peripheral, total_target = amounts
+        total_drug = central / p["v"]
+        free = _qss_free_concentration(total_drug, total_target, p["kss"])
+        bound = total_drug - free
+        distribution = p["q"] * free - p["q"] / p["vp"] * peripheral
+        return jnp.stack(
+            [
+                -p["cl"] * free - distribution - p["kint"] * bound * p["v"],
+                distribution,
+                p["ksyn"] - p["kdeg"] * total_target - (p["kint"] - p["kdeg"]) * bound,
+            ]
+        )
+
+    def initial_amounts(self, params: Params):
+        baseline = params["ksyn"] / params["kdeg"]
+        zero = jnp.zeros_like(baseline)
+        return jnp.stack([zero, zero, baseline])
+
+
 class TMDDMM(AbstractODE):
     """Michaelis-Menten approximation of TMDD (Gibiansky et al. 2008).
 

@@ -184,6 +184,29 @@ class Model(eqx.Module):
         """Like :meth:`with_values`, for THETAs only."""
         return self._replace(values, allowed=(Theta,), validate=True)
 
+    def fix(self, *names: str) -> Model:
+        """A copy with these THETAs / OMEGA blocks fixed at their current values
+        (NONMEM's ``FIX``): they are no longer estimated.
+
+        >>> # model.fix("tkdeg", "iiv_ka")
+        """
+        return self._set_fixed(names, True)
+
+    def unfix(self, *names: str) -> Model:
+        """A copy with these THETAs / OMEGA blocks estimated again."""
+        return self._set_fixed(names, False)
+
+    def _set_fixed(self, names: tuple[str, ...], fixed: bool) -> Model:
+        params = {n: p for kind in (Theta, Omega) for n, p in self._fields_of(kind)}
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise KeyError(
+                f"{type(self).__name__} has no parameter {unknown[0]!r}; its parameters "
+                f"are {tuple(params)}"
+            )
+        nodes = {n: dataclasses.replace(params[n], fixed=fixed) for n in names}
+        return self._replace(nodes, allowed=(Theta, Omega), validate=True)
+
     def _replace(
         self, values: Mapping[str, Any], *, allowed: tuple[type, ...], validate: bool
     ) -> Model:
