@@ -1,6 +1,8 @@
+import math
+
 import jax.numpy as jnp
 
-from ..dynamics import OneCompartment, OneCompartmentOral
+from ..dynamics import OneCompartment, OneCompartmentOral, TwoCompartmentTMDDQSS
 from ..model import Additive, Model, Omega, Proportional, Theta, omega, theta
 
 
@@ -46,3 +48,55 @@ class Phenobarbital(Model):
 
     def observe(self, amounts, p):
         return Proportional(amounts.central / p["v"], self.prop_cv)
+
+
+def _log_where_positive(conc):
+    # The prediction is 0 on a first dose record (no drug yet).  The log is
+    # harmless there for the likelihood, but its derivative (0/0) would reach
+    # the FOCE/FOCEI Jacobian of every record, so it is taken of 1 where there
+    # is no drug; an observation with C = 0 does not occur on this scale.
+    return jnp.log(jnp.where(conc > 0, conc, 1.0))
+
+
+class Nimotuzumab(Model):
+    """Two-compartment quasi-steady-state TMDD for nimotuzumab (anti-EGFR IgG1),
+    the model of the nlmixr/nlmixr2 example on ``nimoData`` (mg, L, h; DV is
+    the log serum concentration): :class:`~pmx_jax.pk.TwoCompartmentTMDDQSS`
+    with log-normal IIV on CL, V and KSS and an additive error on the log of
+    the free concentration.  Initial estimates as in that example.
+
+    ``tkdeg`` (target degradation, 1/h) is fixed at its initial 7 /h: at these
+    values the design cannot tell ``log kdeg`` from ``log KSS`` (expected
+    Fisher information of ``nimoData``, fixed effects, unit-diagonal scale:
+    smallest eigenvalue 1.6e-8, direction +0.72 tkdeg -0.69 tkss; see
+    :func:`pmx_jax.estimation.fisher_information`).  ``model.unfix("tkdeg")``
+    estimates it.
+    """
+
+    tcl: Theta = theta(math.log(0.001))
+    tv: Theta = theta(math.log(1.45))
+    tq: Theta = theta(math.log(0.004))
+    tvp: Theta = theta(math.log(44.0))
+    tkss: Theta = theta(math.log(12.0))
+    tkint: Theta = theta(math.log(0.3))
+    tksyn: Theta = theta(math.log(1.0))
+    tkdeg: Theta = theta(math.log(7.0), fixed=True)
+    add_sd: Theta = theta(0.5, lower=0.0)
+    iiv: Omega = omega(cl=0.3, v=0.3, kss=0.3)
+    dynamics = TwoCompartmentTMDDQSS()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+            q=jnp.exp(self.tq),
+            vp=jnp.exp(self.tvp),
+            kss=jnp.exp(self.tkss + eta.kss),
+            kint=jnp.exp(self.tkint),
+            ksyn=jnp.exp(self.tksyn),
+            kdeg=jnp.exp(self.tkdeg),
+        )
+
+    def observe(self, amounts, p):
+        free = TwoCompartmentTMDDQSS.free_concentration(amounts, p)
+        return Additive(_log_where_positive(free), self.add_sd)
