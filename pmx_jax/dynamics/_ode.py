@@ -250,9 +250,9 @@ class AbstractODE(AbstractDynamics):
 
     - ``solver``: a diffrax solver; default ``Tsit5()``, or ``Kvaerno5()`` when
       ``stiff=True`` (e.g. TMDD with fast binding, PBPK with fast tissues),
-      whose stage solves use the amounts' Jacobian block alone for the
-      sensitivity columns too (``_stiff.py``: ``n`` rather than ``n (1 + k)``
-      Jacobian columns per step when derivatives are taken).
+      whose stage solves use the block-triangular structure of a state that
+      carries sensitivities (``_stiff.py``: ``n`` Jacobian columns and an
+      ``n x n`` LU per step instead of ``N = n (1 + k)`` and an ``N x N`` one).
     - ``rtol``, ``atol``: step-size control on amounts (and on sensitivities
       when derivatives are taken).  The defaults (1e-8, 1e-10) make the ODE path
       agree with closed-form solutions to ~1e-7 relative; ``atol`` is in amount

@@ -198,13 +198,10 @@ class Model(eqx.Module):
 
     def _set_fixed(self, names: tuple[str, ...], fixed: bool) -> Model:
         params = {n: p for kind in (Theta, Omega) for n, p in self._fields_of(kind)}
-        unknown = [n for n in names if n not in params]
-        if unknown:
-            raise KeyError(
-                f"{type(self).__name__} has no parameter {unknown[0]!r}; its parameters "
-                f"are {tuple(params)}"
-            )
-        nodes = {n: dataclasses.replace(params[n], fixed=fixed) for n in names}
+        # An unknown name is left for _replace to report (with the known names).
+        nodes = {
+            n: dataclasses.replace(params[n], fixed=fixed) if n in params else n for n in names
+        }
         return self._replace(nodes, allowed=(Theta, Omega), validate=True)
 
     def _replace(
