@@ -155,7 +155,11 @@ def test_kdeg_cannot_be_told_from_kss_at_the_initial_estimates(refdata):
 
 @pytest.mark.slow
 def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata):
-    # Long: about 45 min on a 2-core CPU (see benchmarks/fit_tmdd.py).
+    # Long, and NOT YET SEEN TO PASS.  The same fit run by benchmarks/fit_tmdd.py
+    # (2-core CPU, load 2-3): compile + first evaluation 131 s, OFV 139.474 with
+    # max |gradient| 0.019 at iteration 60 after about an hour, then more than
+    # 35 min without reaching iteration 70 (expensive EBE searches or line
+    # searches; not diagnosed).  The bounds below are reasoned.
     data = pmx.read_nonmem(refdata / "nimoData.csv")
     linear = pmx.fit(NimotuzumabLinear(), data, "focei", covariance=None)
     qss = pmx.fit(pmx.library.Nimotuzumab(), data, "focei", covariance=None)
