@@ -30,8 +30,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fit import _compiled_during, _load, machine  # noqa: E402
@@ -44,31 +42,7 @@ REFDATA = Path(
 )
 
 
-class LinearTwoCompartment(pmx.Model):
-    """The model without target: linear two compartments, closed form."""
-
-    tcl: pmx.Theta = pmx.theta(np.log(0.01))
-    tv: pmx.Theta = pmx.theta(np.log(1.45))
-    tq: pmx.Theta = pmx.theta(np.log(0.004))
-    tvp: pmx.Theta = pmx.theta(np.log(44.0))
-    add_sd: pmx.Theta = pmx.theta(0.5, lower=0.0)
-    iiv: pmx.Omega = pmx.omega(cl=0.3, v=0.3)
-    dynamics = pmx.pk.TwoCompartment()
-
-    def individual(self, eta, cov):
-        return dict(
-            cl=jnp.exp(self.tcl + eta.cl),
-            v=jnp.exp(self.tv + eta.v),
-            q=jnp.exp(self.tq),
-            vp=jnp.exp(self.tvp),
-        )
-
-    def observe(self, amounts, p):
-        conc = amounts.central / p["v"]
-        return pmx.Additive(jnp.log(jnp.where(conc > 0, conc, 1.0)), self.add_sd)
-
-
-MODELS = {"linear": LinearTwoCompartment, "tmdd": pmx.library.Nimotuzumab}
+MODELS = {"linear": pmx.library.NimotuzumabLinear, "tmdd": pmx.library.Nimotuzumab}
 
 
 def main(argv=None):

@@ -32,32 +32,6 @@ from scipy.integrate import solve_ivp
 
 import pmx_jax as pmx
 
-
-class NimotuzumabLinear(pmx.Model):
-    """The nested model without target: linear two compartments (closed form)."""
-
-    tcl: pmx.Theta = pmx.theta(np.log(0.01))
-    tv: pmx.Theta = pmx.theta(np.log(1.45))
-    tq: pmx.Theta = pmx.theta(np.log(0.004))
-    tvp: pmx.Theta = pmx.theta(np.log(44.0))
-    add_sd: pmx.Theta = pmx.theta(0.5, lower=0.0)
-    iiv: pmx.Omega = pmx.omega(cl=0.3, v=0.3)
-    dynamics = pmx.pk.TwoCompartment()
-
-    def individual(self, eta, cov):
-        return dict(
-            cl=jnp.exp(self.tcl + eta.cl),
-            v=jnp.exp(self.tv + eta.v),
-            q=jnp.exp(self.tq),
-            vp=jnp.exp(self.tvp),
-        )
-
-    def observe(self, amounts, p):
-        conc = amounts.central / p["v"]
-        # log of 1 where there is no drug yet (see pmx.library.Nimotuzumab)
-        return pmx.Additive(jnp.log(jnp.where(conc > 0, conc, 1.0)), self.add_sd)
-
-
 # -- fast: the ODE path against an independent integration ---------------------------
 
 
@@ -161,7 +135,7 @@ def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata):
     # 35 min without reaching iteration 70 (expensive EBE searches or line
     # searches; not diagnosed).  The bounds below are reasoned.
     data = pmx.read_nonmem(refdata / "nimoData.csv")
-    linear = pmx.fit(NimotuzumabLinear(), data, "focei", covariance=None)
+    linear = pmx.fit(pmx.library.NimotuzumabLinear(), data, "focei", covariance=None)
     qss = pmx.fit(pmx.library.Nimotuzumab(), data, "focei", covariance=None)
     assert linear.converged, linear.message
     assert qss.converged, qss.message

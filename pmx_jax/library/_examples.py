@@ -2,7 +2,7 @@ import math
 
 import jax.numpy as jnp
 
-from ..dynamics import OneCompartment, OneCompartmentOral, TwoCompartmentTMDDQSS
+from ..dynamics import OneCompartment, OneCompartmentOral, TwoCompartment, TwoCompartmentTMDDQSS
 from ..model import Additive, Model, Omega, Proportional, Theta, omega, theta
 
 
@@ -100,3 +100,28 @@ class Nimotuzumab(Model):
     def observe(self, amounts, p):
         free = TwoCompartmentTMDDQSS.free_concentration(amounts, p)
         return Additive(_log_where_positive(free), self.add_sd)
+
+
+class NimotuzumabLinear(Model):
+    """:class:`Nimotuzumab` without target (``ksyn -> 0``): linear two
+    compartments (closed form), IIV on CL and V, the same log-scale error.
+    The nested model of the likelihood-ratio comparison."""
+
+    tcl: Theta = theta(math.log(0.01))
+    tv: Theta = theta(math.log(1.45))
+    tq: Theta = theta(math.log(0.004))
+    tvp: Theta = theta(math.log(44.0))
+    add_sd: Theta = theta(0.5, lower=0.0)
+    iiv: Omega = omega(cl=0.3, v=0.3)
+    dynamics = TwoCompartment()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+            q=jnp.exp(self.tq),
+            vp=jnp.exp(self.tvp),
+        )
+
+    def observe(self, amounts, p):
+        return Additive(_log_where_positive(amounts.central / p["v"]), self.add_sd)
