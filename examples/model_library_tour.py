@@ -257,6 +257,45 @@ def tmdd_qss() -> Summary:
     return _target_suppression(TMDDQSSModel(), "QSS TMDD")
 
 
+# Two-compartment QSS TMDD, the usual monoclonal antibody structure (nmol, nM,
+# L, day): linear distribution of the free drug to a peripheral volume, the
+# target in the central compartment; target baseline ksyn / kdeg = 1 nM.
+TMDD_2CPT = dict(cl=0.2, v=3.0, q=0.5, vp=2.5, kss=1.0, kint=0.2, ksyn=0.5, kdeg=0.5)
+TMDD_2CPT_TIMES = np.arange(0.0, 400.01, 0.25)
+
+
+class TMDD2CptModel(Typical):
+    dynamics = pmx.pk.TwoCompartmentTMDDQSS()
+    values = TMDD_2CPT
+
+    def observe(self, amounts, p):  # free drug concentration (nM)
+        return pmx.Additive(pmx.pk.TwoCompartmentTMDDQSS.free_concentration(amounts, p), self.sd)
+
+
+def tmdd_2cpt_clearance(dose: float) -> float:
+    """Apparent clearance ``dose / AUC(0-400 days)`` of the free drug after an
+    IV bolus of ``dose`` nmol, as a multiple of the linear ``CL``."""
+    t, c = typical_profile(TMDD2CptModel(), pmx.Regimen.bolus(dose).sample(TMDD_2CPT_TIMES))
+    return dose / auc(t, c) / TMDD_2CPT["cl"]
+
+
+def tmdd_2cpt() -> Summary:
+    """A microdose (0.03 nmol, free drug 1% of KSS): how much faster is it
+    cleared than by the linear CL alone?  At concentrations far below KSS the
+    bound drug is ``R0 C / KSS`` and internalised at ``kint``: the apparent
+    clearance tends to ``CL + kint R0 V / KSS`` (4 CL here)."""
+    dose = 0.03
+    t, c = typical_profile(TMDD2CptModel(), pmx.Regimen.bolus(dose).sample(TMDD_2CPT_TIMES))
+    return Summary(
+        "2-cpt QSS TMDD: apparent CL of a microdose / linear CL",
+        dose / auc(t, c) / TMDD_2CPT["cl"],
+        "x CL",
+        t,
+        c,
+        "free drug (nM)",
+    )
+
+
 class TMDDMMModel(Typical):
     # Michaelis-Menten TMDD: constant total target (kint = kdeg), Rmax = 1 nM.
     dynamics = pmx.pk.TMDDMM()
@@ -724,6 +763,7 @@ REGISTRY: dict[str, Callable[[], Summary]] = {
     "savic_transit": savic_transit,
     "tmdd_full": tmdd_full,
     "tmdd_qss": tmdd_qss,
+    "tmdd_2cpt": tmdd_2cpt,
     "tmdd_mm": tmdd_mm,
     "parent_metabolite": parent_metabolite,
     "parent_metabolite_oral": parent_metabolite_oral,

@@ -86,3 +86,60 @@ def test_positive_definite_modification(values):
     eig = np.linalg.eigvalsh(np.asarray(fixed))
     assert np.all(eig > 0)
     np.testing.assert_allclose(sorted(eig), sorted(np.maximum(np.abs(values), 1e-8)), atol=1e-12)
+
+
+def _decay(eta, args):
+    # -2 log p(y, eta) of a mono-exponential curve with two random effects:
+    # nonlinear least squares plus a normal prior.
+    t, y = args
+    f = jnp.exp(1.0 + eta[0]) * jnp.exp(-jnp.exp(eta[1] - 1.0) * t)
+    return jnp.sum((y - f) ** 2) / 0.04 + jnp.sum(eta**2) / 0.3
+
+
+def _decay_scoring(eta, args):
+    # Gauss-Newton: exact value and gradient, J^T J in place of the Hessian.
+    t, _ = args
+
+    def f(e):
+        return jnp.exp(1.0 + e[0]) * jnp.exp(-jnp.exp(e[1] - 1.0) * t)
+
+    jac = jax.jacfwd(f)(eta)
+    value, grad = jax.value_and_grad(_decay)(eta, args)
+    return value, grad, 2.0 * (jac.T @ jac / 0.04 + jnp.eye(2) / 0.3)
+
+
+def test_scoring_stage_reaches_the_exact_mode_and_returns_the_exact_hessian():
+    t = jnp.linspace(0.5, 12.0, 8)
+    truth = jnp.array([0.4, -0.5])
+    clean = jnp.exp(1.0 + truth[0]) * jnp.exp(-jnp.exp(truth[1] - 1.0) * t)
+    y = clean + 0.6 * jnp.sin(3.0 * t)  # residuals: Gauss-Newton is not Newton here
+    starts = jnp.array([[0.0, 0.0], [1.0, 1.0], [-0.5, 0.8]])
+    exact = _batched(_decay, starts, (t, y))
+    scored = _batched(_decay, starts, (t, y), scoring=_decay_scoring)
+    assert np.all(exact.status == EBEStatus.CONVERGED)
+    assert np.all(scored.status == EBEStatus.CONVERGED)
+    np.testing.assert_allclose(scored.eta, exact.eta, atol=1e-9)
+    # Stationary: the gradient at the mode vanishes.
+    grads = jax.vmap(jax.grad(_decay), in_axes=(0, None))(scored.eta, (t, y))
+    assert np.max(np.abs(grads)) < 1e-6
+    # The Hessian handed to the implicit derivative is the exact one, not J^T J.
+    hessians = jax.vmap(jax.hessian(_decay), in_axes=(0, None))(scored.eta, (t, y))
+    np.testing.assert_allclose(scored.hessian, hessians, rtol=1e-5)
+    gauss_newton = jax.vmap(_decay_scoring, in_axes=(0, None))(scored.eta, (t, y))[2]
+    assert np.max(np.abs(gauss_newton - hessians)) > 1e-2 * np.max(np.abs(hessians))
+
+
+def test_a_failed_scoring_stage_is_finished_by_the_exact_search():
+    # A useless curvature (100 times too large): the scoring stage runs out of
+    # steps and the exact Newton search still ends at the mode.
+    t = jnp.linspace(0.5, 12.0, 8)
+    y = jnp.exp(1.2) * jnp.exp(-jnp.exp(-1.3) * t)
+
+    def poor(eta, args):
+        value, grad, hess = _decay_scoring(eta, args)
+        return value, grad, 100.0 * hess
+
+    exact = _batched(_decay, jnp.zeros((1, 2)), (t, y))
+    scored = _batched(_decay, jnp.zeros((1, 2)), (t, y), scoring=poor, max_steps=8)
+    assert int(scored.status[0]) == EBEStatus.CONVERGED
+    np.testing.assert_allclose(scored.eta, exact.eta, atol=1e-9)

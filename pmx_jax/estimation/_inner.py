@@ -19,6 +19,14 @@ with its exact (autodiff) gradient and Hessian:
   elimination rate ``exp(eta)`` makes the objective doubly exponential; a
   non-finite warm start is simply skipped.
 
+Optionally (``scoring``; the population objective uses it for ODE models) a
+first stage iterates with the expected information in place of the Hessian
+(Fisher scoring: first derivatives of the predictions only) and the exact
+search then starts where it stopped.  For an ODE model the exact Hessian
+integrates a second-order variational system, several times the cost of the
+first-order one: from eta = 0 on the nimotuzumab TMDD model (12 subjects) the
+search took 21.8 s with the scoring stage against 92.2 s without.
+
 Every loop iteration evaluates the objective, its gradient and its Hessian
 once, at the trial point, whether the line search accepts it or not.  A
 backtracking step thus costs a Hessian it may not need, but the individual
@@ -130,31 +138,20 @@ def _backtrack(s: _State, value: Array) -> Array:
     return jnp.clip(quadratic, 0.25 * alpha, 0.5 * alpha)
 
 
-def newton_ebe(
-    objective: Callable[[Array, Any], Array],
-    eta0: Float[Array, " n_b"],
+def _search(
+    evaluate: Callable[[Array, Any], tuple[Array, Array, Array]],
+    eta0: Array,
+    start_is_zero: Array,
     args: Any,
     *,
-    max_steps: int | Array = 100,
-    tolerance: float | Array = 1e-12,
-    max_halvings: int = 30,
-) -> EBEResult:
-    """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
-
-    ``objective`` is the individual objective on the -2LL scale; ``args`` are
-    passed through (data and parameters, not differentiated here).
-    """
+    max_steps: int | Array,
+    tolerance: float | Array,
+    max_halvings: int,
+) -> _State:
+    """The damped Newton iterations from ``eta0`` with the curvature that
+    ``evaluate`` returns (exact, or an approximation)."""
     dtype = eta0.dtype
-    eta0 = jnp.where(jnp.isfinite(eta0), eta0, 0.0)
-    evaluate = value_gradient_hessian(objective)
     zero = jnp.zeros_like(eta0)
-    # Start from the better of the warm start and eta = 0, compared by value
-    # alone (no derivatives: much cheaper than a Newton evaluation).
-    warm_value = objective(eta0, args)
-    zero_value = objective(zero, args)
-    from_zero = jnp.all(eta0 == 0) | ~(warm_value <= zero_value)  # NaN: from zero
-    eta0 = jnp.where(from_zero, zero, eta0)
-    start_is_zero = jnp.all(eta0 == 0)
 
     def body(s: _State) -> _State:
         trial = jnp.where(
@@ -242,7 +239,51 @@ def newton_ebe(
         k=jnp.zeros((), jnp.int32),
         status=jnp.full((), -1, jnp.int32),
     )
-    out = lax.while_loop(lambda s: s.status < 0, body, init)
+    return lax.while_loop(lambda s: s.status < 0, body, init)
+
+
+def newton_ebe(
+    objective: Callable[[Array, Any], Array],
+    eta0: Float[Array, " n_b"],
+    args: Any,
+    *,
+    max_steps: int | Array = 100,
+    tolerance: float | Array = 1e-12,
+    max_halvings: int = 30,
+    scoring: Callable[[Array, Any], tuple[Array, Array, Array]] | None = None,
+) -> EBEResult:
+    """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
+
+    ``objective`` is the individual objective on the -2LL scale; ``args`` are
+    passed through (data and parameters, not differentiated here).
+
+    ``scoring``: an optional ``(eta, args) -> (objective, gradient, H~)`` with
+    the exact objective and gradient and a positive semi-definite stand-in
+    ``H~`` for the Hessian that is cheaper to compute (the expected
+    information: first derivatives of the predictions only).  The search then
+    runs in two stages: Newton iterations with ``H~`` (Fisher scoring) to the
+    same tolerance, then the exact Newton search from where they stopped,
+    which at a converged start costs one exact evaluation (its Hessian is the
+    one returned, as the implicit derivative needs).  ``n_steps`` counts the
+    evaluations of both stages.
+    """
+    eta0 = jnp.where(jnp.isfinite(eta0), eta0, 0.0)
+    zero = jnp.zeros_like(eta0)
+    # Start from the better of the warm start and eta = 0, compared by value
+    # alone (no derivatives: much cheaper than a Newton evaluation).
+    warm_value = objective(eta0, args)
+    zero_value = objective(zero, args)
+    from_zero = jnp.all(eta0 == 0) | ~(warm_value <= zero_value)  # NaN: from zero
+    eta0 = jnp.where(from_zero, zero, eta0)
+    options = dict(max_steps=max_steps, tolerance=tolerance, max_halvings=max_halvings)
+    n_scoring = jnp.zeros((), jnp.int32)
+    if scoring is not None:
+        # A failed scoring stage (no finite point, a stalled line search) leaves
+        # the exact stage to start from the same point and decide.
+        first = _search(scoring, eta0, jnp.all(eta0 == 0), args, **options)
+        n_scoring = first.k
+        eta0 = jnp.where(jnp.all(jnp.isfinite(first.eta)), first.eta, eta0)
+    out = _search(value_gradient_hessian(objective), eta0, jnp.all(eta0 == 0), args, **options)
     # ``eta`` only moves to finite points: a subject with none keeps its warm start.
     # At convergence the Newton step from the last point is known and tiny: take
     # it (no evaluation needed).  The error in eta becomes quadratic in the old
@@ -257,4 +298,6 @@ def newton_ebe(
         out.decrement <= tolerance * jnp.maximum(1.0, jnp.abs(out.value))
     )
     eta = jnp.where(polish & jnp.all(jnp.isfinite(out.step)), out.eta + out.step, out.eta)
-    return EBEResult(eta, out.value, out.grad, out.hess, out.status.astype(jnp.int32), out.k)
+    return EBEResult(
+        eta, out.value, out.grad, out.hess, out.status.astype(jnp.int32), out.k + n_scoring
+    )

@@ -165,6 +165,46 @@ def _foce_objective(b, args):
     return jnp.where(terms.ok, data + prior.quadratic(b), jnp.inf)
 
 
+def _scoring(objective):
+    """The Fisher-scoring evaluator of an inner objective (see
+    :func:`._inner.newton_ebe`): the objective and its gradient, exact, from one
+    forward pass with a tangent per random effect, and the expected
+    information ``2 (Omega^-1 + G^T W G + 1/2 G_v^T W^2 G_v)`` (no ``G_v`` term
+    for FOCE, whose variance is held) in place of the Hessian, with
+    ``2 sum s s^T`` of the censored records' scores ``s``.  No second
+    derivatives of the model: for ODE models, whose exact Hessian integrates a
+    second-order variational system, an evaluation costs several times less."""
+    foce = objective is _foce_objective
+
+    def evaluate(b, args):
+        subj, prior = args[0], args[1]
+
+        def moments(b):
+            terms = subj.terms(b)
+            return (terms.mean, terms.variance, terms.log_likelihood), terms
+
+        (g_mean, g_var, g_loglik), terms = jax.jacfwd(moments, has_aux=True)(b)
+        held = args[2] if foce else terms.variance
+        v = jnp.where(terms.normal, held, 1.0)
+        w = jnp.where(terms.normal, 1.0 / v, 0.0)
+        censored = terms.censored[:, None]
+        score = jnp.where(censored, g_loglik, 0.0)
+        if foce:
+            r = jnp.where(terms.normal, terms.observed - terms.mean, 0.0)
+            data = _normal_m2ll(terms, held) + _censored_m2ll(terms)
+            grad = -2.0 * (g_mean.T @ (w * r)) - 2.0 * jnp.sum(score, axis=0)
+        else:
+            data = -2.0 * jnp.sum(terms.log_likelihood)
+            grad = -2.0 * jnp.sum(g_loglik, axis=0)
+        info = prior.inverse + (g_mean.T * w) @ g_mean + score.T @ score
+        if not foce:
+            info = info + 0.5 * (g_var.T * w**2) @ g_var
+        value = jnp.where(terms.ok, data + prior.quadratic(b), jnp.inf)
+        return value, grad + 2.0 * prior.inverse @ b, 2.0 * info
+
+    return evaluate
+
+
 # -- per-subject OFV at given random effects -----------------------------------------
 
 
@@ -239,11 +279,14 @@ def _population_ofv(
     max_steps: Array,
     tolerance: Array,
     method: str | None = None,
+    scoring: bool | None = None,
 ) -> OFVResult:
     """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
-    unless ``method`` is given).  Per-subject outputs keep the problem's
-    ``(n_chunks, chunk)`` layout (padding included); the OFV sums the real
-    subjects only."""
+    unless ``method`` is given).  ``scoring``: Fisher-scoring iterations before
+    the exact Newton ones in the EBE search (default: for ODE models, whose
+    exact Hessian costs several times their expected information).
+    Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
+    (padding included); the OFV sums the real subjects only."""
     method = problem.method if method is None else method
     layout = problem.layout
     has_censoring = problem.has_censoring
@@ -256,6 +299,8 @@ def _population_ofv(
     # loop) that reverse mode cannot transpose inside the implicit derivative.
     dynamics = model.dynamics
     materialize = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
+    if scoring is None:
+        scoring = isinstance(dynamics, AbstractODE)
 
     def one(subject, dose_record, dose_valid, b_init):
         def make(m):
@@ -276,7 +321,14 @@ def _population_ofv(
         else:
             objective = _interaction_objective
             args, args_sg = (subj, prior), (subj_sg, prior_sg)
-        ebe = newton_ebe(objective, b_init, args_sg, max_steps=max_steps, tolerance=tolerance)
+        ebe = newton_ebe(
+            objective,
+            b_init,
+            args_sg,
+            max_steps=max_steps,
+            tolerance=tolerance,
+            scoring=_scoring(objective) if scoring else None,
+        )
         b = implicit_ebe(
             jax.lax.stop_gradient(ebe.eta),
             jax.lax.stop_gradient(ebe.hessian),
