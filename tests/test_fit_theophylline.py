@@ -98,7 +98,22 @@ def test_outer_steps_do_not_recompile(result, data):
 
 
 def test_iteration_limit_reports_not_converged(data):
-    short = fit(pmx.library.Theophylline(), data, "focei", max_iterations=2)
+    calls = []
+    short = fit(
+        pmx.library.Theophylline(),
+        data,
+        "focei",
+        max_iterations=2,
+        callback=lambda info, model: calls.append((info, model)),
+    )
+    # The callback sees every evaluation of the trace, and the model at the
+    # last accepted point: after the last call, the fitted model itself.
+    assert [info["evaluation"] for info, _ in calls] == list(short.trace["evaluation"])
+    assert [info["ofv"] for info, _ in calls] == list(short.trace["ofv"])
+    assert calls[-1][0]["iteration"] == 2
+    assert calls[-1][0]["gradient_max"] == pytest.approx(short.gradient_max)
+    assert float(calls[-1][1].tcl) == float(short.model.tcl)
+    assert float(calls[0][1].tcl) != float(short.model.tcl)
     assert not short.converged
     assert short.iterations == 2
     assert "maximum number of iterations" in short.message

@@ -28,6 +28,7 @@ Design notes (why it is built this way):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -107,6 +108,7 @@ def fit(
     ofv_tolerance: float = 1e-10,
     progress: bool | None = None,
     print_every: int = 10,
+    callback: Callable[[dict, Model], Any] | None = None,
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
     covariance: str | None = "sandwich",
@@ -129,6 +131,11 @@ def fit(
             iterations (compile time is printed separately); ``None`` (default):
             only for long fits, from the first iteration that ends more than
             10 s after the start.
+        callback: called after every OFV evaluation of the search with the
+            evaluation's entry of ``FitResult.trace`` (plus ``iteration``, the
+            accepted iterations so far, and ``gradient_max`` at the last
+            accepted point) and the model at the last accepted point: to log
+            or checkpoint a long fit (e.g. save ``model.estimates()``).
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
         covariance: the covariance step run after the fit
@@ -230,6 +237,14 @@ def fit(
                     seconds=time.perf_counter() - tic,
                 )
             )
+            if callback is not None:
+                accepted_iterations = max(int(state.num_accepted_steps) - 1, 0)
+                info = dict(
+                    trace[-1],
+                    iteration=accepted_iterations,
+                    gradient_max=float(jnp.max(jnp.abs(grad))) * scale,
+                )
+                callback(info, model.from_unconstrained(unravel(y)))
             if int(state.num_accepted_steps) <= n_accepted:
                 rejected += 1
                 if rejected >= _MAX_REJECTED:
