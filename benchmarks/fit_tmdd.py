@@ -13,7 +13,7 @@ One fit per model, no warm-up: *compile* is the JAX compile time inside the
 fit (``jax.monitoring``), *fit after compile* the rest of its wall time.
 
     python benchmarks/fit_tmdd.py
-    python benchmarks/fit_tmdd.py --models tmdd
+    python benchmarks/fit_tmdd.py --models tmdd --log tmdd_evaluations.jsonl
 
 Results are printed and written to ``benchmarks/results/fit_tmdd.json``.
 """
@@ -49,6 +49,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["linear", "tmdd"], choices=list(MODELS))
     parser.add_argument("--output", type=Path, default=RESULTS / "fit_tmdd.json")
+    parser.add_argument(
+        "--log", type=Path, help="append every OFV evaluation (JSON lines) to this file as it ends"
+    )
     args = parser.parse_args(argv)
     path = REFDATA / "nimoData.csv"
     if not path.exists():
@@ -60,9 +63,25 @@ def main(argv=None):
     for name in args.models:
         print(f"  FOCEI, {name} model, {data.n_subjects} subjects ...", flush=True)
         load_before = _load()
+        log = args.log.open("a") if args.log else None
+
+        def callback(info, _model, name=name, log=log):
+            if log is not None:
+                log.write(json.dumps(dict(info, model=name)) + "\n")
+                log.flush()
+
         result, wall_s, compile_s = _compiled_during(
-            pmx.fit, MODELS[name](), data, "focei", covariance=None, progress=True
+            pmx.fit,
+            MODELS[name](),
+            data,
+            "focei",
+            covariance=None,
+            progress=True,
+            callback=callback,
         )
+        if log is not None:
+            log.close()
+        trace = result.trace
         row = dict(
             model=name,
             compile_s=compile_s,
@@ -73,6 +92,9 @@ def main(argv=None):
             ofv=result.ofv,
             converged=bool(result.converged),
             message=result.message,
+            rejected_evaluations=int((~trace["accepted"]).sum()),
+            seconds_per_evaluation=float(trace["seconds"].mean()),
+            ebe_steps_max_mean=float(trace["ebe_steps_max"].mean()),
             estimates=result.estimates().to_dict(orient="index"),
             load_average_before=load_before,
             load_average_after=_load(),
