@@ -146,7 +146,7 @@ def _check_indirect_response(kind):
 
 
 def test_registry_names_and_unknown_model():
-    assert len(tour.REGISTRY) == 24
+    assert len(tour.REGISTRY) == 25
     with pytest.raises(ValueError, match="unknown models"):
         tour.main(["no_such_model"], verbose=False)
 
