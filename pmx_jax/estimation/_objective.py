@@ -165,6 +165,18 @@ def _foce_objective(b, args):
     return jnp.where(terms.ok, data + prior.quadratic(b), jnp.inf)
 
 
+def _first_order_information(prior, terms, g_mean, g_var, variance, interaction):
+    """``Omega^-1 + G^T W G`` (``+ 1/2 G_v^T W^2 G_v`` with ``interaction``) over
+    the normal observations, ``W = diag(1 / variance)``: half the FOCE/FOCEI
+    approximation of the individual objective's Hessian.  Returns it and ``W``'s
+    diagonal (0 off the normal observations)."""
+    w = jnp.where(terms.normal, 1.0 / jnp.where(terms.normal, variance, 1.0), 0.0)
+    info = prior.inverse + (g_mean.T * w) @ g_mean
+    if interaction:
+        info = info + 0.5 * (g_var.T * w**2) @ g_var
+    return info, w
+
+
 def _scoring(objective):
     """The Fisher-scoring evaluator of an inner objective (see
     :func:`._inner.newton_ebe`): the objective and its gradient, exact, from one
@@ -185,8 +197,7 @@ def _scoring(objective):
 
         (g_mean, g_var, g_loglik), terms = jax.jacfwd(moments, has_aux=True)(b)
         held = args[2] if foce else terms.variance
-        v = jnp.where(terms.normal, held, 1.0)
-        w = jnp.where(terms.normal, 1.0 / v, 0.0)
+        info, w = _first_order_information(prior, terms, g_mean, g_var, held, not foce)
         censored = terms.censored[:, None]
         score = jnp.where(censored, g_loglik, 0.0)
         if foce:
@@ -196,9 +207,7 @@ def _scoring(objective):
         else:
             data = -2.0 * jnp.sum(terms.log_likelihood)
             grad = -2.0 * jnp.sum(g_loglik, axis=0)
-        info = prior.inverse + (g_mean.T * w) @ g_mean + score.T @ score
-        if not foce:
-            info = info + 0.5 * (g_var.T * w**2) @ g_var
+        info = info + score.T @ score
         value = jnp.where(terms.ok, data + prior.quadratic(b), jnp.inf)
         return value, grad + 2.0 * prior.inverse @ b, 2.0 * info
 
@@ -221,10 +230,7 @@ def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
     """FOCE/FOCEI per-subject OFV at the EBE ``b`` (see the module notes)."""
     terms, g_mean, g_var = _moments_and_jacobian(subj, b)
     variance = terms.variance if interaction else v0
-    w = jnp.where(terms.normal, 1.0 / jnp.where(terms.normal, variance, 1.0), 0.0)
-    info = prior.inverse + (g_mean.T * w) @ g_mean
-    if interaction:
-        info = info + 0.5 * (g_var.T * w**2) @ g_var
+    info, _ = _first_order_information(prior, terms, g_mean, g_var, variance, interaction)
     if has_censoring:
         info = info + 0.5 * jax.hessian(lambda b: _censored_m2ll(subj.terms(b)))(b)
     value = (
