@@ -9,7 +9,8 @@ Michaelis-Menten elimination.
 
 Library ODE models: Michaelis-Menten and mixed elimination
 (``OneCompartmentMM``, ``OneCompartmentMixedElimination``,
-``OneCompartmentOralMixedElimination``), transit-compartment absorption
+``OneCompartmentOralMixedElimination``, ``TwoCompartmentMixedElimination``),
+transit-compartment absorption
 (``TransitAbsorption``, the continuous ``SavicTransit``), target-mediated
 disposition (``TMDDFull``, ``TMDDQSS``, ``TMDDMM``; ``TwoCompartmentTMDDQSS``
 with peripheral distribution), ``ParentMetabolite``
@@ -39,6 +40,7 @@ from .dynamics import (
     TMDDFull,
     TransitAbsorption,
     TwoCompartment,
+    TwoCompartmentMixedElimination,
     TwoCompartmentODE,
     TwoCompartmentOral,
     TwoCompartmentOralODE,
@@ -57,6 +59,7 @@ __all__ = [
     "TMDDMM",
     "TMDDQSS",
     "TransitAbsorption",
+    "TwoCompartmentMixedElimination",
     "TwoCompartmentTMDDQSS",
     "OneCompartment",
     "OneCompartmentODE",

@@ -35,34 +35,17 @@ import pmx_jax as pmx
 # -- fast: the ODE path against an independent integration ---------------------------
 
 
-def _scipy_log_free_concentration(table: pd.DataFrame, p: dict) -> np.ndarray:
-    """Log free concentration at the observation times of one subject, by
-    scipy's Radau integration of the same QSS system, piecewise between dose
-    starts and infusion ends (where the input rate jumps)."""
+def _scipy_piecewise(table: pd.DataFrame, rhs, y0, observe) -> np.ndarray:
+    """``observe(y)`` at the observation times of one subject, by scipy's Radau
+    integration of ``rhs(t, y, infusion_rate)`` piecewise between dose starts
+    and infusion ends (where the input rate jumps); the infusion enters y[0]."""
     doses = table[table.EVID == 1]
     starts = doses.TIME.to_numpy()
     ends = starts + doses.AMT.to_numpy() / doses.RATE.to_numpy()
     rates = doses.RATE.to_numpy()
-
-    def free(central, target):
-        total = central / p["v"]
-        b = total - target - p["kss"]
-        return 0.5 * (b + np.sqrt(b**2 + 4.0 * p["kss"] * total))
-
-    def rhs(t, y, infusion):
-        central, peripheral, target = y
-        conc = free(central, target)
-        bound = central / p["v"] - conc
-        distribution = p["q"] * conc - p["q"] / p["vp"] * peripheral
-        return [
-            infusion - p["cl"] * conc - distribution - p["kint"] * bound * p["v"],
-            distribution,
-            p["ksyn"] - p["kdeg"] * target - (p["kint"] - p["kdeg"]) * bound,
-        ]
-
     obs = table[table.EVID == 0].TIME.to_numpy()
     breaks = np.unique(np.concatenate([[0.0], starts, ends, [obs.max()]]))
-    y = np.array([0.0, 0.0, p["ksyn"] / p["kdeg"]])
+    y = np.asarray(y0, dtype=float)
     result = np.empty_like(obs)
     for t0, t1 in zip(breaks[:-1], breaks[1:], strict=True):
         inside = (obs > t0) & (obs <= t1)
@@ -80,10 +63,44 @@ def _scipy_log_free_concentration(table: pd.DataFrame, p: dict) -> np.ndarray:
         )
         assert sol.success, sol.message
         if inside.any():
-            at_obs = sol.sol(obs[inside])
-            result[inside] = np.log(free(at_obs[0], at_obs[2]))
+            result[inside] = observe(sol.sol(obs[inside]))
         y = sol.y[:, -1]
     return result
+
+
+def _scipy_log_free_concentration(table: pd.DataFrame, p: dict) -> np.ndarray:
+    """Log free concentration of the two-compartment QSS TMDD system."""
+
+    def free(central, target):
+        total = central / p["v"]
+        b = total - target - p["kss"]
+        return 0.5 * (b + np.sqrt(b**2 + 4.0 * p["kss"] * total))
+
+    def rhs(t, y, infusion):
+        central, peripheral, target = y
+        conc = free(central, target)
+        bound = central / p["v"] - conc
+        distribution = p["q"] * conc - p["q"] / p["vp"] * peripheral
+        return [
+            infusion - p["cl"] * conc - distribution - p["kint"] * bound * p["v"],
+            distribution,
+            p["ksyn"] - p["kdeg"] * target - (p["kint"] - p["kdeg"]) * bound,
+        ]
+
+    y0 = [0.0, 0.0, p["ksyn"] / p["kdeg"]]
+    return _scipy_piecewise(table, rhs, y0, lambda y: np.log(free(y[0], y[2])))
+
+
+def _scipy_log_concentration_mm(table: pd.DataFrame, p: dict) -> np.ndarray:
+    """Log central concentration of two compartments with Michaelis-Menten
+    elimination."""
+
+    def rhs(t, y, infusion):
+        conc = y[0] / p["v"]
+        distribution = p["q"] * conc - p["q"] / p["vp"] * y[1]
+        return [infusion - p["vm"] * conc / (p["km"] + conc) - distribution, distribution]
+
+    return _scipy_piecewise(table, rhs, [0.0, 0.0], lambda y: np.log(y[0] / p["v"]))
 
 
 def test_qss_predictions_match_an_independent_scipy_integration(refdata):
@@ -127,8 +144,17 @@ def test_kdeg_cannot_be_told_from_kss_at_the_initial_estimates(refdata):
     assert np.sign(loadings["tkdeg"]) != np.sign(loadings["tkss"])
 
 
+@pytest.fixture(scope="module")
+def linear_fit(refdata):
+    """The linear two-compartment model (no target), the nested reference."""
+    data = pmx.read_nonmem(refdata / "nimoData.csv")
+    result = pmx.fit(pmx.library.NimotuzumabLinear(), data, "focei", covariance=None)
+    assert result.converged, result.message
+    return result
+
+
 @pytest.mark.slow
-def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata):
+def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata, linear_fit):
     # Fifteen FOCEI iterations (about 9 min on a 2-core CPU), not a converged
     # fit: the full fit does not converge on these data.  Followed to iteration
     # 48 (2026-11-22, fit(callback=...) logging every evaluation): OFV 140.59 at
@@ -138,9 +164,8 @@ def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata):
     # the data cannot tell it from linear clearance.  Each evaluation also gets
     # slower as kint grows (28 s -> 125 s in an earlier run).
     data = pmx.read_nonmem(refdata / "nimoData.csv")
-    linear = pmx.fit(pmx.library.NimotuzumabLinear(), data, "focei", covariance=None)
+    linear = linear_fit
     qss = pmx.fit(pmx.library.Nimotuzumab(), data, "focei", covariance=None, max_iterations=15)
-    assert linear.converged, linear.message
     assert qss.iterations == 15 and np.isfinite(qss.ofv)
     assert np.all(qss.ebe_status == 0)
 
@@ -176,6 +201,55 @@ def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata):
     # from 12 subjects (correlated within a subject) the mean stays within
     # 0.25 of 0 and the SD within 0.5 of 1.
     out = qss.table()
+    cwres = out.loc[out.EVID == 0, "CWRES"].to_numpy()
+    assert cwres.size == 321 and np.all(np.isfinite(cwres))
+    assert abs(np.mean(cwres)) < 0.25
+    assert 0.5 < np.std(cwres) < 1.5
+
+
+@pytest.mark.slow
+def test_michaelis_menten_limit_converges_below_linear_and_qss(refdata, linear_fit):
+    # Where the QSS fit goes (see the test above): linear CL -> 0, KSS and
+    # kint -> infinity with kint / KSS fixed, i.e. two compartments with
+    # Michaelis-Menten elimination only (VM = ksyn V, KM = kdeg KSS / kint).
+    # pmx.library.NimotuzumabMM fits that limit directly.  Observed
+    # (2026-11-22, 2-core CPU): converged in 42 iterations, OFV 137.759 (the
+    # QSS fit reached 139.475 after 57 iterations and 40 min); with a linear CL
+    # estimated too, log CL ran to -19.4 and the OFV was the same 137.759.
+    # About 1.5 min with the covariance step.
+    data = pmx.read_nonmem(refdata / "nimoData.csv")
+    result = pmx.fit(pmx.library.NimotuzumabMM(), data, "focei", covariance="sandwich")
+    assert result.converged, result.message
+    assert np.all(result.ebe_status == 0)
+    # One THETA more than the linear model (VM and KM replace CL; the linear
+    # model is its KM -> infinity limit at VM / KM = CL): 9.4 OFV points lower.
+    assert result.ofv < linear_fit.ofv - 5.0
+    # Below what 57 QSS iterations reached, with three parameters fewer.
+    assert result.ofv < 139.475
+
+    model = result.model
+    vm, km, v = (float(jnp.exp(getattr(model, n))) for n in ("tvm", "tkm", "tv"))
+    table = pd.read_csv(refdata / "nimoData.csv")
+    observed = np.exp(table.DV[table.EVID == 0])
+    # Saturation happens inside the observed range (0.8 to 3300 mg/L); V1 as
+    # in the linear fit (1.47 L); clearance at low concentrations (VM / KM)
+    # above the linear model's CL, which averages over saturated profiles.
+    assert observed.min() < km < observed.max()
+    assert 0.3 < v < 5.0
+    assert vm / km > float(jnp.exp(linear_fit.model.tcl))
+    estimates = result.estimates()
+    assert np.all(np.isfinite(estimates["se"]))
+
+    # The ODE solution at the final typical parameters against scipy's Radau.
+    subject = table[table.ID == 1].reset_index(drop=True)
+    typical = dict(v=v, q=float(jnp.exp(model.tq)), vp=float(jnp.exp(model.tvp)), vm=vm, km=km)
+    predictions = pmx.predict(model, pmx.read_nonmem(subject))
+    pred = predictions[predictions.EVID == 0].PRED.to_numpy()
+    np.testing.assert_allclose(
+        pred, _scipy_log_concentration_mm(subject, typical), rtol=0.0, atol=1e-6
+    )
+
+    out = result.table()
     cwres = out.loc[out.EVID == 0, "CWRES"].to_numpy()
     assert cwres.size == 321 and np.all(np.isfinite(cwres))
     assert abs(np.mean(cwres)) < 0.25

@@ -330,6 +330,13 @@ def test_instance_overrides_initial_values():
     assert float(m.tcl) == 2.0
     with pytest.raises(pmx.ThetaBoundsError, match="OneCptOral.add_sd"):
         OneCptOral(add_sd=pmx.theta(-1.0, lower=0.0))
+    # A bare number for a THETA (or OMEGA) field would silently be a constant,
+    # no longer estimated nor listed: refused, naming the field and the fix.
+    with pytest.raises(pmx.ModelDefinitionError, match=r"'tcl' is a THETA.*with_values"):
+        OneCptOral(tcl=2.0)
+    with pytest.raises(pmx.ModelDefinitionError, match="'iiv' is an OMEGA block"):
+        OneCptOral(iiv=np.eye(3) * 0.1)
+    assert "tcl" in OneCptOral().with_values(tcl=2.0).theta_names
 
 
 def test_observe_must_return_error_models():

@@ -31,6 +31,7 @@ from ._library_pk import ParentMetaboliteOral as ParentMetaboliteOral
 from ._library_pk import SavicTransit as SavicTransit
 from ._library_pk import TMDDFull as TMDDFull
 from ._library_pk import TransitAbsorption as TransitAbsorption
+from ._library_pk import TwoCompartmentMixedElimination as TwoCompartmentMixedElimination
 from ._library_pk import TwoCompartmentTMDDQSS as TwoCompartmentTMDDQSS
 from ._ode import AbstractODE as AbstractODE
 from ._ode_models import OneCompartmentODE as OneCompartmentODE

@@ -104,6 +104,35 @@ class OneCompartmentOralMixedElimination(AbstractODE):
         return jnp.stack([-absorption, absorption - elimination])
 
 
+class TwoCompartmentMixedElimination(AbstractODE):
+    """Two compartments, IV, parallel linear and Michaelis-Menten elimination
+    from the central compartment (the usual monoclonal-antibody model when the
+    target is not described explicitly).
+
+    Compartments: ``central`` (dose here, CMT 1), ``peripheral``.  With
+    ``C = central / V``::
+
+        d central/dt    = -CL C - VM C / (KM + C) - Q C + Q / Vp peripheral
+        d peripheral/dt =  Q C - Q / Vp peripheral
+
+    Parameters: ``cl``, ``v``, ``q``, ``vp``, ``vm`` (amount/time), ``km``
+    (concentration).  Limits of :class:`TwoCompartmentTMDDQSS`: with a constant
+    total target (``kint = kdeg``) ``VM = kint Rtot V`` and ``KM = KSS``; with
+    complex internalisation much faster than the free target's turnover at
+    ``kint / KSS`` fixed (both large), ``VM = ksyn V`` (elimination limited by
+    target synthesis) and ``KM = kdeg KSS / kint``.
+    """
+
+    compartments: ClassVar[tuple[str, ...]] = ("central", "peripheral")
+
+    def rhs(self, t, amounts, p):
+        central, peripheral = amounts
+        conc = central / p["v"]
+        distribution = p["q"] * conc - p["q"] / p["vp"] * peripheral
+        elimination = p["cl"] * conc + _saturable(conc, p["vm"], p["km"])
+        return jnp.stack([-elimination - distribution, distribution])
+
+
 # -- transit-compartment absorption ----------------------------------------------------
 
 

@@ -2,7 +2,13 @@ import math
 
 import jax.numpy as jnp
 
-from ..dynamics import OneCompartment, OneCompartmentOral, TwoCompartment, TwoCompartmentTMDDQSS
+from ..dynamics import (
+    OneCompartment,
+    OneCompartmentOral,
+    TwoCompartment,
+    TwoCompartmentMixedElimination,
+    TwoCompartmentTMDDQSS,
+)
 from ..model import Additive, Model, Omega, Proportional, Theta, omega, theta
 
 
@@ -71,6 +77,13 @@ class Nimotuzumab(Model):
     smallest eigenvalue 1.6e-8, direction +0.72 tkdeg -0.69 tkss; see
     :func:`pmx_jax.estimation.fisher_information`).  ``model.unfix("tkdeg")``
     estimates it.
+
+    On ``nimoData`` a FOCEI fit of this model does not converge: the linear
+    CL runs to zero while KSS and kint grow together (their ratio about
+    constant), i.e. towards the limit in which target-mediated elimination is
+    Michaelis-Menten with ``VM = ksyn V`` and ``KM = kdeg KSS / kint`` (see
+    :class:`~pmx_jax.pk.TwoCompartmentMixedElimination`).  That limit, fitted
+    directly, is :class:`NimotuzumabMM`.
     """
 
     tcl: Theta = theta(math.log(0.001))
@@ -121,6 +134,43 @@ class NimotuzumabLinear(Model):
             v=jnp.exp(self.tv + eta.v),
             q=jnp.exp(self.tq),
             vp=jnp.exp(self.tvp),
+        )
+
+    def observe(self, amounts, p):
+        return Additive(_log_where_positive(amounts.central / p["v"]), self.add_sd)
+
+
+class NimotuzumabMM(Model):
+    """Michaelis-Menten approximation of target-mediated disposition for the
+    nimotuzumab data: two compartments with saturable elimination only
+    (:class:`~pmx_jax.pk.TwoCompartmentMixedElimination` with ``CL = 0``),
+    log-normal IIV on V and KM, the same additive error on the log
+    concentration as :class:`Nimotuzumab`.
+
+    This is where the QSS model goes on ``nimoData``: fitted by FOCEI, its
+    linear CL tends to zero and KSS and kint grow together, the limit in which
+    the target route is ``VM C / (KM + C)`` with ``VM = ksyn V`` (elimination
+    limited by target synthesis) and ``KM = kdeg KSS / kint``.  Here that limit
+    is estimated directly, with a typical ``VM`` (mg/h) and ``KM`` (mg/L).
+    """
+
+    tv: Theta = theta(math.log(1.45))
+    tq: Theta = theta(math.log(0.004))
+    tvp: Theta = theta(math.log(44.0))
+    tvm: Theta = theta(math.log(1.0))
+    tkm: Theta = theta(math.log(10.0))
+    add_sd: Theta = theta(0.5, lower=0.0)
+    iiv: Omega = omega(v=0.3, km=0.3)
+    dynamics = TwoCompartmentMixedElimination()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=0.0,
+            v=jnp.exp(self.tv + eta.v),
+            q=jnp.exp(self.tq),
+            vp=jnp.exp(self.tvp),
+            vm=jnp.exp(self.tvm),
+            km=jnp.exp(self.tkm + eta.km),
         )
 
     def observe(self, amounts, p):

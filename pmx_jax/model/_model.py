@@ -91,6 +91,16 @@ class Model(eqx.Module):
                     f"{cls.__name__} does not define `{hook}`, its {block} block; "
                     f"see help(pmx.Model.{hook})"
                 )
+        for name, kind in _parameter_annotations(cls).items():
+            value = getattr(self, name, None)
+            if not isinstance(value, kind):
+                what = "a THETA" if kind is Theta else "an OMEGA block"
+                raise ModelDefinitionError(
+                    f"{cls.__name__}: field {name!r} is {what} but was given a "
+                    f"{type(value).__name__}, which would make it a constant; pass "
+                    f"pmx.{kind.__name__.lower()}(...) or use "
+                    f"{cls.__name__}().with_values({name}=...)"
+                )
         for name, theta in self.thetas().items():
             check_theta(theta, f"{cls.__name__}.{name}")
         owner: dict[str, str] = {}
@@ -402,6 +412,20 @@ class Model(eqx.Module):
         from ._summary import model_summary
 
         return model_summary(self)
+
+
+def _parameter_annotations(cls: type) -> dict[str, type]:
+    """Fields annotated ``Theta`` or ``Omega`` (also as strings, e.g.
+    ``"pmx.Theta"`` under postponed annotations), over the class hierarchy."""
+    kinds = {"Theta": Theta, "Omega": Omega}
+    found: dict[str, type] = {}
+    for klass in reversed(cls.__mro__):
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            key = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+            kind = kinds.get(key.rsplit(".", 1)[-1].strip())
+            if kind is not None:
+                found[name] = kind
+    return found
 
 
 _RESERVED = frozenset(n for n in vars(Model) if not n.startswith("__")) - {"dynamics"}
