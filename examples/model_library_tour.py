@@ -151,6 +151,41 @@ def mixed_elimination() -> Summary:
     )
 
 
+class MabMixed2Cpt(Typical):
+    # The same antibody with a peripheral compartment (Q 0.5 L/day, Vp 2.5 L):
+    # pmx.pk.TwoCompartmentMixedElimination, elimination from the central one.
+    dynamics = pmx.pk.TwoCompartmentMixedElimination()
+    values = dict(cl=0.2, v=3.0, q=0.5, vp=2.5, vm=2.0, km=1.0)
+
+    def observe(self, amounts, p):
+        return pmx.Additive(amounts.central / p["v"], self.sd)
+
+
+MAB_2CPT_TIMES = np.r_[np.arange(0, 10, 0.01), np.arange(10, 1000.1, 0.25)]
+
+
+def mixed_elimination_2cpt_clearance(dose: float) -> float:
+    """Apparent clearance ``dose / AUC(0-1000 days)`` after an IV bolus, L/day."""
+    t, c = typical_profile(MabMixed2Cpt(), pmx.Regimen.bolus(dose).sample(MAB_2CPT_TIMES))
+    return dose / auc(t, c)
+
+
+def mixed_elimination_2cpt() -> Summary:
+    """0.01 mg IV (C far below KM): the apparent clearance Dose/AUC of a linear
+    system eliminating from the central compartment only is its clearance
+    there, ``CL + VM / KM`` (2.2 L/day), whatever the distribution."""
+    dose = 0.01
+    t, c = typical_profile(MabMixed2Cpt(), pmx.Regimen.bolus(dose).sample(MAB_2CPT_TIMES))
+    return Summary(
+        "2-cpt mixed elimination: apparent CL of a 0.01 mg dose",
+        dose / auc(t, c),
+        "L/day",
+        t,
+        c,
+        "C (mg/L)",
+    )
+
+
 class OralMixed(Typical):
     # An oral small molecule with a saturable metabolic pathway (illustrative):
     # h, mg, L.
@@ -759,6 +794,7 @@ REGISTRY: dict[str, Callable[[], Summary]] = {
     "mm": michaelis_menten,
     "mixed_elimination": mixed_elimination,
     "mixed_elimination_oral": mixed_elimination_oral,
+    "mixed_elimination_2cpt": mixed_elimination_2cpt,
     "transit": transit,
     "savic_transit": savic_transit,
     "tmdd_full": tmdd_full,
