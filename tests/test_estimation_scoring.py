@@ -86,12 +86,12 @@ def test_scoring_curvature_is_the_hessian_where_residuals_vanish():
     frame = _theophylline([2])
     b = jnp.array([0.25, -0.15, 0.05])
     subj, prior = _subject(model, frame)
-    observed = np.asarray(subj.terms(b).prediction)
+    observed = np.asarray(eqx.filter_jit(lambda s, b: s.terms(b).prediction)(subj, b))
     is_obs = (frame["MDV"] == 0).to_numpy()
     frame.loc[is_obs, "DV"] = observed[: len(frame)][is_obs]
     subj, prior = _subject(model, frame)
-    value, grad, info = _scoring(_interaction_objective)(b, (subj, prior))
-    hessian = jax.hessian(_interaction_objective)(b, (subj, prior))
+    value, grad, info = eqx.filter_jit(_scoring(_interaction_objective))(b, (subj, prior))
+    hessian = eqx.filter_jit(jax.hessian(_interaction_objective))(b, (subj, prior))
     np.testing.assert_allclose(grad, 2.0 * prior.inverse @ b, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(info, hessian, rtol=1e-8)
 

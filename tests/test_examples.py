@@ -106,7 +106,8 @@ def test_every_example_is_tested():
     tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
               "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd",
               "nested_site_variability", "covariate_models", "model_library_tour",
-              "bayesian_tdm", "tmdd_fit"}
+              "bayesian_tdm", "tmdd_fit",
+              "nimotuzumab_fit"}  # in test_fit_library_tmdd.py (reference data)
     assert scripts == tested, f"examples without a test: {scripts - tested}"
 
 

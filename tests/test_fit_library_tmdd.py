@@ -24,6 +24,9 @@ KSS (first slow test).  Without target (``ksyn -> 0``) it is the linear
 two-compartment model, which is fitted for the likelihood-ratio comparison.
 """
 
+import importlib.util
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -31,6 +34,8 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import pmx_jax as pmx
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nimotuzumab_fit.py"
 
 # -- fast: the ODE path against an independent integration ---------------------------
 
@@ -216,9 +221,14 @@ def test_michaelis_menten_limit_converges_below_linear_and_qss(refdata, linear_f
     # (2026-11-22, 2-core CPU): converged in 42 iterations, OFV 137.759 (the
     # QSS fit reached 139.475 after 57 iterations and 40 min); with a linear CL
     # estimated too, log CL ran to -19.4 and the OFV was the same 137.759.
-    # About 1.5 min with the covariance step.
-    data = pmx.read_nonmem(refdata / "nimoData.csv")
-    result = pmx.fit(pmx.library.NimotuzumabMM(), data, "focei", covariance="sandwich")
+    # About 1.5 min with the covariance step.  The fits of
+    # examples/nimotuzumab_fit.py (the linear one is the fixture's call).
+    spec = importlib.util.spec_from_file_location("nimotuzumab_fit", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    fits = example.main(refdata / "nimoData.csv")
+    assert fits["linear"].ofv == pytest.approx(linear_fit.ofv, abs=1e-6)
+    result = fits["michaelis-menten"]
     assert result.converged, result.message
     assert np.all(result.ebe_status == 0)
     # One THETA more than the linear model (VM and KM replace CL; the linear
