@@ -47,13 +47,23 @@ def data():
     return pmx.read_nonmem(frame[frame["ID"].isin([1, 2, 3])])
 
 
-def test_focei_gradient_of_a_nonlinear_ode_model_matches_finite_differences(data):
+@pytest.mark.parametrize(
+    "method",
+    [
+        "focei",
+        pytest.param("foce", marks=pytest.mark.slow),
+        pytest.param("laplace", marks=pytest.mark.slow),
+    ],
+)
+def test_gradient_of_a_nonlinear_ode_model_matches_finite_differences(data, method):
+    # The implicit EBE derivative materialises its Jacobian for the THETAs
+    # (they reach the ODE) and keeps tangents for OMEGA and FOCE's variances.
     model = TheophyllineMM()
     prepared = prepare(model, data)
     flat, unravel = ravel_pytree(model.to_unconstrained())
 
     def objective(x):
-        return ofv(model.from_unconstrained(unravel(x)), prepared, "focei", tolerance=1e-16).ofv
+        return ofv(model.from_unconstrained(unravel(x)), prepared, method, tolerance=1e-16).ofv
 
     # One compilation (of value and gradient) serves the differences too: the
     # ODE objective's own compilation costs as much as the gradient's.

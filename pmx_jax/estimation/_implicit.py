@@ -42,7 +42,7 @@ def implicit_ebe(
     args: Any,
     *,
     objective: Callable[[Array, Any], Array],
-    materialize: bool = False,
+    materialize: bool | Callable[[Any], Any] = False,
 ) -> Float[Array, " n_b"]:
     """The EBE ``ebe`` (a converged mode of ``objective(., args)``), seen by
     autodiff as the function of ``args`` it is.
@@ -53,6 +53,11 @@ def implicit_ebe(
     the objective contains loops that reverse mode cannot transpose (the
     adaptive ODE solves of nonlinear ODE models, whose derivative rule itself
     integrates a variational system): the tangent is then a plain contraction.
+    ``True`` materialises every differentiated leaf of ``args``; a function
+    ``args -> bool pytree`` (one bool per leaf of ``args``) selects the leaves
+    that reach the loops, and the others (e.g. OMEGA^-1, which enters ``g`` linearly) keep
+    the cheaper tangent, whose derivative then never enters the loops.  The
+    cost of the matrix is one forward pass per selected scalar.
     """
     del hessian, args, objective, materialize
     return ebe
@@ -66,21 +71,7 @@ def _implicit_ebe_jvp(primals, tangents, *, objective, materialize=False):
     hessian = jax.lax.stop_gradient(hessian)
     if t_args is None or not jtu.tree_leaves(t_args):
         return ebe, jnp.zeros_like(ebe)
-    # Differentiate only the leaves that carry a tangent (the parameters), not
-    # the subject's data.
-    active = jtu.tree_map(lambda t: t is not None, t_args, is_leaf=_is_none)
-    moving, fixed = eqx.partition(args, active)
-    t_moving, _ = eqx.partition(t_args, active, is_leaf=_is_none)
-
-    def gradient(moving_args):
-        return jax.grad(objective)(ebe, eqx.combine(moving_args, fixed))
-
-    if materialize:
-        jacobian = jax.jacfwd(gradient)(moving)
-        pairs = zip(jtu.tree_leaves(jacobian), jtu.tree_leaves(t_moving), strict=True)
-        g_dot = sum(jnp.tensordot(j, t, axes=jnp.ndim(t)) for j, t in pairs)
-    else:
-        _, g_dot = jax.jvp(gradient, (moving,), (t_moving,))
+    g_dot = _tangent(lambda a: jax.grad(objective)(ebe, a), args, t_args, materialize)
     # Non-converged subjects may carry a useless Hessian: give them a zero
     # derivative.  The test is on the primal only (a select on a tangent could not
     # be transposed), and the identity stands in so no NaN reaches the cotangents.
@@ -89,3 +80,56 @@ def _implicit_ebe_jvp(primals, tangents, *, objective, materialize=False):
     sym = jnp.where(usable, 0.5 * (hessian + hessian.T), eye)
     t_ebe = -jnp.linalg.solve(sym, g_dot)
     return ebe, jnp.where(usable, t_ebe, 0.0)
+
+
+def _tangent(fn: Callable[[Any], Array], args: Any, t_args: Any, materialize: Any) -> Array:
+    """The JVP of ``fn`` at ``args`` along ``t_args`` (``None`` where a leaf is
+    not differentiated), with the Jacobian materialised as ``materialize``
+    says (see :func:`implicit_ebe`): the result is then linear in the tangents
+    through plain contractions, which reverse mode transposes."""
+    # Differentiate only the leaves that carry a tangent (the parameters), not
+    # the subject's data.
+    active = jtu.tree_map(lambda t: t is not None, t_args, is_leaf=_is_none)
+    moving, fixed = eqx.partition(args, active)
+    t_moving, _ = eqx.partition(t_args, active, is_leaf=_is_none)
+
+    def f(moving_args):
+        return fn(eqx.combine(moving_args, fixed))
+
+    if not materialize:
+        return jax.jvp(f, (moving,), (t_moving,))[1]
+    select = active
+    if callable(materialize):
+        select = jtu.tree_map(lambda a, s: a and s, active, materialize(args))
+    through, along = eqx.partition(moving, select)
+    t_through, t_along = eqx.partition(t_moving, select, is_leaf=_is_none)
+    parts = []
+    if jtu.tree_leaves(through):
+        jacobian = jax.jacfwd(lambda x: f(eqx.combine(x, along)))(through)
+        pairs = zip(jtu.tree_leaves(jacobian), jtu.tree_leaves(t_through), strict=True)
+        parts += [jnp.tensordot(j, t, axes=jnp.ndim(t)) for j, t in pairs]
+    if jtu.tree_leaves(along):
+        parts.append(jax.jvp(lambda y: f(eqx.combine(through, y)), (along,), (t_along,))[1])
+    return sum(parts)
+
+
+@eqx.filter_custom_jvp
+def forward_only(args: Any, *, fn: Callable[[Any], Array], materialize: Any = True) -> Array:
+    """``fn(args)``, whose derivative autodiff takes from a Jacobian built in
+    forward mode (``materialize`` as in :func:`implicit_ebe`) and contracted
+    with the tangents.  For terms that reverse mode cannot differentiate, e.g.
+    the log-determinant of the Hessian of a nonlinear ODE model's individual
+    objective (Laplace): its derivative runs variational solves inside
+    variational solves.  Second derivatives through it are not exact."""
+    del materialize
+    return fn(args)
+
+
+@forward_only.def_jvp
+def _forward_only_jvp(primals, tangents, *, fn, materialize=True):
+    (args,) = primals
+    (t_args,) = tangents
+    value = fn(args)
+    if t_args is None or not jtu.tree_leaves(t_args):
+        return value, jnp.zeros_like(value)
+    return value, _tangent(fn, args, t_args, materialize)

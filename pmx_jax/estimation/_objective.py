@@ -48,14 +48,16 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import Array, Float, Int
 
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..dynamics._ode import AbstractODE
 from ..model._model import Model
+from ..model._parameters import Omega
 from ..simulation._core import Prepared
-from ._implicit import implicit_ebe
+from ._implicit import forward_only, implicit_ebe
 from ._inner import EBEStatus, newton_ebe
 from ._kernel import LOG_2PI, Layout, RecordTerms, logdet, record_terms
 from ._problem import Problem, make_problem, map_subjects
@@ -115,6 +117,28 @@ class _Subject(eqx.Module):
             has_ss=self.has_ss,
             max_ss_overlap=self.max_ss_overlap,
         )
+
+
+def _reaches_the_dynamics(args: tuple) -> tuple:
+    """For the implicit derivative's materialised Jacobian (nonlinear ODEs):
+    one bool per leaf of ``args``, true for the leaves of the subject's model
+    other than its OMEGA matrices (THETAs reach the ODE through
+    ``individual``; OMEGA only through ``_Prior``, which like FOCE's fixed
+    variances enters the EBE gradient without passing through the ODE)."""
+
+    model = jtu.tree_map(
+        lambda node: _mark(node, not isinstance(node, Omega)),
+        args[0].model,
+        is_leaf=lambda node: isinstance(node, Omega),
+    )
+    subject = eqx.tree_at(lambda s: s.model, _mark(args[0], False), model)
+    return (subject, *_mark(args[1:], False))
+
+
+def _mark(tree, value: bool):
+    """``value`` at every leaf of ``tree``, and at its ``None``s (as in a
+    tangents' tree)."""
+    return jtu.tree_map(lambda _: value, tree, is_leaf=lambda x: x is None)
 
 
 class _Prior(eqx.Module):
@@ -243,12 +267,29 @@ def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
     return jnp.where(terms.ok, value, jnp.inf)
 
 
-def _laplace_ofv(subj, prior, b):
+def _laplace_ofv(subj, prior, b, materialize: bool = False):
+    """``materialize``: differentiate the log-determinant in forward mode
+    (nonlinear ODEs, see :func:`forward_only`); the EBE ``b`` and the THETAs
+    are materialised, OMEGA keeps its tangent."""
     terms = subj.terms(b)
     n_normal = jnp.sum(terms.normal)
     value = _interaction_objective(b, (subj, prior))
+    if materialize:
+        det = forward_only((b, subj, prior), fn=_log_det_curvature, materialize=_laplace_select)
+    else:
+        det = _log_det_curvature((b, subj, prior))
+    return value - n_normal * LOG_2PI + prior.logdet + det
+
+
+def _log_det_curvature(args):
+    """log det of half the Hessian of the interaction objective at ``b``."""
+    b, subj, prior = args
     hess = 0.5 * jax.hessian(_interaction_objective)(b, (subj, prior))
-    return value - n_normal * LOG_2PI + prior.logdet + logdet(0.5 * (hess + hess.T))
+    return logdet(0.5 * (hess + hess.T))
+
+
+def _laplace_select(args):
+    return (_mark(args[0], True), *_reaches_the_dynamics(args[1:]))
 
 
 def _fo_ofv(subj, prior, b0):
@@ -305,6 +346,7 @@ def _population_ofv(
     # loop) that reverse mode cannot transpose inside the implicit derivative.
     dynamics = model.dynamics
     materialize = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
+    materialize = _reaches_the_dynamics if materialize else False
     if scoring is None:
         scoring = isinstance(dynamics, AbstractODE)
 
@@ -343,7 +385,7 @@ def _population_ofv(
             materialize=materialize,
         )
         if method == "laplace":
-            value = _laplace_ofv(subj, prior, b)
+            value = _laplace_ofv(subj, prior, b, materialize=bool(materialize))
         else:
             value = _first_order_ofv(
                 subj,
