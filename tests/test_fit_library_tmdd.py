@@ -149,6 +149,17 @@ def test_kdeg_cannot_be_told_from_kss_at_the_initial_estimates(refdata):
     assert np.sign(loadings["tkdeg"]) != np.sign(loadings["tkss"])
 
 
+def _assert_cwres_about_standard_normal(result) -> None:
+    """CWRES are about standard normal under the model: over 321 observations
+    from 12 subjects (correlated within a subject) the mean stays within 0.25
+    of 0 and the SD within 0.5 of 1."""
+    out = result.table()
+    cwres = out.loc[out.EVID == 0, "CWRES"].to_numpy()
+    assert cwres.size == 321 and np.all(np.isfinite(cwres))
+    assert abs(np.mean(cwres)) < 0.25
+    assert 0.5 < np.std(cwres) < 1.5
+
+
 @pytest.fixture(scope="module")
 def linear_fit(refdata):
     """The linear two-compartment model (no target), the nested reference."""
@@ -202,14 +213,7 @@ def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata, linear_f
         pred, _scipy_log_free_concentration(subject, typical), rtol=0.0, atol=1e-6
     )
 
-    # CWRES are about standard normal under the model: over 321 observations
-    # from 12 subjects (correlated within a subject) the mean stays within
-    # 0.25 of 0 and the SD within 0.5 of 1.
-    out = qss.table()
-    cwres = out.loc[out.EVID == 0, "CWRES"].to_numpy()
-    assert cwres.size == 321 and np.all(np.isfinite(cwres))
-    assert abs(np.mean(cwres)) < 0.25
-    assert 0.5 < np.std(cwres) < 1.5
+    _assert_cwres_about_standard_normal(qss)
 
 
 @pytest.mark.slow
@@ -259,8 +263,4 @@ def test_michaelis_menten_limit_converges_below_linear_and_qss(refdata, linear_f
         pred, _scipy_log_concentration_mm(subject, typical), rtol=0.0, atol=1e-6
     )
 
-    out = result.table()
-    cwres = out.loc[out.EVID == 0, "CWRES"].to_numpy()
-    assert cwres.size == 321 and np.all(np.isfinite(cwres))
-    assert abs(np.mean(cwres)) < 0.25
-    assert 0.5 < np.std(cwres) < 1.5
+    _assert_cwres_about_standard_normal(result)
