@@ -171,7 +171,7 @@ def linear_fit(refdata):
 
 @pytest.mark.slow
 def test_qss_tmdd_fits_nimotuzumab_better_than_linear_kinetics(refdata, linear_fit):
-    # Fifteen FOCEI iterations (about 9 min on a 2-core CPU), not a converged
+    # Fifteen FOCEI iterations (about 7.5 min on a 2-core CPU), not a converged
     # fit: the full fit does not converge on these data.  Followed to iteration
     # 48 (2026-11-22, fit(callback=...) logging every evaluation): OFV 140.59 at
     # iteration 15, 139.60 at 48, while the linear CL runs to zero (log CL from
