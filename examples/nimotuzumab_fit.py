@@ -46,6 +46,8 @@ def qss_progress(info, model):
 
 
 def main(path: Path, qss_iterations: int = 0) -> dict:
+    """Fit the models to ``path``, print the Michaelis-Menten fit and a
+    comparison table; return the FitResults by name."""
     data = pmx.read_nonmem(path)
     fits = {
         "linear": pmx.fit(pmx.library.NimotuzumabLinear(), data, "focei", covariance=None),
