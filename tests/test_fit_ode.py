@@ -82,9 +82,11 @@ def test_gradient_of_a_nonlinear_ode_model_matches_finite_differences(data, meth
 
 
 @pytest.mark.slow
-def test_focei_fit_of_a_nonlinear_ode_model_converges(data):
-    # KM is not identifiable from three subjects' data: fixed.
+@pytest.mark.parametrize("method", ["focei", "laplace"])
+def test_fit_of_a_nonlinear_ode_model_converges(data, method):
+    # KM is not identifiable from three subjects' data: fixed.  Laplace: its
+    # log-determinant term is differentiated in forward mode (forward_only).
     model = TheophyllineMM().with_values(tkm=pmx.theta(2.0, fixed=True))
-    result = pmx.fit(model, data, "focei", covariance="sandwich")
+    result = pmx.fit(model, data, method, covariance="sandwich")
     assert result.converged, result.message
     assert np.all(np.isfinite(result.estimates()["se"].dropna()))
