@@ -345,8 +345,7 @@ def _population_ofv(
     # Nonlinear ODEs: their derivative rule solves a variational ODE (a while
     # loop) that reverse mode cannot transpose inside the implicit derivative.
     dynamics = model.dynamics
-    materialize = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
-    materialize = _reaches_the_dynamics if materialize else False
+    nonlinear_ode = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
     if scoring is None:
         scoring = isinstance(dynamics, AbstractODE)
 
@@ -382,10 +381,10 @@ def _population_ofv(
             jax.lax.stop_gradient(ebe.hessian),
             args,
             objective=objective,
-            materialize=materialize,
+            materialize=_reaches_the_dynamics if nonlinear_ode else False,
         )
         if method == "laplace":
-            value = _laplace_ofv(subj, prior, b, materialize=bool(materialize))
+            value = _laplace_ofv(subj, prior, b, materialize=nonlinear_ode)
         else:
             value = _first_order_ofv(
                 subj,
