@@ -3,15 +3,19 @@ and tail effective sample sizes (Vehtari, Gelman, Simpson, Carpenter and
 Buerkner 2021, "Rank-normalization, folding, and localization"), the
 definitions of Stan, ArviZ and posterior.
 
-Draws are arrays ``(n_chains, n_draws)``.  The autocorrelation-based ESS of a
-set of chains is NumPyro's (Geyer's initial monotone sequence estimator).
+Draws are arrays ``(n_chains, n_draws)``.  The ESS of a set of chains is
+computed as ArviZ computes it: the autocorrelations are averaged over chains,
+Geyer's initial positive and initial monotone sequences truncate their sum,
+and the autocorrelation time is floored at ``1 / log10(n)``, so that
+anti-correlated (antithetic) draws give a positive ESS of at most
+``n log10(n)`` for ``n`` draws in all.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from jax.scipy.special import ndtri
-from numpyro.diagnostics import effective_sample_size
+from numpyro.diagnostics import autocovariance
 
 
 def _split(x: np.ndarray) -> np.ndarray:
@@ -60,10 +64,45 @@ def rhat(x: np.ndarray) -> float:
     return max(bulk, folded)
 
 
+def _autocorrelation_time(x: np.ndarray) -> float:
+    """Integrated autocorrelation time ``tau = 1 + 2 sum_t rho_t`` of chains ``x``.
+
+    ``rho_t`` is the lag-``t`` autocorrelation of the pooled chains (Stan's
+    combination of the within-chain autocovariances with the between-chain
+    variance).  Summed in pairs ``P_k = rho_2k + rho_2k+1``, which are positive
+    and decreasing for a reversible Markov chain (Geyer 1992): the sum stops at
+    the first non-positive pair (initial positive sequence) and every pair is
+    capped by the one before (initial monotone sequence).
+    """
+    m, n = x.shape
+    # Biased (divided by n) autocovariances, averaged over chains.
+    gamma = autocovariance(x, axis=1).mean(axis=0)
+    within = gamma[0] * n / (n - 1)
+    var_plus = gamma[0] + (x.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
+    rho = 1.0 - (within - gamma) / var_plus
+    rho[0] = 1.0
+    if np.any(np.isnan(rho)):
+        return float("nan")
+    n_pairs = (n - 1) // 2
+    pairs = rho[: 2 * n_pairs].reshape(n_pairs, 2).sum(axis=1)
+    nonpositive = np.flatnonzero(pairs <= 0.0)
+    # The pairs before the first non-positive one (before the last pair when
+    # all are positive) enter in full; the even lag of the pair that ends the
+    # sequence enters once when positive (Geyer's truncation, as in Stan and
+    # ArviZ, which lowers the variance of tau for antithetic chains).
+    end = int(nonpositive[0]) if nonpositive.size else max(n_pairs - 1, 0)
+    monotone = np.minimum.accumulate(pairs[:end])
+    return float(-1.0 + 2.0 * monotone.sum() + max(rho[2 * end], 0.0))
+
+
 def _ess(x: np.ndarray) -> float:
+    """Effective sample size of chains ``x``: ``m n / tau``, ``tau`` at least
+    ``1 / log10(m n)``.  NaN when every draw is the same (nothing to estimate)."""
     if np.ptp(x) == 0:
         return float("nan")
-    return float(effective_sample_size(x))
+    n_total = x.size
+    tau = max(_autocorrelation_time(x), 1.0 / np.log10(n_total))
+    return float(n_total / tau)
 
 
 def ess_bulk(x: np.ndarray) -> float:
