@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 from scipy import stats
 
 import pmx_jax as pmx
+from pmx_jax.diagnostics import SIRResult
 from pmx_jax.diagnostics._bootstrap import (
     _call,
     _LogJacobian,
@@ -178,6 +179,34 @@ def test_chi2_quantile_matches_scipy():
     p = np.array([0.05, 0.5, 0.9, 0.95, 0.99])
     for df in (1, 3, 7):
         np.testing.assert_allclose(chi2_quantile(p, df), stats.chi2.ppf(p, df), rtol=1e-8)
+
+
+def test_chi2_quantile_matches_printed_tables():
+    """Chi-square table values (6 decimals), and the median for df = 2,
+    2 log 2 in closed form; a scalar probability gives a 1-vector."""
+    np.testing.assert_allclose(chi2_quantile([0.95, 0.99], 1), [3.841459, 6.634897], atol=5e-7)
+    np.testing.assert_allclose(
+        chi2_quantile([0.5, 0.95], 2), [2.0 * math.log(2.0), 5.991465], atol=5e-7
+    )
+    seven = chi2_quantile(0.95, 7)
+    assert seven.shape == (1,)
+    assert seven[0] == pytest.approx(14.067140, abs=5e-7)
+
+
+def test_sir_summary_wald_interval_uses_the_normal_quantile():
+    """The covariance step's interval next to SIR's is estimate -/+ z SE with
+    z = 1.959964 at 95% and 1.644854 at 90% (normal tables)."""
+    names = ["tcl", "tv"]
+    samples = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 2)), columns=names)
+    estimate, se = np.array([1.0, 2.0]), np.array([0.1, 0.5])
+    result = SIRResult(
+        samples=samples, names=names, estimate=estimate, covariance_se=se, level=0.95
+    )
+    for level, z in ((None, 1.959964), (0.90, 1.644854)):
+        table = result.summary(level)
+        np.testing.assert_allclose(table["cov_ci_upper"], estimate + z * se, atol=5e-7 * se.max())
+        np.testing.assert_allclose(table["cov_ci_lower"], estimate - z * se, atol=5e-7 * se.max())
+        np.testing.assert_allclose(table["cov_se"], se)
 
 
 def test_log_jacobian_to_nonmem_scale():

@@ -106,6 +106,54 @@ def test_chi2_sf_matches_scipy(x, df):
     assert chi2_sf(x, df) == pytest.approx(stats.chi2.sf(x, df), rel=1e-10, abs=1e-300)
 
 
+def test_chi2_sf_at_printed_table_values():
+    """The 5% points of chi-square tables have tail probability 0.05; for
+    df = 2 the survival function is exp(-x/2) in closed form."""
+    assert chi2_sf(3.841459, 1) == pytest.approx(0.05, abs=1e-7)
+    assert chi2_sf(7.814728, 3) == pytest.approx(0.05, abs=1e-7)
+    for x in (0.5, 5.991465, 20.0):
+        assert chi2_sf(x, 2) == pytest.approx(math.exp(-x / 2), rel=1e-12)
+    assert chi2_sf(0.0, 0) == 1.0 and chi2_sf(1e-9, 0) == 0.0  # point mass at 0
+    assert chi2_sf(-1.0, 3) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("df", "alpha", "boundary", "table", "decimals"),
+    [
+        (1, 0.05, False, 3.841459, 6),  # chi-square tables
+        (2, 0.05, False, 5.991465, 6),
+        (3, 0.05, False, 7.814728, 6),
+        (1, 0.01, False, 6.634897, 6),
+        (1, 0.05, True, 2.705543, 6),  # 0.5 chi2(0) + 0.5 chi2(1): chi2(1)'s 10% point
+        (2, 0.05, True, 5.14, 2),  # 0.5 chi2(1) + 0.5 chi2(2) (Stram and Lee 1994)
+    ],
+)
+def test_critical_values_match_printed_tables(
+    full_model, reduced_model, df, alpha, boundary, table, decimals
+):
+    lrt = likelihood_ratio_test(
+        _result(reduced_model, 120.0),
+        _result(full_model, 116.8),
+        df=df,
+        alpha=alpha,
+        boundary=boundary,
+    )
+    assert lrt.critical_value == pytest.approx(table, abs=0.5 * 10.0**-decimals)
+    # At the critical value the tail probability is alpha.
+    tail = chi2_sf(lrt.critical_value, df)
+    if boundary:
+        tail = 0.5 * tail + 0.5 * chi2_sf(lrt.critical_value, df - 1)
+    assert tail == pytest.approx(alpha, rel=1e-9)
+
+
+def test_lrt_alpha_must_be_a_probability(full_model, reduced_model):
+    for alpha in (0.0, 1.0, 5.0):
+        with pytest.raises(ValueError, match="alpha must be in"):
+            likelihood_ratio_test(
+                _result(reduced_model, 120.0), _result(full_model, 116.8), alpha=alpha
+            )
+
+
 def test_lrt_boundary_mixture(full_model, reduced_model):
     """Self and Liang: 0.5 chi2(0) + 0.5 chi2(1) for one variance at 0, so the
     p-value is half the chi-square one, and the 5% critical value is the

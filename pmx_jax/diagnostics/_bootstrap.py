@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import gammaincc
+from scipy import stats
 
 from ..data._dataset import Dataset
 from ..estimation._covariance import natural_names, natural_vector
@@ -576,17 +576,9 @@ def importance_resample(
 
 
 def chi2_quantile(probability: np.ndarray, df: float) -> np.ndarray:
-    """Chi-square quantiles by bisection on ``gammaincc`` (no scipy)."""
-    prob = np.atleast_1d(np.asarray(probability, dtype=float))
-    lo = np.zeros_like(prob)
-    hi = np.full_like(prob, max(10.0, 10.0 * df))
-    a = jnp.asarray(0.5 * df)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        cdf = 1.0 - np.asarray(gammaincc(a, jnp.asarray(0.5 * mid)))
-        below = cdf < prob
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    """Quantiles of chi-square(``df``) at ``probability`` (a 1-D array): the
+    reference distribution of dOFV for ``df`` estimated parameters."""
+    return np.atleast_1d(stats.chi2.ppf(np.asarray(probability, dtype=float), df))
 
 
 class _BatchOFV(eqx.Module):
@@ -659,7 +651,7 @@ class SIRResult:
         level = level or self.level
         values = self.samples[list(self.names)].to_numpy(dtype=float)
         table = _percentile_table(values, self.names, self.estimate, level)
-        z = math.sqrt(2.0) * _erfinv(level)
+        z = float(stats.norm.ppf(0.5 + 0.5 * level))  # two-sided Wald z-value
         cov_se = self.covariance_se
         table["cov_se"] = cov_se
         table["cov_ci_lower"] = self.estimate - z * cov_se
@@ -697,15 +689,6 @@ class SIRResult:
         return head + "\n" + self.summary().to_string(index=False)
 
     __repr__ = __str__
-
-
-def _erfinv(level: float) -> float:
-    """``erfinv(level)`` by bisection on ``math.erf`` (for the Wald z-value)."""
-    lo, hi = 0.0, 6.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if math.erf(mid) < level else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def sir(

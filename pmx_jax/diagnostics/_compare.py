@@ -15,22 +15,19 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.scipy.special import gammaincc
+from scipy import optimize, stats
 
 
 def chi2_sf(x: float, df: float) -> float:
-    """``P(X > x)`` for ``X ~ chi-square(df)``: ``Q(df/2, x/2)``, the regularised
-    upper incomplete gamma function.  ``df = 0`` is the point mass at 0."""
+    """``P(X > x)`` for ``X ~ chi-square(df)``; ``df = 0`` is the point mass at 0
+    (the distribution of dOFV for a parameter on its boundary)."""
     if df < 0:
         raise ValueError(f"degrees of freedom must be >= 0, got {df}")
     if df == 0:
         return 1.0 if x <= 0 else 0.0
-    if x <= 0:
-        return 1.0
-    return float(gammaincc(jnp.asarray(0.5 * df), jnp.asarray(0.5 * x)))
+    return float(stats.chi2.sf(x, df))
 
 
 def _data_signature(fit: Any) -> tuple:
@@ -179,17 +176,16 @@ def _mixture_sf(x: float, df: int, boundary: bool) -> float:
 
 
 def _critical_value(alpha: float, df: int, boundary: bool) -> float:
-    """The dOFV with tail probability ``alpha`` (bisection on the survival function)."""
-    lo, hi = 0.0, 1.0
-    while _mixture_sf(hi, df, boundary) > alpha:
-        hi *= 2.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if _mixture_sf(mid, df, boundary) > alpha:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    """The dOFV with tail probability ``alpha``: the chi-square(``df``) upper
+    quantile, or that of the boundary mixture, which lies between the
+    quantiles of its two components (found by Brent's method)."""
+    upper = float(stats.chi2.isf(alpha, df))
+    if not boundary:
+        return upper
+    lower = float(stats.chi2.isf(alpha, df - 1)) if df > 1 else 0.0
+    return float(
+        optimize.brentq(lambda x: _mixture_sf(x, df, True) - alpha, lower, upper, xtol=1e-12)
+    )
 
 
 def likelihood_ratio_test(
@@ -225,13 +221,16 @@ def likelihood_ratio_test(
             fit better, so this points at a full fit stopped short of its minimum.
 
     Raises:
-        ValueError: the fits are of different data or methods, or ``reduced``
-            does not have fewer parameters than ``full`` (and no ``df`` is given).
+        ValueError: the fits are of different data or methods, ``reduced``
+            does not have fewer parameters than ``full`` (and no ``df`` is given),
+            or ``alpha`` is not in (0, 1).
 
     Example:
         >>> # lrt = pmx.diagnostics.likelihood_ratio_test(fit_no_wt, fit_wt)
         >>> # lrt.p_value, lrt.dofv
     """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     _check_same_data([reduced, full], ["reduced", "full"])
     if reduced.method != full.method:
         raise ValueError(
