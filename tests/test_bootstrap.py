@@ -18,22 +18,20 @@ from jax.flatten_util import ravel_pytree
 from scipy import stats
 
 import pmx_jax as pmx
-from pmx_jax.diagnostics import SIRResult
-from pmx_jax.diagnostics._bootstrap import (
-    _call,
-    _LogJacobian,
+from pmx_jax.diagnostics._bootstrap import bootstrap
+from pmx_jax.diagnostics._compile_counter import compilation_count
+from pmx_jax.diagnostics._resample import (
     _resampled_prepared,
-    bootstrap,
-    chi2_quantile,
-    compilation_count,
-    importance_resample,
-    importance_weights,
-    proposal_samples,
     resample_indices,
     resample_subjects,
     resampled_dataset,
-    sir,
     subject_strata,
+)
+from pmx_jax.diagnostics._sir import SIRResult, _call, _LogJacobian, chi2_quantile, sir
+from pmx_jax.diagnostics._sir_kernel import (
+    importance_resample,
+    importance_weights,
+    proposal_samples,
 )
 from pmx_jax.simulation._core import prepare
 

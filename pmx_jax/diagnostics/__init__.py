@@ -6,9 +6,7 @@ itself: ``fit.table()``.
 """
 
 from ._bootstrap import BootstrapResult as BootstrapResult
-from ._bootstrap import SIRResult as SIRResult
 from ._bootstrap import bootstrap as bootstrap
-from ._bootstrap import sir as sir
 from ._compare import LikelihoodRatioTest as LikelihoodRatioTest
 from ._compare import compare as compare
 from ._compare import likelihood_ratio_test as likelihood_ratio_test
@@ -21,5 +19,7 @@ from ._plots import qq_plot as qq_plot
 from ._report import load_run as load_run
 from ._report import report as report
 from ._report import write_report as write_report
+from ._sir import SIRResult as SIRResult
+from ._sir import sir as sir
 from ._vpc import VPCResult as VPCResult
 from ._vpc import vpc as vpc
