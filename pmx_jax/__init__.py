@@ -23,6 +23,7 @@ from . import dynamics as dynamics
 from . import estimation as estimation
 from . import library as library
 from . import pk as pk
+from ._results import RESULTS as RESULTS
 from .bayes import sample as sample
 from .data import Dataset as Dataset
 from .data import DatasetError as DatasetError

@@ -124,3 +124,72 @@ def bolus_2cpt_data(refdata):
     120 subjects, 2280 observations."""
     table = pd.read_csv(refdata / "Bolus_2CPT.csv")
     return pmx.read_nonmem(table[table["SD"] == 1], ss_codes={99: 0})
+
+
+# -- REFERENCE_CASES S1 and S2: designs whose individual objectives have several modes
+
+
+class WarfarinLag(pmx.Model):
+    """S1: warfarin PK with an absorption lag, ``ALAG1 = exp(TH4 + ETA4)``,
+    ``Var = (TH5 IPRED)^2 + TH6^2``; initial estimates as the design says."""
+
+    tka: pmx.Theta = pmx.theta(0.2)
+    tcl: pmx.Theta = pmx.theta(-2.0)
+    tv: pmx.Theta = pmx.theta(2.0)
+    tlag: pmx.Theta = pmx.theta(-0.2)
+    prop: pmx.Theta = pmx.theta(0.2, lower=0.0)
+    add: pmx.Theta = pmx.theta(0.5, lower=0.0)
+    iiv: pmx.Omega = pmx.omega(ka=0.7, cl=0.2, v=0.2, lag=0.6)
+    dynamics = pmx.pk.OneCompartmentOral()
+
+    def individual(self, eta, cov):
+        return dict(
+            ka=jnp.exp(self.tka + eta.ka),
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv + eta.v),
+            ALAG1=jnp.exp(self.tlag + eta.lag),
+        )
+
+    def observe(self, amounts, p):
+        return pmx.Combined2(amounts.central / p["v"], self.add, self.prop)
+
+
+def warfarin_lag_data(refdata):
+    """``warfarin_PKS_nonmem.csv``: 32 subjects, 251 observations."""
+    return pmx.read_nonmem(refdata / "warfarin_PKS_nonmem.csv")
+
+
+class Mox1(pmx.Model):
+    """S2: moxonidine, ``CL = TH1 exp(ETA1)``, ``V = TH2 exp(ETA2)``,
+    ``KA = TH3 exp(ETA3)``, BLOCK(2) on CL and V, ``Y = log(F) + EPS1`` on
+    DV = log concentration (FOCE without interaction).  Initial estimates from
+    a one-compartment reading of the single-dose profiles (peak ~0.9 at
+    1-2 h, terminal slope ~0.3 /h, AUC ~3.5 per 100)."""
+
+    tcl: pmx.Theta = pmx.theta(27.5, lower=0.0)
+    tv: pmx.Theta = pmx.theta(100.0, lower=0.0)
+    tka: pmx.Theta = pmx.theta(1.0, lower=0.0)
+    sd: pmx.Theta = pmx.theta(0.3, lower=0.0)
+    iiv: pmx.Omega = pmx.omega_block(["cl", "v"], [[0.2, 0.1], [0.1, 0.2]])
+    iiv_ka: pmx.Omega = pmx.omega(ka=0.3)
+    dynamics = pmx.pk.OneCompartmentOral()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=self.tcl * jnp.exp(eta.cl),
+            v=self.tv * jnp.exp(eta.v),
+            ka=self.tka * jnp.exp(eta.ka),
+        )
+
+    def observe(self, amounts, p):
+        conc = amounts.central / p["v"]
+        # log 0 on the dose records (no drug yet) would reach the derivatives.
+        return pmx.Additive(jnp.log(jnp.where(conc > 0, conc, 1.0)), self.sd)
+
+
+def mox1_data(refdata):
+    """``mox_simulated_log_for_mox1.csv`` as NONMEM reads it for mox1: EVID and
+    CMT dropped, so AMT > 0 rows are doses (SS=1, II=12 for the second) into
+    the depot: 74 subjects, 1022 observations."""
+    table = pd.read_csv(refdata / "mox_simulated_log_for_mox1.csv", skipinitialspace=True)
+    return pmx.read_nonmem(table.drop(columns=["EVID", "CMT"]))

@@ -322,11 +322,8 @@ def test_sir_close_to_covariance_step_for_thetas(theo_focei):
     covariance step's, and 95% intervals whose ends lie within 0.35 SE of the
     Wald ones.  The OMEGAs are skewed (flat prior on the variance): checked only
     for a reasonable ESS."""
-    theo_focei.compute_covariance("r")
-    try:
-        result = sir(theo_focei, n_samples=1000, n_resamples=250, seed=0, progress=False)
-    finally:
-        theo_focei.compute_covariance("sandwich")
+    with_r = theo_focei.compute_covariance("r")
+    result = sir(with_r, n_samples=1000, n_resamples=250, seed=0, progress=False)
     table = result.summary().set_index("parameter")
     assert result.n_nonfinite == 0
     assert result.effective_sample_size > 50  # 188 of 1,000 draws with this seed

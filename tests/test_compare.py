@@ -18,6 +18,7 @@ from pmx_jax.diagnostics._compare import (
     compare,
     likelihood_ratio_test,
 )
+from pmx_jax import RESULTS
 from pmx_jax.estimation import FitResult
 
 
@@ -32,7 +33,7 @@ def _result(model, ofv, *, n_obs=132, n_sub=12, method="focei", converged=True) 
         n_censored=0,
         iterations=10,
         n_evaluations=12,
-        converged=converged,
+        status=RESULTS.successful if converged else RESULTS.max_iterations,
         message="test",
         ebe_matrix=np.zeros((n_sub, model.n_eta)),
         ebe_status=np.zeros(n_sub, dtype=int),

@@ -49,9 +49,12 @@ def test_theo_estimates_and_report(theo, tmp_path):
     record = json.loads(theo.to_json())
     assert record["covariance_step"] == "sandwich"
     assert math.isfinite(record["condition_number"])
-    # A second kind on the same result, and the CI on the natural scale.
-    r_only = theo.compute_covariance("r")
-    assert theo.covariance is r_only and r_only.kind == "r"
+    # A second kind: a new result (the first one is a value and keeps its
+    # sandwich), and the CI on the natural scale.
+    with_r = theo.compute_covariance("r")
+    assert with_r is not theo and theo.covariance.kind == "sandwich"
+    r_only = with_r.covariance
+    assert r_only.kind == "r" and with_r.ofv == theo.ofv
     t = r_only.table().set_index("parameter")
     np.testing.assert_allclose(t["ci_upper"] - t["estimate"], 1.959964 * t["se"], rtol=1e-6)
 

@@ -21,7 +21,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import pmx_jax as pmx
-from pmx_jax.estimation import EBEStatus, ofv
+from pmx_jax.estimation import EBEStatus, NonFiniteOFVWarning, ofv
 from pmx_jax.simulation._core import prepare
 
 SD = math.sqrt(0.1)
@@ -164,7 +164,10 @@ def test_subject_with_undefined_likelihood_is_named_not_nan(refdata, wang):
     # proportional error has zero variance, so no eta gives a finite likelihood.
     model, _ = wang
     data = prepare(model, pmx.read_nonmem(wang_table(refdata, dose_time={4: 2.0})))
-    result = ofv(model.with_values(**ERRORS["proportional"]), data, "focei")
+    # The non-finite OFV is announced with the subject (prepared data keeps no
+    # IDs: the subject is named by its position).
+    with pytest.warns(NonFiniteOFVWarning, match=r"ID #4 \(nonfinite\)"):
+        result = ofv(model.with_values(**ERRORS["proportional"]), data, "focei")
     status = np.asarray(result.status)
     assert status[3] == EBEStatus.NONFINITE
     assert np.all(np.delete(status, 3) == EBEStatus.CONVERGED)

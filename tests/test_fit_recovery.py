@@ -164,7 +164,7 @@ def test_focei_standard_errors_match_sampling_error(focei, population):
     # The covariance step's SEs: each estimate within 3 of them of the truth,
     # and the SEs themselves within [0.7, 1.6] times the large-sample
     # approximations (which ignore shrinkage, so they are a little too small).
-    cov = focei.compute_covariance("sandwich")
+    cov = focei.compute_covariance("sandwich").covariance
     assert cov.ok, cov.message
     se = pd.Series(dict(zip(cov.names, cov.se, strict=True)))[list(TRUTH)]
     z = errors(focei) / se

@@ -16,6 +16,7 @@ from ._kernel import conditional_log_likelihood as conditional_log_likelihood
 from ._kernel import log_prior as log_prior
 from ._kernel import record_terms as record_terms
 from ._objective import METHODS as METHODS
+from ._objective import NonFiniteOFVWarning as NonFiniteOFVWarning
 from ._objective import OFVResult as OFVResult
 from ._objective import ofv as ofv
 from ._problem import Problem as Problem

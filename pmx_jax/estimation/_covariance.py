@@ -44,6 +44,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
+from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..model._model import Model
 from ..simulation._core import Prepared
@@ -79,8 +80,11 @@ class CovarianceResult:
         r_matrix, s_matrix: ``R`` (Hessian of ``-log L``) and ``S`` on the
             unconstrained scale; ``covariance_unconstrained``: the chosen
             inverse/sandwich on that scale; ``jacobian``: ``d natural / du``.
-        ok: whether the step succeeded; ``message``: what went wrong otherwise
-            (which parameters span the non-positive-definite direction).
+        ok: whether the step succeeded; ``status``: a :class:`pmx_jax.RESULTS`
+            member (``successful``, ``r_not_positive_definite``,
+            ``s_not_positive_definite`` or ``nonfinite_gradient``);
+            ``message``: what went wrong otherwise (which parameters span the
+            non-positive-definite direction).
         elapsed_seconds: wall time of the step.
     """
 
@@ -266,9 +270,10 @@ def covariance_step(
     jacobian = np.asarray(jax.jacfwd(to_natural)(jnp.asarray(y0)))
     estimate = np.asarray(to_natural(jnp.asarray(y0)))
 
-    ok, message = True, "ok"
+    ok, message, outcome = True, "ok", RESULTS.successful
     if np.any(~np.isfinite(grad_i)) or np.any(~np.isfinite(hess_ofv)):
         ok, message = False, "non-finite gradient (an EBE search failed near the estimates)"
+        outcome = RESULTS.nonfinite_gradient
     needs = dict(sandwich=("R",), r=("R",), s=("S",))[kind]
     if ok:
         for label, matrix in (("R", r_matrix), ("S", s_matrix)):
@@ -279,6 +284,7 @@ def covariance_step(
                 direction = jacobian @ vectors[:, 0]
                 direction = direction / max(np.max(np.abs(direction)), 1e-300)
                 ok = False
+                outcome = RESULTS[f"{label.lower()}_not_positive_definite"]
                 message = (
                     f"{label} matrix is not positive definite (smallest eigenvalue "
                     f"{values[0]:.3g}); parameters most involved: {_dominant(direction, names)}"
@@ -328,6 +334,7 @@ def covariance_step(
         covariance_unconstrained=cov_u,
         jacobian=jacobian,
         ok=ok,
+        status=outcome,
         message=message,
         elapsed_seconds=time.perf_counter() - started,
     )

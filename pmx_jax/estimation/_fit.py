@@ -9,26 +9,45 @@ fixed parameters are not in the vector, so they stay fixed).
 
 Design notes (why it is built this way):
 
+- **One objective.**  The OFV a fit reports, at its initial estimates and at
+  its end, is the OFV :func:`pmx_jax.ofv` gives for the same model and data:
+  each subject's EBE is the lowest mode found from a fixed set of starts
+  (``b = 0`` and two prior SDs along each principal axis of OMEGA, see
+  :func:`._inner.prior_starts`) and from the subject's current EBE.  It is
+  evaluated afresh at the end, not remembered from the search.
+- **Warm starts between iterations, a global check at the end.**  The
+  iterations search each EBE from the one of the last accepted point (or
+  ``b = 0`` where that starts lower): a subject whose individual objective has
+  two modes can stay in the worse one, and then the OFV the line search sees
+  depends on the path.  So when the search stops, the global search runs at
+  the end point; if it lowers the OFV (by more than ``1e-6``), the fit
+  continues from there with the new EBEs (a ``check`` row in ``trace``, a
+  count in ``restarts``), until the end point is a minimum of the objective
+  it reports.
 - The driver is a Python loop over one jitted BFGS step (a pure function of the
   solver state), so progress can be printed and the EBEs passed on between steps.
-  Every argument that changes between steps is an array: the step compiles once.
-- Every OFV evaluation warm-starts the EBE search (the inner Newton problem) from
-  the EBEs of the last accepted point.  The warm start is an argument of the
+  Every argument that changes between steps is an array: the step compiles once
+  (and the global evaluation once).  The warm start is an argument of the
   objective, not differentiated: the OFV gradient is the implicit (envelope)
-  derivative of :func:`._objective.ofv`, whatever the starting point of the inner
-  search.
+  derivative of the OFV at the mode found, whatever the starting point.
 - The objective is divided by a constant fixed at the initial estimates (the
   largest absolute gradient component there, at least 1).  BFGS starts from the
   identity Hessian: unscaled, its first step would be as long as the OFV gradient
   (hundreds of units of log-variance), which the line search then has to halve a
   dozen times through absurd parameter values.  Scaling changes neither the
   minimiser nor the BFGS iterates after the first.
+- **Honest convergence.**  Meeting the gradient test is not enough: a point
+  where predictions have underflowed, every eta has shrunk to nothing, a
+  parameter sits on a bound, R is singular or a parameter no longer moves the
+  OFV is reported as ``RESULTS.suspect_point`` with its reasons
+  (:mod:`._suspect`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import equinox as eqx
@@ -40,16 +59,31 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
+from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..model._model import Model
 from ..simulation._core import Prepared
-from ._objective import METHODS, Method, _population_ofv
+from ._objective import METHODS, Method, OFVResult, _population_ofv
 from ._problem import Problem, make_problem
 from ._result import FitResult
+from ._suspect import point_suspicions
 
 # Consecutive rejected line-search trials after which the search has failed: the
 # step has been halved to 2**-40 of the quasi-Newton step without any decrease.
 _MAX_REJECTED = 40
+# A global EBE search at an end point that lowers the OFV by more than this
+# finds other modes: the minimisation continues from there.
+_RESTART_DROP = 1e-6
+
+TRACE_COLUMNS = (
+    "evaluation",
+    "event",
+    "ofv",
+    "accepted",
+    "ebe_steps_max",
+    "ebe_steps_mean",
+    "seconds",
+)
 
 
 class _Objective(eqx.Module):
@@ -58,28 +92,24 @@ class _Objective(eqx.Module):
     ``args = (model, problem, ebe_init, scale, max_steps, tolerance)``: the
     model supplies fixed parameters and the structure, ``ebe_init`` the warm
     start of the EBE search (in the problem's layout).  Returns
-    ``(OFV / scale, (OFV, EBEs, EBE status))``.
+    ``(OFV / scale, (OFV, EBEs, EBE status, EBE steps))``.
     """
 
     unravel: Any = eqx.field(static=True)
 
+    def model(self, y: Array, args: tuple) -> Model:
+        return args[0].from_unconstrained(self.unravel(y))
+
     def __call__(self, y: Array, args: tuple) -> tuple[Array, tuple]:
-        model, problem, ebe_init, scale, max_steps, tolerance = args
-        fitted = model.from_unconstrained(self.unravel(y))
+        _, problem, ebe_init, scale, max_steps, tolerance = args
         result = _population_ofv(
-            fitted, problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
+            self.model(y, args), problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
         )
         # An infinite OFV (a failed subject) must read as "worse" to the line
         # search, never as NaN arithmetic inside the Armijo test.
         value = jnp.where(jnp.isfinite(result.ofv), result.ofv, jnp.inf)
         steps = jnp.stack([jnp.max(result.n_steps), jnp.sum(result.n_steps)])
         return value / scale, (value, result.ebes, result.status, steps)
-
-
-@eqx.filter_jit
-def _evaluate(objective: _Objective, y: Array, args: tuple):
-    """OFV, EBEs and status without a gradient (a model with nothing to estimate)."""
-    return objective(y, args)[1]
 
 
 @eqx.filter_jit
@@ -98,6 +128,166 @@ def _bfgs_step(solver, objective, y, args, state):
     return y, state, value, ebes, status, state.f_info.grad, steps
 
 
+@dataclass
+class _Log:
+    """Everything the driver records and prints: the trace (one row per OFV
+    evaluation), the callback, and progress lines (from here only)."""
+
+    method: str
+    n_subjects: int
+    n_parameters: int
+    n_padded: int
+    progress: bool | None
+    print_every: int
+    callback: Callable[[dict, Model], Any] | None
+    started: float = field(default_factory=time.perf_counter)
+    rows: list = field(default_factory=list)
+    verbose: bool = False
+    initial_line: str = ""
+
+    def __post_init__(self) -> None:
+        self.verbose = bool(self.progress)
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    def initial(self, ofv: float, compile_seconds: float) -> None:
+        self.initial_line = (
+            f"pmx fit ({self.method}): {self.n_subjects} subjects, {self.n_parameters} "
+            f"parameters; initial OFV {ofv:.6f} ({compile_seconds:.1f} s incl. compilation)"
+        )
+        self.say(self.initial_line)
+
+    def evaluation(
+        self, event: str, ofv: float, accepted: bool, steps: Any, seconds: float, **info: Any
+    ) -> dict:
+        steps = np.asarray(steps)
+        row = dict(
+            evaluation=len(self.rows) + 1,
+            event=event,
+            ofv=ofv,
+            accepted=accepted,
+            ebe_steps_max=int(steps[0]),
+            ebe_steps_mean=float(steps[1]) / self.n_padded,
+            seconds=seconds,
+        )
+        self.rows.append(row)
+        return row
+
+    def notify(self, row: dict, model: Model, **info: Any) -> None:
+        if self.callback is not None:
+            self.callback(dict(row, **info), model)
+
+    def iteration(self, iteration: int, ofv: float, gnorm: float) -> None:
+        if self.progress is None and not self.verbose:
+            if time.perf_counter() - self.started > 10.0:
+                self.verbose = True  # a long fit: from now on, say where it is
+                self.say(self.initial_line)
+        if iteration % self.print_every == 0 or iteration == 1:
+            self.say(f"  iter {iteration:4d}  OFV {ofv:14.6f}  |grad| {gnorm:.3e}")
+
+    def trace(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(TRACE_COLUMNS))
+
+
+@dataclass
+class _Run:
+    """Where one quasi-Newton run stopped."""
+
+    y: Array
+    ebes: Array
+    ofv: float
+    gnorm: float
+    iterations: int
+    outcome: RESULTS
+    message: str
+
+
+def _minimise(
+    solver,
+    objective: _Objective,
+    y: Array,
+    ebes: Array,
+    arguments: Callable[[Array], tuple],
+    *,
+    ofv: float,
+    gnorm: float,
+    iterations: int,
+    max_iterations: int,
+    gradient_tolerance: float,
+    ofv_tolerance: float,
+    scale: float,
+    log: _Log,
+) -> _Run:
+    """BFGS iterations from ``y`` (warm EBEs ``ebes``) until a stopping rule."""
+    state = _bfgs_init(solver, objective, y, arguments(ebes))
+    rejected = small_changes = n_accepted = 0
+    last_ofv = ofv
+    first = True
+    while True:
+        tic = time.perf_counter()
+        y, state, value, new_ebes, _, grad, steps = _bfgs_step(
+            solver, objective, y, arguments(ebes), state
+        )
+        accepted = int(state.num_accepted_steps) > n_accepted
+        row = log.evaluation("iteration", float(value), accepted, steps, time.perf_counter() - tic)
+        counted = accepted and not first
+        log.notify(
+            row,
+            objective.model(y, arguments(ebes)),
+            iteration=iterations + (1 if counted else 0),
+            gradient_max=float(jnp.max(jnp.abs(grad))) * scale,
+        )
+        if first:
+            # optimistix's first step only evaluates the starting point.
+            first = False
+            n_accepted = int(state.num_accepted_steps)
+            ebes = new_ebes
+            continue
+        if not accepted:
+            rejected += 1
+            if rejected >= _MAX_REJECTED:
+                return _Run(
+                    y, ebes, ofv, gnorm, iterations, RESULTS.line_search_failed,
+                    "line search failed: no OFV decrease along the quasi-Newton direction "
+                    f"after {rejected} trials (gradient max {gnorm:.3g})",
+                )  # fmt: skip
+            continue
+        rejected = 0
+        n_accepted = int(state.num_accepted_steps)
+        iterations += 1
+        ebes = new_ebes
+        ofv = float(value)
+        gnorm = float(jnp.max(jnp.abs(grad))) * scale
+        log.iteration(iterations, ofv, gnorm)
+        if not np.isfinite(ofv):
+            return _Run(
+                y, ebes, ofv, gnorm, iterations, RESULTS.nonfinite_ofv,
+                f"OFV became non-finite at iteration {iterations}",
+            )  # fmt: skip
+        if gnorm <= gradient_tolerance:
+            return _Run(
+                y, ebes, ofv, gnorm, iterations, RESULTS.successful,
+                f"gradient below {gradient_tolerance:g} (max |grad| {gnorm:.2e})",
+            )  # fmt: skip
+        change = abs(last_ofv - ofv) / max(1.0, abs(ofv))
+        small_changes = small_changes + 1 if change <= ofv_tolerance else 0
+        last_ofv = ofv
+        if small_changes >= 2:
+            return _Run(
+                y, ebes, ofv, gnorm, iterations, RESULTS.successful,
+                f"relative OFV change below {ofv_tolerance:g} on two iterations "
+                f"(max |grad| {gnorm:.2e})",
+            )  # fmt: skip
+        if iterations >= max_iterations:
+            return _Run(
+                y, ebes, ofv, gnorm, iterations, RESULTS.max_iterations,
+                f"maximum number of iterations ({max_iterations}) reached "
+                f"(max |grad| {gnorm:.2e})",
+            )  # fmt: skip
+
+
 def fit(
     model: Model,
     data: Dataset | Prepared | Problem,
@@ -109,8 +299,10 @@ def fit(
     progress: bool | None = None,
     print_every: int = 10,
     callback: Callable[[dict, Model], Any] | None = None,
+    ebe_init: Array | None = None,
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
+    max_restarts: int = 10,
     covariance: str | None = "sandwich",
     chunk_size: int | None = None,
 ) -> FitResult:
@@ -122,7 +314,8 @@ def fit(
             estimates, and its fixed THETAs/OMEGAs stay fixed.
         data: a Dataset (:func:`pmx_jax.read_nonmem`) or ``prepare(model, data)``.
         method: ``"fo"``, ``"foce"``, ``"focei"`` (default) or ``"laplace"``.
-        max_iterations: limit on accepted quasi-Newton iterations.
+        max_iterations: limit on accepted quasi-Newton iterations (over all
+            restarts).
         gradient_tolerance: converged when every component of the OFV gradient
             with respect to the unconstrained parameters is below this (OFV units).
         ofv_tolerance: also converged when two consecutive accepted iterations
@@ -136,14 +329,19 @@ def fit(
             accepted iterations so far, and ``gradient_max`` at the last
             accepted point) and the model at the last accepted point: to log
             or checkpoint a long fit (e.g. save ``model.estimates()``).
+        ebe_init: EBEs to start from, ``(n_subjects, n_b)`` (e.g. the
+            ``ebe_matrix`` of an earlier fit): an extra start of the global EBE
+            search at the initial estimates.
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
+        max_restarts: how often the minimisation may continue after the global
+            EBE search at its end point found lower modes.
         covariance: the covariance step run after the fit
             (:func:`pmx_jax.estimation.covariance_step`; standard errors in
             ``estimates()``): ``"sandwich"`` (default, NONMEM's ``R^-1 S R^-1``),
             ``"r"`` or ``"s"``; ``None`` skips it (``FitResult.compute_covariance()``
-            runs it later).  It is skipped, with a message, when the fit did not
-            converge.
+            runs it later).  It is skipped, with a message, when the
+            minimisation did not meet its convergence test.
         chunk_size: subjects evaluated at once; memory is proportional to it
             (default: all up to 65,536, chunks of 65,536 above).  Subjects are
             split over all local devices (``jax.devices()``; several hosts after
@@ -168,144 +366,148 @@ def fit(
     problem = make_problem(model, data, method, chunk_size=chunk_size)
     subjects = problem.source.subjects
     dtype = problem.dtype
-    layout = problem.layout
-    is_obs = np.asarray(subjects.is_obs)
-    cens = np.asarray(subjects.cens)
+    shape = (problem.n_subjects, problem.layout.size)
+    start_ebes = jnp.zeros(shape, dtype) if ebe_init is None else jnp.asarray(ebe_init, dtype)
+    if start_ebes.shape != shape:
+        raise ValueError(
+            f"ebe_init must have shape {shape} (subjects, random effects), got {start_ebes.shape}"
+        )
 
     y0, unravel = ravel_pytree(model.to_unconstrained())
     y0 = jnp.asarray(y0, dtype)
     objective = _Objective(unravel)
-    ebes = problem.place(jnp.zeros((subjects.n_subjects, layout.size), dtype))
     options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
+    scale = 1.0
 
-    def arguments(ebes, scale):
+    def arguments(ebes):
         return (model, problem, ebes, jnp.asarray(scale, dtype), *options)
 
-    solver = optx.BFGS(rtol=0.0, atol=0.0)
-    if y0.size:
-        # Initial estimates: OFV, EBEs and the gradient that fixes the scale.  The
-        # first BFGS step only evaluates them: reusing it (rather than a separate
-        # value-and-gradient function) saves a compilation of the objective.
-        state = _bfgs_init(solver, objective, y0, arguments(ebes, 1.0))
-        *_, ofv0, ebes, status, grad, _ = _bfgs_step(
-            solver, objective, y0, arguments(ebes, 1.0), state
-        )
-    else:
-        ofv0, ebes, status, _ = _evaluate(objective, y0, arguments(ebes, 1.0))
-        grad = np.zeros(0)
-    grad = np.asarray(grad)
-    ofv_value = ofv0_value = float(ofv0)
-    scale = max(1.0, float(np.max(np.abs(grad)))) if grad.size else 1.0
+    log = _Log(
+        method, subjects.n_subjects, int(y0.size), problem.n_padded, progress, print_every,
+        callback, started,
+    )  # fmt: skip
+
+    def global_check(y, ebes, event, iteration=0, gradient_max=float("nan")):
+        tic = time.perf_counter()
+        # The call pmx.ofv makes (the same compiled program).
+        model_at = objective.model(y, arguments(ebes))
+        result = _population_ofv(model_at, problem, ebes, *options, search="global")
+        steps = (jnp.max(result.n_steps), jnp.sum(result.n_steps))
+        value = float(result.ofv)
+        row = log.evaluation(event, value, False, steps, time.perf_counter() - tic)
+        log.notify(row, model_at, iteration=iteration, gradient_max=gradient_max)
+        return result, value
+
+    # The initial estimates: the OFV that pmx.ofv gives there, and its EBEs.
+    initial, ofv0 = global_check(y0, problem.place(start_ebes), "initial")
+    y, ebes, ofv_value = y0, initial.ebes, ofv0
+    gnorm, iterations, restarts = 0.0, 0, 0
     compile_seconds = time.perf_counter() - started
-    verbose = bool(progress)
-    if verbose:
-        print(
-            f"pmx fit ({method}): {subjects.n_subjects} subjects, {y0.size} parameters; "
-            f"initial OFV {ofv_value:.6f} ({compile_seconds:.1f} s incl. compilation)"
-        )
-
-    y = y0
-    gnorm = float(np.max(np.abs(grad))) if grad.size else 0.0
-    iterations = n_evaluations = 0
-    converged, message = False, ""
-    trace: list[dict] = []  # one entry per OFV evaluation after the initial one
-    if not np.isfinite(ofv_value):
-        message = "OFV is not finite at the initial estimates"
-    elif y0.size == 0 or gnorm <= gradient_tolerance:
-        converged, message = True, "gradient below tolerance at the initial estimates"
-    elif max_iterations == 0:
-        message = "maximum number of iterations (0) reached"
+    if not np.isfinite(ofv0):
+        outcome, message = RESULTS.nonfinite_ofv, "OFV is not finite at the initial estimates"
+        final = initial
+    elif y0.size == 0:
+        outcome, message = RESULTS.successful, "no parameters to estimate"
+        final = initial
     else:
-        state = _bfgs_init(solver, objective, y0, arguments(ebes, scale))
-        rejected = small_changes = 0
-        last_ofv = ofv_value
-        n_accepted = 0
-        while True:
-            tic = time.perf_counter()
-            y, state, value, new_ebes, new_status, grad, steps = _bfgs_step(
-                solver, objective, y, arguments(ebes, scale), state
-            )
-            n_evaluations += 1
-            steps = np.asarray(steps)
-            trace.append(
-                dict(
-                    evaluation=n_evaluations,
-                    ofv=float(value),
-                    accepted=int(state.num_accepted_steps) > n_accepted,
-                    ebe_steps_max=int(steps[0]),
-                    ebe_steps_mean=float(steps[1]) / problem.n_padded,
-                    seconds=time.perf_counter() - tic,
-                )
-            )
-            if callback is not None:
-                accepted_iterations = max(int(state.num_accepted_steps) - 1, 0)
-                info = dict(
-                    trace[-1],
-                    iteration=accepted_iterations,
-                    gradient_max=float(jnp.max(jnp.abs(grad))) * scale,
-                )
-                callback(info, model.from_unconstrained(unravel(y)))
-            if int(state.num_accepted_steps) <= n_accepted:
-                rejected += 1
-                if rejected >= _MAX_REJECTED:
-                    message = (
-                        "line search failed: no OFV decrease along the quasi-Newton "
-                        f"direction after {rejected} trials (gradient max {gnorm:.3g})"
-                    )
+        solver = optx.BFGS(rtol=0.0, atol=0.0)
+        # The gradient at the initial estimates fixes the scale of the objective.
+        state = _bfgs_init(solver, objective, y0, arguments(ebes))
+        *_, grad, _ = _bfgs_step(solver, objective, y0, arguments(ebes), state)
+        gnorm = float(np.max(np.abs(np.asarray(grad))))
+        scale = max(1.0, gnorm)
+        compile_seconds = time.perf_counter() - started
+        log.initial(ofv0, compile_seconds)
+        final = None
+        if gnorm <= gradient_tolerance:
+            outcome = RESULTS.successful
+            message = f"gradient below {gradient_tolerance:g} at the initial estimates"
+        elif max_iterations == 0:
+            outcome, message = RESULTS.max_iterations, "maximum number of iterations (0) reached"
+        else:
+            while True:
+                run = _minimise(
+                    solver, objective, y, ebes, arguments,
+                    ofv=ofv_value, gnorm=gnorm, iterations=iterations,
+                    max_iterations=max_iterations, gradient_tolerance=gradient_tolerance,
+                    ofv_tolerance=ofv_tolerance, scale=scale, log=log,
+                )  # fmt: skip
+                y, ebes, iterations, gnorm = run.y, run.ebes, run.iterations, run.gnorm
+                outcome, message = run.outcome, run.message
+                final, ofv_value = global_check(y, ebes, "check", iterations, gnorm)
+                drop = run.ofv - ofv_value
+                if not (
+                    outcome == RESULTS.successful
+                    and drop > _RESTART_DROP
+                    and restarts < max_restarts
+                    and iterations < max_iterations
+                ):
+                    if outcome == RESULTS.successful and drop > _RESTART_DROP:
+                        outcome = RESULTS.max_iterations
+                        message += (
+                            f"; the global EBE search at the end point lowers the OFV by "
+                            f"{drop:.4g} (other modes), but the restart limit was reached"
+                        )
                     break
-                continue
-            rejected = 0
-            n_accepted = int(state.num_accepted_steps)
-            iterations = n_accepted - 1
-            if iterations == 0:
-                # optimistix's first step only evaluates the initial estimates.
-                continue
-            ebes, status = new_ebes, new_status
-            ofv_value = float(value)
-            gnorm = float(jnp.max(jnp.abs(grad))) * scale
-            if progress is None and not verbose and time.perf_counter() - started > 10.0:
-                verbose = True
-                print(
-                    f"pmx fit ({method}): {subjects.n_subjects} subjects, {y0.size} "
-                    f"parameters; initial OFV {ofv0_value:.6f} "
-                    f"({compile_seconds:.1f} s incl. compilation)"
+                restarts += 1
+                log.say(
+                    f"  restart {restarts}: the global EBE search at the end point lowers the "
+                    f"OFV from {run.ofv:.6f} to {ofv_value:.6f}; continuing from its EBEs"
                 )
-            if verbose and (iterations % print_every == 0 or iterations == 1):
-                print(f"  iter {iterations:4d}  OFV {ofv_value:14.6f}  |grad| {gnorm:.3e}")
-            if not np.isfinite(ofv_value):
-                message = f"OFV became non-finite at iteration {iterations}"
-                break
-            if gnorm <= gradient_tolerance:
-                converged = True
-                message = f"gradient below {gradient_tolerance:g} (max |grad| {gnorm:.2e})"
-                break
-            change = abs(last_ofv - ofv_value) / max(1.0, abs(ofv_value))
-            small_changes = small_changes + 1 if change <= ofv_tolerance else 0
-            last_ofv = ofv_value
-            if small_changes >= 2:
-                converged = True
-                message = (
-                    f"relative OFV change below {ofv_tolerance:g} on two iterations "
-                    f"(max |grad| {gnorm:.2e})"
-                )
-                break
-            if iterations >= max_iterations:
-                message = (
-                    f"maximum number of iterations ({max_iterations}) reached "
-                    f"(max |grad| {gnorm:.2e})"
-                )
-                break
+                ebes = final.ebes
+        if final is None:
+            final, ofv_value = global_check(y, ebes, "check", iterations, gnorm)
 
-    fitted = model.from_unconstrained(unravel(y))
-    if method == "fo" and layout.size:
+    fitted = objective.model(y, arguments(ebes))
+    if method == "fo" and problem.layout.size:
         # FO needs no EBEs; diagnostics (CWRES, shrinkage) do: the conditional
         # modes at the final estimates, as NONMEM's POSTHOC.
-        posthoc = _population_ofv(fitted, problem, ebes, *options, method="focei")
-        ebes, status = posthoc.ebes, posthoc.status
-    elapsed = time.perf_counter() - started
-    if verbose:
-        state_word = "converged" if converged else "NOT converged"
-        print(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {elapsed:.1f} s")
+        final = _population_ofv(
+            fitted, problem, final.ebes, *options, method="focei", search="global"
+        )
+    result = _result(
+        model, fitted, method, problem, dataset, final, ofv_value,
+        outcome=outcome, message=message, iterations=iterations, restarts=restarts,
+        gnorm=gnorm, log=log, compile_seconds=compile_seconds,
+    )  # fmt: skip
+    state_word = result.status.label if result.status != RESULTS.successful else "converged"
+    log.say(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {result.elapsed_seconds:.1f} s")
+    if covariance is not None:
+        if outcome == RESULTS.successful:
+            result = result.compute_covariance(
+                covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
+            )
+            log.say(f"  covariance step: {result.covariance.message}")
+        else:
+            result = result.replace(covariance_note="skipped: the minimisation did not converge")
+            log.say(f"  covariance step {result.covariance_note}")
+    for reason in result.suspect:
+        log.say(f"  SUSPECT: {reason}")
+    return result
+
+
+def _result(
+    initial_model: Model,
+    fitted: Model,
+    method: str,
+    problem: Problem,
+    dataset: Dataset | None,
+    final: OFVResult,
+    ofv_value: float,
+    *,
+    outcome: RESULTS,
+    message: str,
+    iterations: int,
+    restarts: int,
+    gnorm: float,
+    log: _Log,
+    compile_seconds: float,
+) -> FitResult:
+    """The :class:`FitResult` of a finished search, with the suspect-point
+    checks that need no covariance step."""
+    subjects = problem.source.subjects
+    is_obs = np.asarray(subjects.is_obs)
+    cens = np.asarray(subjects.cens)
     n_normal = int(np.sum(is_obs & (cens == 0)))
     ids = dataset.ids if dataset is not None else tuple(range(1, subjects.n_subjects + 1))
     result = FitResult(
@@ -316,31 +518,30 @@ def fit(
         n_observations=n_normal,
         n_censored=int(np.sum(is_obs & (cens != 0))),
         iterations=iterations,
-        n_evaluations=n_evaluations,
-        converged=converged,
+        n_evaluations=len(log.rows),
+        status=outcome,
         message=message,
-        ebe_matrix=np.asarray(problem.take(ebes)),
-        ebe_status=np.asarray(problem.take(status)),
+        restarts=restarts,
+        ebe_matrix=np.asarray(problem.take(final.ebes)),
+        ebe_status=np.asarray(problem.take(final.status)),
         ids=ids,
         gradient_max=gnorm,
-        elapsed_seconds=elapsed,
+        elapsed_seconds=time.perf_counter() - log.started,
         compile_seconds=compile_seconds,
+        trace=log.trace(),
+        dataset=dataset,
+        problem=problem,
     )
-    result.trace = pd.DataFrame(
-        trace,
-        columns=["evaluation", "ofv", "accepted", "ebe_steps_max", "ebe_steps_mean", "seconds"],
+    if outcome != RESULTS.successful:
+        return result
+    suspect = point_suspicions(
+        initial_model,
+        fitted,
+        eta_shrinkage=result.eta_shrinkage,
+        n_subjects=result.n_subjects,
+        n_vanishing=int(np.sum(np.asarray(problem.take(final.n_vanishing)))),
+        n_normal=n_normal,
     )
-    result._problem = problem
-    result._dataset = dataset
-    if covariance is not None:
-        if converged:
-            result.compute_covariance(
-                covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
-            )
-            if verbose:
-                print(f"  covariance step: {result.covariance.message}")
-        else:
-            result.covariance_note = "skipped: the minimisation did not converge"
-            if verbose:
-                print(f"  covariance step {result.covariance_note}")
+    if suspect:
+        result = result.replace(suspect=tuple(suspect), status=RESULTS.suspect_point)
     return result

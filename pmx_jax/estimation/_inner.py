@@ -52,6 +52,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+from .._results import RESULTS
+
 # Armijo sufficient-decrease constant.
 _ARMIJO = 1e-4
 # A line search that fails with a Newton decrement below this multiple of the
@@ -60,14 +62,16 @@ _NEAR = 1e4
 
 
 class EBEStatus:
-    """Per-subject status codes of the EBE search (``int`` values in arrays)."""
+    """Per-subject outcomes of the EBE search: the members of
+    :class:`pmx_jax.RESULTS` that it uses, under their older names (``int``
+    values in arrays; ``RESULTS(code).message`` says what to change)."""
 
-    CONVERGED = 0
-    MAX_STEPS = 1  # the evaluation limit was reached before the tolerance
-    NONFINITE = 2  # the objective is not finite at the warm start nor at eta = 0
-    LINE_SEARCH_FAILED = 3  # no step decreases the objective
+    CONVERGED = RESULTS.successful
+    MAX_STEPS = RESULTS.ebe_max_steps  # the evaluation limit was reached before the tolerance
+    NONFINITE = RESULTS.ebe_nonfinite  # the objective is not finite at any start
+    LINE_SEARCH_FAILED = RESULTS.ebe_line_search_failed  # no step decreases the objective
 
-    names = {0: "converged", 1: "max_steps", 2: "nonfinite", 3: "line_search_failed"}
+    names = {int(code): RESULTS(code).label for code in (0, 1, 2, 3)}
 
 
 class EBEResult(eqx.Module):
@@ -254,6 +258,7 @@ def newton_ebe(
     tolerance: float | Array = 1e-12,
     max_halvings: int = 30,
     scoring: Callable[[Array, Any], tuple[Array, Array, Array]] | None = None,
+    try_zero: bool = True,
 ) -> EBEResult:
     """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
 
@@ -277,6 +282,8 @@ def newton_ebe(
     warm_value = objective(eta0, args)
     zero_value = objective(zero, args)
     from_zero = jnp.all(eta0 == 0) | ~(warm_value <= zero_value)  # NaN: from zero
+    if not try_zero:
+        from_zero = jnp.all(eta0 == 0) | ~jnp.isfinite(warm_value)
     eta0 = jnp.where(from_zero, zero, eta0)
     options = dict(max_steps=max_steps, tolerance=tolerance, max_halvings=max_halvings)
     n_scoring = jnp.zeros((), jnp.int32)
@@ -306,3 +313,69 @@ def newton_ebe(
     return EBEResult(
         eta, out.value, out.grad, out.hess, out.status.astype(jnp.int32), out.k + n_scoring
     )
+
+
+def prior_starts(
+    omega: Float[Array, "n_eta n_eta"],
+    iov_omega: Float[Array, "n_iov n_iov"],
+    n_occasions: int,
+    *,
+    spread: float = 2.0,
+) -> Float[Array, "n_starts n_b"]:
+    """The fixed EBE starts of a global search: ``b = 0`` and, for every
+    eigenvector ``v`` of OMEGA with variance ``lambda``, the two points
+    ``+-spread * sqrt(lambda) v`` (``spread`` prior SDs along the principal
+    axes of the random effects).  IOV etas move together in every occasion
+    along the eigenvectors of the IOV OMEGA, so the number of starts,
+    ``1 + 2 (n_eta + n_iov_eta)``, does not grow with the occasions.
+
+    The starts depend on OMEGA only (not on the data nor on earlier
+    searches): the population objective that searches from them is a function
+    of the parameters and the data alone.  Two prior SDs reach the other
+    basin of the usual two-mode individual objectives (flip-flop absorption,
+    where ``ka`` and the elimination rate swap, or a lag time on either side
+    of a sample), whose boundary lies one to two SDs from the typical value.
+    """
+
+    def axes(matrix):
+        if matrix.shape[0] == 0:
+            return jnp.zeros((0, 0), matrix.dtype)
+        values, vectors = jnp.linalg.eigh(0.5 * (matrix + matrix.T))
+        return (vectors * (spread * jnp.sqrt(jnp.maximum(values, 0.0)))).T  # rows: axes
+
+    iiv, iov = axes(omega), axes(iov_omega)
+    n_eta, n_iov = iiv.shape[0], iov.shape[0]
+    n_b = n_eta + n_occasions * n_iov
+    rows = [jnp.zeros((1, n_b), omega.dtype)]
+    if n_eta:
+        rows.append(jnp.pad(iiv, ((0, 0), (0, n_b - n_eta))))
+    if n_iov:
+        rows.append(jnp.pad(jnp.tile(iov, (1, n_occasions)), ((0, 0), (n_eta, 0))))
+    positive = jnp.concatenate(rows[1:], axis=0) if len(rows) > 1 else rows[0][:0]
+    return jnp.concatenate([rows[0], positive, -positive], axis=0)
+
+
+def global_ebe(
+    objective: Callable[[Array, Any], Array],
+    starts: Float[Array, "n_starts n_b"],
+    args: Any,
+    **options: Any,
+) -> tuple[EBEResult, Int[Array, ""]]:
+    """The lowest mode of ``objective`` over Newton searches from every row
+    of ``starts`` (one batched pass; ``options`` as in :func:`newton_ebe`).
+
+    Each search runs from its own start (no switch to ``b = 0``), and the
+    mode with the lowest individual objective wins; ties go to the earlier
+    start, so the result is a function of the starts alone.  Returns that
+    search's result and the index of its start.  A subject whose objective
+    has several modes thus gets its global mode whenever one of the starts
+    lies in its basin, and the implicit derivative is taken at that mode."""
+    results = jax.vmap(lambda start: newton_ebe(objective, start, args, try_zero=False, **options))(
+        starts
+    )
+    finite = jnp.isfinite(results.objective) & jnp.all(jnp.isfinite(results.eta), axis=1)
+    # A converged search beats an unfinished one; among those, the lowest mode.
+    converged = finite & (results.status == EBEStatus.CONVERGED)
+    eligible = jnp.where(jnp.any(converged), converged, finite)
+    best = jnp.argmin(jnp.where(eligible, results.objective, jnp.inf))
+    return jax.tree_util.tree_map(lambda x: x[best], results), best.astype(jnp.int32)

@@ -43,14 +43,17 @@ residual terms).  Second derivatives are not exact.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..dynamics._ode import AbstractODE
@@ -58,7 +61,7 @@ from ..model._model import Model
 from ..model._parameters import Omega
 from ..simulation._core import Prepared
 from ._implicit import forward_only, implicit_ebe
-from ._inner import EBEStatus, newton_ebe
+from ._inner import EBEStatus, global_ebe, newton_ebe, prior_starts
 from ._kernel import LOG_2PI, Layout, RecordTerms, logdet, record_terms
 from ._problem import Problem, make_problem, map_subjects
 
@@ -72,7 +75,12 @@ class OFVResult(eqx.Module):
     ``ofv``: NONMEM's OFV (``-2 log L`` without ``N log(2 pi)``); ``per_subject``
     its per-subject terms (NONMEM's phi-file OBJ); ``ebes``: each subject's
     random effects at the mode, IIV etas then IOV etas by occasion (zeros for
-    FO); ``status``: :class:`EBEStatus` codes; ``n_steps``: Newton iterations.
+    FO); ``status``: :class:`EBEStatus` codes; ``n_steps``: Newton iterations;
+    ``n_vanishing``: normal observations whose prediction at the EBEs is
+    below 1e-10 of a non-zero DV (underflowed predictions);
+    ``ebe_objective``: the individual objective the EBE search minimised,
+    ``-2 log p(y_i, b*)`` up to constants (for FOCE with the residual
+    variance at ``b = 0``; NaN for FO, which has no EBEs).
     """
 
     ofv: Float[Array, ""]
@@ -80,6 +88,8 @@ class OFVResult(eqx.Module):
     ebes: Float[Array, "n_sub n_b"]
     status: Int[Array, " n_sub"]
     n_steps: Int[Array, " n_sub"]
+    n_vanishing: Int[Array, " n_sub"]
+    ebe_objective: Float[Array, " n_sub"]
     layout: Layout
 
     @property
@@ -318,6 +328,14 @@ def _fo_ofv(subj, prior, b0):
 # -- the population objective ----------------------------------------------------------
 
 
+def _vanishing(subj: _Subject, b: Array) -> Array:
+    """Normal observations predicted as ~0 (below 1e-10 of a non-zero DV)."""
+    terms = subj.terms(b)
+    dv = subj.subject.dv
+    tiny = jnp.abs(terms.prediction) < 1e-10 * jnp.abs(dv)
+    return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32)
+
+
 @eqx.filter_jit
 def _population_ofv(
     model: Model,
@@ -327,13 +345,21 @@ def _population_ofv(
     tolerance: Array,
     method: str | None = None,
     scoring: bool | None = None,
+    search: str = "local",
 ) -> OFVResult:
     """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
     unless ``method`` is given).  ``scoring``: Fisher-scoring iterations before
     the exact Newton ones in the EBE search (default: for ODE models, whose
     exact Hessian costs several times their expected information).
+    ``search``: ``"local"`` runs one EBE search per subject from ``ebe_init``
+    (switching to ``b = 0`` when that starts lower: for the iterations of a
+    fit, warm-started from the last accepted point); ``"global"`` searches
+    from ``ebe_init`` and from every start of :func:`._inner.prior_starts`
+    and keeps each subject's lowest mode (see :func:`._inner.global_ebe`).
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
     (padding included); the OFV sums the real subjects only."""
+    if search not in ("local", "global"):
+        raise ValueError(f"search must be 'local' or 'global', got {search!r}")
     method = problem.method if method is None else method
     layout = problem.layout
     has_censoring = problem.has_censoring
@@ -348,6 +374,12 @@ def _population_ofv(
     nonlinear_ode = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
     if scoring is None:
         scoring = isinstance(dynamics, AbstractODE)
+    if search == "global":
+        fixed_starts = prior_starts(
+            jnp.asarray(model_sg.omega_matrix(), dtype),
+            jnp.asarray(model_sg.iov_omega_matrix(), dtype),
+            layout.n_occasions if layout.n_iov_eta else 0,
+        )
 
     def one(subject, dose_record, dose_valid, b_init):
         def make(m):
@@ -359,7 +391,9 @@ def _population_ofv(
         zero = jnp.zeros(layout.size, dtype)
         if method == "fo":
             value = _fo_ofv(subj, prior, zero)
-            return value, zero, jnp.asarray(EBEStatus.CONVERGED), jnp.zeros((), jnp.int32)
+            status = jnp.asarray(EBEStatus.CONVERGED)
+            none = jnp.asarray(jnp.nan, dtype)
+            return value, zero, status, jnp.zeros((), jnp.int32), _vanishing(subj, zero), none
         if method == "foce":
             v0 = subj.terms(zero).variance
             objective = _foce_objective
@@ -368,14 +402,16 @@ def _population_ofv(
         else:
             objective = _interaction_objective
             args, args_sg = (subj, prior), (subj_sg, prior_sg)
-        ebe = newton_ebe(
-            objective,
-            b_init,
-            args_sg,
+        options = dict(
             max_steps=max_steps,
             tolerance=tolerance,
             scoring=_scoring(objective) if scoring else None,
         )
+        if search == "global":
+            starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
+            ebe, _ = global_ebe(objective, starts, args_sg, **options)
+        else:
+            ebe = newton_ebe(objective, b_init, args_sg, **options)
         b = implicit_ebe(
             jax.lax.stop_gradient(ebe.eta),
             jax.lax.stop_gradient(ebe.hessian),
@@ -394,15 +430,20 @@ def _population_ofv(
                 interaction=method == "focei",
                 has_censoring=has_censoring,
             )
-        return value, b, ebe.status, ebe.n_steps
+        vanishing = _vanishing(subj_sg, ebe.eta)
+        return value, b, ebe.status, ebe.n_steps, vanishing, ebe.objective
 
-    per_subject, ebes, status, n_steps = map_subjects(problem, one, ebe_init)
+    per_subject, ebes, status, n_steps, vanishing, objective = map_subjects(problem, one, ebe_init)
     finite = jnp.isfinite(per_subject)
     status = jnp.where(finite, status, EBEStatus.NONFINITE)
     per_subject = jnp.where(finite, per_subject, jnp.inf)
     real = (jnp.arange(problem.n_padded) < problem.n_subjects).reshape(per_subject.shape)
     total = jnp.sum(jnp.where(real, per_subject, 0.0))
-    return OFVResult(total, per_subject, jax.lax.stop_gradient(ebes), status, n_steps, layout)
+    ebes = jax.lax.stop_gradient(ebes)
+    return OFVResult(
+        total, per_subject, ebes, status, n_steps, vanishing, jax.lax.stop_gradient(objective),
+        layout,
+    )  # fmt: skip
 
 
 def ofv(
@@ -411,6 +452,7 @@ def ofv(
     method: Method = "focei",
     *,
     ebe_init: Float[Array, "n_sub n_b"] | None = None,
+    ebe_search: Literal["global", "local"] = "global",
     max_steps: int = 100,
     tolerance: float = 1e-12,
     chunk_size: int | None = None,
@@ -423,8 +465,16 @@ def ofv(
         data: a Dataset (from :func:`pmx_jax.read_nonmem`) or the result of
             ``prepare(model, data)`` (prepare once when evaluating many times).
         method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
-        ebe_init: warm start for the EBE search, ``(n_subjects, n_b)`` (e.g. the
-            ``ebes`` of a previous call); zeros by default.
+        ebe_init: a further EBE start per subject, ``(n_subjects, n_b)`` (e.g.
+            the ``ebes`` of a previous call or of a fit); zeros by default.
+        ebe_search: ``"global"`` (default): every subject's EBE is the lowest
+            mode found from ``b = 0``, from two prior SDs either side of it
+            along each principal axis of OMEGA, and from ``ebe_init``: without
+            ``ebe_init`` the OFV is a function of the parameters and the data
+            alone, and it is the value a fit of the same model reports.
+            ``"local"``: one search from ``ebe_init`` (or ``b = 0`` where that
+            starts lower), faster and what a fit uses between its iterations,
+            but a subject with several modes keeps the one it starts in.
         max_steps, tolerance: Newton iteration limit and Newton-decrement
             tolerance (on the -2LL scale) of the EBE search.
         chunk_size: subjects evaluated at once (memory bound; see
@@ -449,12 +499,42 @@ def ofv(
         )
     # Arrays, not Python numbers: changing them does not recompile.
     options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, problem.dtype))
-    result = _population_ofv(model, problem, problem.place(ebe_init), *options)
-    return OFVResult(
+    if ebe_search not in ("global", "local"):
+        raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
+    result = _population_ofv(model, problem, problem.place(ebe_init), *options, search=ebe_search)
+    result = OFVResult(
         result.ofv,
         problem.take(result.per_subject),
         problem.take(result.ebes),
         problem.take(result.status),
         problem.take(result.n_steps),
+        problem.take(result.n_vanishing),
+        problem.take(result.ebe_objective),
         result.layout,
+    )
+    if not isinstance(result.ofv, jax.core.Tracer):
+        _warn_if_not_finite(result, data.ids if isinstance(data, Dataset) else None)
+    return result
+
+
+class NonFiniteOFVWarning(RuntimeWarning):
+    """The OFV is not finite: some subjects cannot be predicted at these parameters."""
+
+
+def _warn_if_not_finite(result: OFVResult, ids: tuple | None) -> None:
+    per_subject = np.asarray(result.per_subject)
+    bad = np.flatnonzero(~np.isfinite(per_subject))
+    if bad.size == 0:
+        return
+    status = np.asarray(result.status)
+    names = [
+        f"{ids[i] if ids is not None else f'#{i + 1}'} ({RESULTS(int(status[i])).label})"
+        for i in bad[:10]
+    ]
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    warnings.warn(
+        f"the OFV is not finite: {bad.size} subject(s) cannot be evaluated at these "
+        f"parameters: ID {', '.join(names)}{more}. {RESULTS.ebe_nonfinite.message}",
+        NonFiniteOFVWarning,
+        stacklevel=3,
     )

@@ -16,30 +16,49 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._results import RESULTS
 from ..model._model import Model
 from ._inner import EBEStatus
 from ._kernel import LOG_2PI
 
 
 class FitResult:
-    """A fitted population model and its summary statistics.
+    """A fitted population model and its summary statistics (an immutable
+    value: :meth:`compute_covariance` returns a new result).
 
     Attributes:
         model: the model at the final estimates (``print(result.model)``).
         method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
-        ofv: NONMEM's objective function value (``-2 log L - N log 2 pi``).
+        ofv: NONMEM's objective function value (``-2 log L - N log 2 pi``),
+            evaluated afresh at the final estimates with the global EBE search:
+            ``pmx.ofv(result.model, data, result.method).ofv``.
         n_subjects, n_observations: subjects, and normally distributed
             observations (N of the OFV constant; BLQ records under M3 excluded).
         n_censored: censored (M3) observations.
         iterations: accepted quasi-Newton iterations; ``n_evaluations``: OFV
-            evaluations (line-search trials included).
-        converged, message: whether the minimisation met its tolerance, and why
-            it stopped (maximum iterations, non-finite OFV, line search failure).
+            evaluations (line-search trials and global EBE checks included).
+        status: a :class:`pmx_jax.RESULTS` member: ``successful`` (converged:
+            the gradient or OFV-change test was met, no fresh EBE start lowers
+            the OFV, and nothing below makes the point suspect),
+            ``suspect_point`` (the search stopped but see ``suspect``),
+            ``max_iterations``, ``line_search_failed`` or ``nonfinite_ofv``.
+        converged: ``status == RESULTS.successful``.
+        message: why the minimisation stopped.
+        suspect: the reasons the final point is suspect (empty when it is not):
+            predictions that underflowed, every eta shrunk to ~100%, a
+            parameter at a bound, a singular R matrix, a parameter the OFV does
+            not depend on.
+        restarts: how often the minimisation continued after a global EBE
+            search at its end point found lower modes (see ``trace``).
         ebe_status: per-subject EBE status codes (:class:`EBEStatus`).
         gradient_max: largest absolute OFV gradient component at the end (on the
             unconstrained scale).
+        trace: one row per OFV evaluation (``event``: ``initial``, ``iteration``,
+            ``check`` for the global EBE search at an end point, ``final``).
         elapsed_seconds, compile_seconds: wall time of the whole fit, and of its
-            first OFV evaluation (mostly compilation).
+            first OFV evaluations (mostly compilation).
+        covariance: the covariance step (:class:`CovarianceResult`) or None,
+            with ``covariance_note`` saying why not.
     """
 
     def __init__(
@@ -53,7 +72,7 @@ class FitResult:
         n_censored: int,
         iterations: int,
         n_evaluations: int,
-        converged: bool,
+        status: RESULTS,
         message: str,
         ebe_matrix: np.ndarray,
         ebe_status: np.ndarray,
@@ -61,29 +80,63 @@ class FitResult:
         gradient_max: float,
         elapsed_seconds: float,
         compile_seconds: float,
+        suspect: tuple[str, ...] = (),
+        restarts: int = 0,
+        trace: pd.DataFrame | None = None,
+        dataset: Any = None,
+        problem: Any = None,
+        covariance: Any = None,
+        covariance_note: str = "not computed",
     ) -> None:
-        self.model = model
-        self.method = method
-        self.ofv = float(ofv)
-        self.n_subjects = n_subjects
-        self.n_observations = n_observations
-        self.n_censored = n_censored
-        self.iterations = iterations
-        self.n_evaluations = n_evaluations
-        self.converged = bool(converged)
-        self.message = message
-        self.ebe_status = np.asarray(ebe_status)
-        self.ids = tuple(ids)
-        self.gradient_max = gradient_max
-        self.elapsed_seconds = elapsed_seconds
-        self.compile_seconds = compile_seconds
-        self._ebe_matrix = np.asarray(ebe_matrix)
-        # Standard errors: filled in by a covariance step, not by the fit.
-        self.covariance = None
-        self._problem = None  # the fit's laid-out data (for the covariance step)
-        self.covariance_note = "not computed"  # why ``covariance`` is None
-        self._dataset = None  # the fit's Dataset (maps records to table rows)
-        self._table = None
+        fields = dict(
+            model=model,
+            method=method,
+            ofv=float(ofv),
+            n_subjects=n_subjects,
+            n_observations=n_observations,
+            n_censored=n_censored,
+            iterations=iterations,
+            n_evaluations=n_evaluations,
+            status=RESULTS(status),
+            message=message,
+            suspect=tuple(suspect),
+            restarts=restarts,
+            ebe_status=np.asarray(ebe_status),
+            ids=tuple(ids),
+            gradient_max=gradient_max,
+            elapsed_seconds=elapsed_seconds,
+            compile_seconds=compile_seconds,
+            trace=trace if trace is not None else pd.DataFrame(),
+            covariance=covariance,
+            covariance_note=covariance_note,
+            _ebe_matrix=np.asarray(ebe_matrix),
+            _dataset=dataset,
+            _problem=problem,
+            _table=[None],  # the per-record table, computed once on demand
+        )
+        for array in (fields["ebe_status"], fields["_ebe_matrix"]):
+            array.setflags(write=False)
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"FitResult is immutable (cannot set {name!r}); "
+            "use compute_covariance() or replace() for a new result"
+        )
+
+    def replace(self, **changes: Any) -> FitResult:
+        """A copy of this result with some constructor fields changed."""
+        fields = {k.lstrip("_"): v for k, v in self.__dict__.items() if k != "_table"}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"FitResult has no field(s) {sorted(unknown)}")
+        fields.update(changes)
+        return FitResult(**fields)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the fit converged to a point that nothing makes suspect."""
+        return self.status == RESULTS.successful
 
     @property
     def dataset(self):
@@ -111,7 +164,7 @@ class FitResult:
         table).  Weighted residuals are NaN on dose and censored records.  See
         :mod:`pmx_jax.estimation._residuals` for the definitions (CWRES as
         NONMEM and Xpose; WRES with the interaction term for FOCEI/Laplace)."""
-        if self._table is None:
+        if self._table[0] is None:
             from ._residuals import residual_table
 
             if self._dataset is None or self._problem is None:
@@ -119,18 +172,20 @@ class FitResult:
                     "this FitResult keeps no dataset (the fit was given prepared data): "
                     "use pmx_jax.estimation.residual_table(model, dataset, prepared, ebes, method)"
                 )
-            self._table = residual_table(
+            self._table[0] = residual_table(
                 self.model, self._dataset, self._problem.source, self._ebe_matrix, self.method
             )
-        return self._table.copy()
+        return self._table[0].copy()
 
-    def compute_covariance(self, kind: str = "sandwich", **options: Any):
-        """Run the covariance step (:func:`pmx_jax.estimation.covariance_step`)
-        at the final estimates, store it in ``self.covariance`` and return it."""
+    def compute_covariance(self, kind: str = "sandwich", **options: Any) -> FitResult:
+        """This result with a covariance step (:func:`pmx_jax.estimation.covariance_step`)
+        at the final estimates: a new :class:`FitResult` whose ``covariance``
+        holds it (the status is re-assessed: a singular R matrix makes the point
+        suspect)."""
         from ._covariance import covariance_step
+        from ._suspect import with_covariance
 
-        self.covariance = covariance_step(self, kind=kind, **options)
-        return self.covariance
+        return with_covariance(self, covariance_step(self, kind=kind, **options))
 
     # -- likelihood-based statistics -------------------------------------------
     @property
@@ -250,7 +305,10 @@ class FitResult:
             n_parameters=self.n_parameters,
             iterations=self.iterations,
             converged=self.converged,
+            status=self.status.name,
             message=self.message,
+            suspect=[str(reason) for reason in self.suspect],
+            restarts=self.restarts,
             covariance_step=(
                 self.covariance_note
                 if self.covariance is None
@@ -277,13 +335,27 @@ class FitResult:
 
     # -- report ---------------------------------------------------------------
     def __str__(self) -> str:
-        status = "converged" if self.converged else "NOT CONVERGED"
+        status = {
+            RESULTS.successful: "converged",
+            RESULTS.suspect_point: "CONVERGED AT A SUSPECT POINT",
+        }.get(self.status, "NOT CONVERGED")
         n_bad = int(np.sum(self.ebe_status != EBEStatus.CONVERGED))
+        restarts = (
+            f", {self.restarts} restart(s) after a global EBE search lowered the OFV"
+            if self.restarts
+            else ""
+        )
         lines = [
             f"{type(self.model).__name__} -- {self.method.upper()} fit: {status}",
             f"  {self.message}",
+        ]
+        lines += [f"  SUSPECT: {reason}" for reason in self.suspect]
+        if self.status not in (RESULTS.successful, RESULTS.suspect_point):
+            lines.append(f"  ({self.status.message})")
+        lines += [
             f"  {self.iterations} iterations, {self.n_evaluations} OFV evaluations, "
-            f"{self.elapsed_seconds:.1f} s",
+            f"{self.elapsed_seconds:.1f} s ({self.compile_seconds:.1f} s to the first "
+            f"gradient, mostly compilation){restarts}",
             "",
             f"  OFV {self.ofv:.4f}   -2LL {self.minus_two_log_likelihood:.4f}   "
             f"AIC {self.aic:.4f}   BIC {self.bic:.4f}",
@@ -317,10 +389,29 @@ class FitResult:
                 "",
                 f"  Covariance step: {label}, condition number {cov.condition_number:.4g} "
                 f"(correlation matrix), {cov.elapsed_seconds:.1f} s",
+                "  eigenvalues of the correlation matrix: "
+                + " ".join(f"{v:.3g}" for v in cov.eigenvalues),
             ]
+            strong = _strong_correlations(cov.correlation, cov.names)
+            if strong:
+                lines.append("  |correlation| > 0.95 (the data hardly tell these apart):")
+                lines += [f"    {a} ~ {b}: {r:+.3f}" for a, b, r in strong]
         else:
             lines += ["", f"  Covariance step FAILED: {cov.message}"]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return self.__str__()
+
+
+def _strong_correlations(
+    correlation: np.ndarray, names: tuple[str, ...], threshold: float = 0.95
+) -> list[tuple[str, str, float]]:
+    """Pairs of estimates whose correlation exceeds ``threshold`` in size."""
+    corr = np.asarray(correlation)
+    return [
+        (names[j], names[i], float(corr[i, j]))
+        for i in range(len(names))
+        for j in range(i)
+        if abs(corr[i, j]) > threshold
+    ]
