@@ -26,8 +26,10 @@ def _simulate(args: argparse.Namespace) -> int:
     n_subjects = int(args.n_subjects or options.get("n_subjects", 0)) or None
     seed = int(args.seed if args.seed is not None else options.get("seed", 0))
     print(config.model)
-    print(f"design: {'regimen' if config.regimen is not None else 'dataset'}; "
-          f"virtual subjects: {n_subjects or 'as in data'}; seed {seed}")
+    print(
+        f"design: {'regimen' if config.regimen is not None else 'dataset'}; "
+        f"virtual subjects: {n_subjects or 'as in data'}; seed {seed}"
+    )
     covariates = None
     if "covariates" in options:
         rng = np.random.default_rng(seed)
@@ -42,16 +44,22 @@ def _simulate(args: argparse.Namespace) -> int:
                 raise SystemExit(f"covariate {name}: distribution must be normal or lognormal")
     start = time.perf_counter()
     result = simulate(
-        config.model, design, key=jax.random.PRNGKey(seed), n_subjects=n_subjects,
-        covariates=covariates, chunk_size=options.get("chunk_size"),
+        config.model,
+        design,
+        key=jax.random.PRNGKey(seed),
+        n_subjects=n_subjects,
+        covariates=covariates,
+        chunk_size=options.get("chunk_size"),
     )
     elapsed = time.perf_counter() - start
     assert result is not None  # no on_chunk callback: results are accumulated
     frame = result.to_frame()
     summary = frame.groupby("TIME")["DV"].quantile([0.05, 0.5, 0.95]).unstack()
     summary.columns = ["P05", "P50", "P95"]
-    print(f"\nsimulated {result.n_subjects} subjects, {len(frame)} observations "
-          f"in {elapsed:.2f} s (including compilation)")
+    print(
+        f"\nsimulated {result.n_subjects} subjects, {len(frame)} observations "
+        f"in {elapsed:.2f} s (including compilation)"
+    )
     print("\nSimulated DV percentiles by time:")
     print(summary.round(3).to_string())
     out_dir = Path(args.output or config.output_dir)
@@ -95,8 +103,9 @@ def _fit(args: argparse.Namespace) -> int:
 
     write_run_record(out_dir / f"{config.name}_run.json", args.config, result)
     # -- end pmx report -----------------------------------------------------------
-    print(f"\nwrote {out}, {config.name}_ebes.csv, {config.name}_table.csv "
-          f"and {config.name}_run.json")
+    print(
+        f"\nwrote {out}, {config.name}_ebes.csv, {config.name}_table.csv and {config.name}_run.json"
+    )
     return 0 if result.converged else 1
 
 
@@ -112,8 +121,9 @@ def _report(args: argparse.Namespace) -> int:
 
     units = {k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit)) if v}
     start = time.perf_counter()
-    files = report(args.run_dir, formats=args.format, units=units or None, log_y=args.log,
-                   out_dir=args.output)
+    files = report(
+        args.run_dir, formats=args.format, units=units or None, log_y=args.log, out_dir=args.output
+    )
     print(f"wrote {len(files)} plot files in {time.perf_counter() - start:.1f} s:")
     for path in files:
         print(f"  {path}")
@@ -122,15 +132,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _add_report_parser(sub) -> None:
     rep = sub.add_parser("report", help="goodness-of-fit plots of a finished `pmx fit` run")
-    rep.add_argument("run_dir", metavar="RUN",
-                     help="output folder of `pmx fit` (or its *_fit.json / *_run.json)")
-    rep.add_argument("--format", nargs="+", choices=["png", "svg", "pdf"], default=["png"],
-                     help="file types (default png); e.g. --format png svg")
+    rep.add_argument(
+        "run_dir", metavar="RUN", help="output folder of `pmx fit` (or its *_fit.json / *_run.json)"
+    )
+    rep.add_argument(
+        "--format",
+        nargs="+",
+        choices=["png", "svg", "pdf"],
+        default=["png"],
+        help="file types (default png); e.g. --format png svg",
+    )
     rep.add_argument("--output", default=None, help="plot folder (default: RUN/plots)")
     rep.add_argument("--time-unit", default=None, help="time unit for axis labels, e.g. h")
     rep.add_argument("--conc-unit", default=None, help="DV unit for axis labels, e.g. mg/L")
     rep.add_argument("--log", action="store_true", help="log concentration axes")
     rep.set_defaults(run=_report)
+
+
 # -- end pmx report ----------------------------------------------------------------
 
 
@@ -151,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     sim.set_defaults(run=_simulate)
     fit = sub.add_parser("fit", help="estimate a population model (FO, FOCE, FOCEI, Laplace)")
     fit.add_argument("config", help="TOML run specification, e.g. configs/theophylline.toml")
-    fit.add_argument("--method", choices=["fo", "foce", "focei", "laplace"], default=None,
-                     help="override [fit] method")
+    fit.add_argument(
+        "--method",
+        choices=["fo", "foce", "focei", "laplace"],
+        default=None,
+        help="override [fit] method",
+    )
     fit.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     fit.set_defaults(run=_fit)
     _add_report_parser(sub)  # pmx report

@@ -33,8 +33,7 @@ def _resolve_model(spec: dict[str, Any], where: Path) -> Model:
     target = spec.get("use")
     if not isinstance(target, str) or ":" not in target:
         raise ConfigError(
-            f"{where}: [model] use must be 'module:Class', e.g. "
-            "'pmx_jax.library:Theophylline'"
+            f"{where}: [model] use must be 'module:Class', e.g. 'pmx_jax.library:Theophylline'"
         )
     module_name, class_name = target.split(":", 1)
     try:

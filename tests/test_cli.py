@@ -18,8 +18,16 @@ def test_help(capsys):
 
 
 def test_simulate_bundled_config(tmp_path, capsys):
-    code = main(["simulate", str(CONFIGS / "theophylline_simulation.toml"), "--n-subjects", "25",
-                 "--output", str(tmp_path)])
+    code = main(
+        [
+            "simulate",
+            str(CONFIGS / "theophylline_simulation.toml"),
+            "--n-subjects",
+            "25",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "P50" in out and "simulated 25 subjects" in out
@@ -28,11 +36,20 @@ def test_simulate_bundled_config(tmp_path, capsys):
 
 
 def test_dataset_config_runs(tmp_path):
-    code = main(["simulate", str(CONFIGS / "theophylline_dataset_simulation.toml"),
-                 "--n-subjects", "24", "--output", str(tmp_path)])
+    code = main(
+        [
+            "simulate",
+            str(CONFIGS / "theophylline_dataset_simulation.toml"),
+            "--n-subjects",
+            "24",
+            "--output",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     frame = pd.read_csv(tmp_path / "theophylline_design_simulation.csv")
     assert len(frame) == 24 * 11  # theophylline: 11 samples per subject (132 / 12)
+
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.toml"

@@ -92,8 +92,9 @@ PAIRS = [
     pytest.param(pk.TwoCompartment(), pk.TwoCompartmentODE, 1, marks=_slow, id="2cmt-iv"),
     pytest.param(pk.TwoCompartmentOral(), pk.TwoCompartmentOralODE, 1, marks=_slow, id="2cmt-oral"),
     pytest.param(pk.ThreeCompartment(), pk.ThreeCompartmentODE, 1, marks=_slow, id="3cmt-iv"),
-    pytest.param(pk.ThreeCompartmentOral(), pk.ThreeCompartmentOralODE, 1, marks=_slow,
-                 id="3cmt-oral"),
+    pytest.param(
+        pk.ThreeCompartmentOral(), pk.ThreeCompartmentOralODE, 1, marks=_slow, id="3cmt-oral"
+    ),
 ]
 
 

@@ -13,12 +13,12 @@ import pytest
 from scipy import stats
 
 import pmx_jax as pmx
+from pmx_jax import RESULTS
 from pmx_jax.diagnostics._compare import (
     chi2_sf,
     compare,
     likelihood_ratio_test,
 )
-from pmx_jax import RESULTS
 from pmx_jax.estimation import FitResult
 
 

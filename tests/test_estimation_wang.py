@@ -196,9 +196,7 @@ def test_focei_gradient_matches_finite_differences(wang):
     np.testing.assert_allclose(gradient, fd, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    "method", ["focei", pytest.param("laplace", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("method", ["focei", pytest.param("laplace", marks=pytest.mark.slow)])
 def test_chunked_objective_equals_unchunked(wang, method):
     # 10 subjects in chunks of 4: 3 chunks, the last padded with 2 copies of
     # subject 10 that must not count.

@@ -31,9 +31,15 @@ class Modifiers(pmx.Model):
 
     def individual(self, eta, cov):
         return dict(
-            cl=jnp.exp(self.lcl), v=jnp.exp(self.lv), q=jnp.exp(self.lq),
-            vp=jnp.exp(self.lvp), ka=jnp.exp(self.lka),
-            F1=self.bioav * 1.0, ALAG1=self.lag * 1.0, R1=self.rate * 1.0, D1=self.duration * 1.0,
+            cl=jnp.exp(self.lcl),
+            v=jnp.exp(self.lv),
+            q=jnp.exp(self.lq),
+            vp=jnp.exp(self.lvp),
+            ka=jnp.exp(self.lka),
+            F1=self.bioav * 1.0,
+            ALAG1=self.lag * 1.0,
+            R1=self.rate * 1.0,
+            D1=self.duration * 1.0,
         )
 
     def observe(self, amounts, p):
@@ -59,8 +65,13 @@ def test_gradients_of_every_parameter_match_finite_differences():
                 lambda c: m.individual_parameters(jnp.zeros(0), c, subject.covariate_names)
             )(subject.cov)
             amounts = record_amounts(
-                m.dynamics, subject, params, r, v,
-                has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+                m.dynamics,
+                subject,
+                params,
+                r,
+                v,
+                has_ss=plan.has_ss,
+                max_ss_overlap=plan.max_ss_overlap,
             ).amounts
             return jnp.sum(jnp.where(subject.is_obs, amounts[:, 1] / params["v"], 0.0))
 
@@ -124,8 +135,15 @@ def test_steady_state_bolus_matches_geometric_series():
 
     tau, dose = 12.0, 100.0
     table = pd.DataFrame(
-        {"ID": [1, 1, 1], "TIME": [0.0, 0.0, 6.0], "AMT": [dose, 0, 0], "EVID": [1, 0, 0],
-         "II": [tau, 0, 0], "SS": [1, 0, 0], "DV": [0.0, 0.0, 0.0]}
+        {
+            "ID": [1, 1, 1],
+            "TIME": [0.0, 0.0, 6.0],
+            "AMT": [dose, 0, 0],
+            "EVID": [1, 0, 0],
+            "II": [tau, 0, 0],
+            "SS": [1, 0, 0],
+            "DV": [0.0, 0.0, 0.0],
+        }
     )
     out = pmx.predict(Iv(), pmx.read_nonmem(table))
     k = 1.5 / 12.0
@@ -164,8 +182,13 @@ def test_jit_vmap_and_eager_agree():
             lambda c: model.individual_parameters(jnp.zeros(0), c, subject.covariate_names)
         )(subject.cov)
         return record_amounts(
-            model.dynamics, subject, params, r, v,
-            has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+            model.dynamics,
+            subject,
+            params,
+            r,
+            v,
+            has_ss=plan.has_ss,
+            max_ss_overlap=plan.max_ss_overlap,
         ).amounts
 
     batched = jax.jit(jax.vmap(one))(subjects, plan.dose_record, plan.dose_valid)

@@ -77,8 +77,16 @@ def test_theophylline_diagnostics_writes_every_plot(tmp_path):
     # The same fit as test_theophylline_fit_matches_nlmixr2 (compiled once per run).
     files = _load("theophylline_diagnostics").main(out_dir=tmp_path)
     names = {p.name for p in files}
-    assert {"gof_panel.png", "qq_cwres.png", "individual_fits.png", "individual_fits_log.png",
-            "eta_distributions.png", "eta_vs_covariates.png", "vpc.png", "qq_npde.png"} <= names
+    assert {
+        "gof_panel.png",
+        "qq_cwres.png",
+        "individual_fits.png",
+        "individual_fits_log.png",
+        "eta_distributions.png",
+        "eta_vs_covariates.png",
+        "vpc.png",
+        "qq_npde.png",
+    } <= names
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in files)
 
 
@@ -103,11 +111,21 @@ def test_warfarin_pkpd_fit_runs(refdata):
 
 def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py")}
-    tested = {"virtual_trial", "custom_ode_model", "theophylline_fit", "phenobarbital_fit",
-              "theophylline_diagnostics", "gompertz_identifiability", "warfarin_pkpd",
-              "nested_site_variability", "covariate_models", "model_library_tour",
-              "bayesian_tdm", "tmdd_fit",
-              "nimotuzumab_fit"}  # in test_fit_library_tmdd.py (reference data)
+    tested = {
+        "virtual_trial",
+        "custom_ode_model",
+        "theophylline_fit",
+        "phenobarbital_fit",
+        "theophylline_diagnostics",
+        "gompertz_identifiability",
+        "warfarin_pkpd",
+        "nested_site_variability",
+        "covariate_models",
+        "model_library_tour",
+        "bayesian_tdm",
+        "tmdd_fit",
+        "nimotuzumab_fit",
+    }  # in test_fit_library_tmdd.py (reference data)
     assert scripts == tested, f"examples without a test: {scripts - tested}"
 
 
@@ -169,9 +187,10 @@ def test_bayesian_tdm_example():
     # THETA posterior means within one FOCEI standard error of the estimates
     estimates = out["fit"].estimates().set_index("parameter")
     for name in ("tka", "tcl", "tv"):
-        assert abs(summary.loc[name, "mean"] - estimates.loc[name, "estimate"]) < estimates.loc[
-            name, "se"
-        ]
+        assert (
+            abs(summary.loc[name, "mean"] - estimates.loc[name, "estimate"])
+            < estimates.loc[name, "se"]
+        )
     rec = out["recommendation"]
     assert rec.converged and rec.amount % 25 == 0
     assert abs(rec.achieved - 3.0) < 0.1  # rounding to 25 mg moves the trough by < 0.1 mg/L

@@ -17,19 +17,23 @@ class WeightModel(pmx.Model):
     dynamics = pmx.pk.OneCompartment()
 
     def individual(self, eta, cov):
-        return dict(cl=jnp.exp(self.tcl + eta.cl + eta.cl_occ) * cov.WT / 70.0,
-                    v=jnp.asarray(10.0))
+        return dict(cl=jnp.exp(self.tcl + eta.cl + eta.cl_occ) * cov.WT / 70.0, v=jnp.asarray(10.0))
 
     def observe(self, amounts, p):
         return pmx.Additive(amounts.central / p["v"], self.sd)
 
 
 def _table(**extra):
-    table = pd.DataFrame({
-        "ID": [1, 1, 1, 1, 1, 1], "TIME": [0.0, 2.0, 4.0, 24.0, 26.0, 28.0],
-        "AMT": [100.0, 0, 0, 100.0, 0, 0], "EVID": [1, 0, 0, 1, 0, 0],
-        "DV": [np.nan, 1.0, 1.0, np.nan, 1.0, 1.0], "OCC": [1, 1, 1, 2, 2, 2],
-    })
+    table = pd.DataFrame(
+        {
+            "ID": [1, 1, 1, 1, 1, 1],
+            "TIME": [0.0, 2.0, 4.0, 24.0, 26.0, 28.0],
+            "AMT": [100.0, 0, 0, 100.0, 0, 0],
+            "EVID": [1, 0, 0, 1, 0, 0],
+            "DV": [np.nan, 1.0, 1.0, np.nan, 1.0, 1.0],
+            "OCC": [1, 1, 1, 2, 2, 2],
+        }
+    )
     return table.assign(**extra)
 
 

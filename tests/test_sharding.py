@@ -29,11 +29,14 @@ SCRIPT = textwrap.dedent(
 def _run(devices: int, chunk: int) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get(
-        "PYTHONPATH", ""
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     )
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(chunk)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", SCRIPT, str(chunk)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]

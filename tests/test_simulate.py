@@ -12,10 +12,8 @@ from pmx_jax.library import Theophylline
 
 def test_same_key_same_result_and_chunking_does_not_matter():
     data = pmx.datasets.load("theophylline")
-    a = pmx.simulate(Theophylline(), data, key=jax.random.PRNGKey(3), n_subjects=40,
-                     chunk_size=40)
-    b = pmx.simulate(Theophylline(), data, key=jax.random.PRNGKey(3), n_subjects=40,
-                     chunk_size=16)
+    a = pmx.simulate(Theophylline(), data, key=jax.random.PRNGKey(3), n_subjects=40, chunk_size=40)
+    b = pmx.simulate(Theophylline(), data, key=jax.random.PRNGKey(3), n_subjects=40, chunk_size=16)
     np.testing.assert_array_equal(a.etas, b.etas)
     np.testing.assert_allclose(a.dv, b.dv, rtol=1e-12)
     c = pmx.simulate(Theophylline(), data, key=jax.random.PRNGKey(4), n_subjects=40)
@@ -45,12 +43,15 @@ def test_virtual_population_covariates_are_used():
     from pmx_jax.library import Phenobarbital
 
     model = Phenobarbital()
-    regimen = pmx.Regimen.bolus(20.0, every=12, n=4).sample([1.0, 12.0, 47.0]).with_covariates(
-        WT=1.0, APGR=7
+    regimen = (
+        pmx.Regimen.bolus(20.0, every=12, n=4)
+        .sample([1.0, 12.0, 47.0])
+        .with_covariates(WT=1.0, APGR=7)
     )
     weights = np.array([0.5, 1.0, 2.0, 4.0])
-    sim = pmx.simulate(model, regimen, key=jax.random.PRNGKey(0), n_subjects=4,
-                       covariates={"WT": weights})
+    sim = pmx.simulate(
+        model, regimen, key=jax.random.PRNGKey(0), n_subjects=4, covariates={"WT": weights}
+    )
     table = pd.concat(
         [regimen.to_table(id_value=i + 1).assign(WT=w) for i, w in enumerate(weights)]
     )

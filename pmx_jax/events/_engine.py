@@ -75,12 +75,12 @@ def _dose_table(subject: Subjects, plan_record, plan_valid, params: Params, n_cm
     dtype = subject.time.dtype
     cmt = jnp.where(subject.cmt[r] > 0, subject.cmt[r] - 1, 0)
     like = subject.time
-    bioav = jnp.take_along_axis(
-        dose_modifier(params, "F", n_cmt, 1.0, like)[r], cmt[:, None], 1
-    )[:, 0]
-    lag = jnp.take_along_axis(
-        dose_modifier(params, "ALAG", n_cmt, 0.0, like)[r], cmt[:, None], 1
-    )[:, 0]
+    bioav = jnp.take_along_axis(dose_modifier(params, "F", n_cmt, 1.0, like)[r], cmt[:, None], 1)[
+        :, 0
+    ]
+    lag = jnp.take_along_axis(dose_modifier(params, "ALAG", n_cmt, 0.0, like)[r], cmt[:, None], 1)[
+        :, 0
+    ]
     modelled_rate = jnp.take_along_axis(
         dose_modifier(params, "R", n_cmt, 1.0, like)[r], cmt[:, None], 1
     )[:, 0]
@@ -326,9 +326,7 @@ def _transition(dynamics: AbstractDynamics, params: Params, dt):
     if transition is not None:
         return transition(params, dt)
     zero = jnp.zeros(dynamics.n_compartments, dtype=jnp.result_type(dt))
-    return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(
-        zero, zero
-    )
+    return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(zero, zero)
 
 
 class EngineResult(eqx.Module):
@@ -395,16 +393,20 @@ def record_amounts(
     added_rates = jnp.zeros((n_rec, n_cmt), dtype=dtype)
     restart = is_reset
     if has_ss:
-        ss_amounts, ss_rates = jax.vmap(
-            lambda p, d: _steady_state(dynamics, p, d, max_ss_overlap)
-        )(_tree_index(params, doses.record), doses)
+        ss_amounts, ss_rates = jax.vmap(lambda p, d: _steady_state(dynamics, p, d, max_ss_overlap))(
+            _tree_index(params, doses.record), doses
+        )
         n_dose = dose_record.shape[0]
         # A record that is itself an SS dose: map record -> its dose slot.
-        record_slot = jnp.zeros(n_rec, dtype=jnp.int32).at[doses.record].set(
-            jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), jnp.int32(0))
+        record_slot = (
+            jnp.zeros(n_rec, dtype=jnp.int32)
+            .at[doses.record]
+            .set(jnp.where(doses.valid, jnp.arange(n_dose, dtype=jnp.int32), jnp.int32(0)))
         )
-        ss_kind = jnp.zeros(n_rec, dtype=doses.ss.dtype).at[doses.record].max(
-            jnp.where(doses.valid, doses.ss, 0)
+        ss_kind = (
+            jnp.zeros(n_rec, dtype=doses.ss.dtype)
+            .at[doses.record]
+            .max(jnp.where(doses.valid, doses.ss, 0))
         )
         ss_kind = jnp.where(subject.valid, ss_kind, 0)
         is_ss = (ss_kind > 0)[:, None]
@@ -434,9 +436,7 @@ def record_amounts(
     if dynamics.is_linear:
         # Affine in (amounts, rates): precompute each interval's transition
         # matrices, vectorised over points, so the sequential part is two matvecs.
-        to_amounts, to_rates = jax.vmap(lambda p, h: _transition(dynamics, p, h))(
-            point_params, dt
-        )
+        to_amounts, to_rates = jax.vmap(lambda p, h: _transition(dynamics, p, h))(point_params, dt)
 
         def move(amounts, rates, point):
             # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched

@@ -50,22 +50,32 @@ class Regimen:
 
     # -- constructors ------------------------------------------------------------------
     @classmethod
-    def oral(cls, amount: float, *, every: float = 0.0, n: int = 1, start: float = 0.0,
-             cmt: int = 1) -> Regimen:
+    def oral(
+        cls, amount: float, *, every: float = 0.0, n: int = 1, start: float = 0.0, cmt: int = 1
+    ) -> Regimen:
         """``n`` oral doses of ``amount`` every ``every`` time units into ``cmt``
         (the depot, CMT 1, of the oral models)."""
         return cls.bolus(amount, every=every, n=n, start=start, cmt=cmt)
 
     @classmethod
-    def bolus(cls, amount: float, *, every: float = 0.0, n: int = 1, start: float = 0.0,
-              cmt: int = 1) -> Regimen:
+    def bolus(
+        cls, amount: float, *, every: float = 0.0, n: int = 1, start: float = 0.0, cmt: int = 1
+    ) -> Regimen:
         """``n`` instantaneous doses (IV bolus into ``cmt``)."""
         _check_repeats(every, n)
         return cls(doses=(Dose(start, amount, cmt, 0.0, every if n > 1 else 0.0, n - 1),))
 
     @classmethod
-    def infusion(cls, amount: float, *, duration: float, every: float = 0.0, n: int = 1,
-                 start: float = 0.0, cmt: int = 1) -> Regimen:
+    def infusion(
+        cls,
+        amount: float,
+        *,
+        duration: float,
+        every: float = 0.0,
+        n: int = 1,
+        start: float = 0.0,
+        cmt: int = 1,
+    ) -> Regimen:
         """``n`` zero-order infusions of ``amount`` over ``duration``."""
         if duration <= 0:
             raise ValueError("an infusion needs duration > 0")
@@ -73,8 +83,9 @@ class Regimen:
         return cls(doses=(Dose(start, amount, cmt, duration, every if n > 1 else 0.0, n - 1),))
 
     @classmethod
-    def steady_state(cls, amount: float, *, every: float, duration: float = 0.0,
-                     cmt: int = 1, n: int = 1) -> Regimen:
+    def steady_state(
+        cls, amount: float, *, every: float, duration: float = 0.0, cmt: int = 1, n: int = 1
+    ) -> Regimen:
         """A dose at steady state (SS=1) at time 0, followed by ``n - 1`` more."""
         return cls(doses=(Dose(0.0, amount, cmt, duration, every, n - 1, 1),))
 
@@ -84,8 +95,7 @@ class Regimen:
         times = tuple(float(t) for t in times)
         if any(t < 0 for t in times):
             raise ValueError("sampling times must be >= 0")
-        return replace(self, sample_times=tuple(sorted(self.sample_times + times)),
-                       sample_cmt=cmt)
+        return replace(self, sample_times=tuple(sorted(self.sample_times + times)), sample_cmt=cmt)
 
     def with_covariates(self, **values: float) -> Regimen:
         """Covariate values of the typical subject of this design."""
@@ -108,12 +118,37 @@ class Regimen:
         rows = []
         for d in self.doses:
             rate = d.amount / d.duration if d.duration > 0 else 0.0
-            rows.append(dict(ID=id_value, TIME=d.time, AMT=d.amount, EVID=1, CMT=d.cmt,
-                             RATE=rate, II=d.interval, ADDL=d.additional, SS=d.steady_state,
-                             DV=np.nan, MDV=1))
+            rows.append(
+                dict(
+                    ID=id_value,
+                    TIME=d.time,
+                    AMT=d.amount,
+                    EVID=1,
+                    CMT=d.cmt,
+                    RATE=rate,
+                    II=d.interval,
+                    ADDL=d.additional,
+                    SS=d.steady_state,
+                    DV=np.nan,
+                    MDV=1,
+                )
+            )
         for t in self.sample_times:
-            rows.append(dict(ID=id_value, TIME=t, AMT=0.0, EVID=0, CMT=self.sample_cmt,
-                             RATE=0.0, II=0.0, ADDL=0, SS=0, DV=0.0, MDV=0))
+            rows.append(
+                dict(
+                    ID=id_value,
+                    TIME=t,
+                    AMT=0.0,
+                    EVID=0,
+                    CMT=self.sample_cmt,
+                    RATE=0.0,
+                    II=0.0,
+                    ADDL=0,
+                    SS=0,
+                    DV=0.0,
+                    MDV=0,
+                )
+            )
         table = pd.DataFrame(rows)
         if table.empty:
             raise ValueError("a regimen needs doses or sampling times")

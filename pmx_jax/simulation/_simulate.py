@@ -63,8 +63,14 @@ def _predict_batch(model: Model, prepared: Prepared, etas, iov_etas):
         # PRED (etas 0) and IPRED as one vmapped pass: one trace of the engine.
         both = jax.vmap(
             lambda e, o: subject_predictions(
-                model, subject, record, valid, e, o,
-                has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+                model,
+                subject,
+                record,
+                valid,
+                e,
+                o,
+                has_ss=plan.has_ss,
+                max_ss_overlap=plan.max_ss_overlap,
             )
         )(jnp.stack([jnp.zeros_like(eta), eta]), jnp.stack([jnp.zeros_like(iov), iov]))
         return both.prediction[0], both.prediction[1], jnp.all(both.ok)
@@ -155,8 +161,9 @@ class SimulationResult(eqx.Module):
     def to_frame(self, *, observations_only: bool = True) -> pd.DataFrame:
         """Long table: SIM_ID (virtual subject, 1-based), ID (design subject),
         TIME, IPRED, DV."""
-        sub, rec = np.nonzero(self.observed[self.template] if observations_only else
-                              np.ones_like(self.dv, dtype=bool))
+        sub, rec = np.nonzero(
+            self.observed[self.template] if observations_only else np.ones_like(self.dv, dtype=bool)
+        )
         return pd.DataFrame(
             {
                 "SIM_ID": sub + 1,
@@ -173,8 +180,9 @@ class SimulationResult(eqx.Module):
         return frame
 
 
-def _simulate_subject(model: Model, prepared: Prepared, covariate_values, covariate_mask,
-                      index, template, key):
+def _simulate_subject(
+    model: Model, prepared: Prepared, covariate_values, covariate_mask, index, template, key
+):
     """One virtual subject: etas, IOV etas, predictions and residual draws."""
     plan = prepared.plan
     subject = jax.tree_util.tree_map(lambda x: x[template], prepared.subjects)
@@ -188,8 +196,14 @@ def _simulate_subject(model: Model, prepared: Prepared, covariate_values, covari
     eta = _correlated_normal(k_eta, omega, ())
     iov = _correlated_normal(k_iov, model.iov_omega_matrix().astype(dtype), (prepared.n_occasions,))
     result = subject_predictions(
-        model, subject, plan.dose_record[template], plan.dose_valid[template], eta, iov,
-        has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+        model,
+        subject,
+        plan.dose_record[template],
+        plan.dose_valid[template],
+        eta,
+        iov,
+        has_ss=plan.has_ss,
+        max_ss_overlap=plan.max_ss_overlap,
     )
     keys = jax.random.split(k_eps, subject.time.shape[0])
     dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
@@ -238,9 +252,7 @@ def _covariate_override(prepared: Prepared, covariates, n_subjects: int):
         covariates = {c: covariates[c].to_numpy() for c in covariates.columns}
     unknown = [c for c in covariates if c not in names]
     if unknown:
-        raise ValueError(
-            f"covariates {unknown} are not used by the model; it reads {names}"
-        )
+        raise ValueError(f"covariates {unknown} are not used by the model; it reads {names}")
     values = np.zeros((n_subjects, len(names)))
     mask = np.zeros(len(names), dtype=bool)
     for j, name in enumerate(names):
@@ -310,9 +322,7 @@ def simulate(
             values, mask = override
             values = pad_subjects(values[first : first + count], chunk)
         values, indices, templates = shard_subjects((values, jnp.asarray(indices), templates))
-        ipred, dv, eta, ok = _simulate_chunk(
-            model, prepared, values, mask, indices, templates, key
-        )
+        ipred, dv, eta, ok = _simulate_chunk(model, prepared, values, mask, indices, templates, key)
         result = tuple(np.asarray(x)[:count] for x in jax.device_get((ipred, dv, eta, ok)))
         if on_chunk is not None:
             on_chunk(first, result)
@@ -339,5 +349,3 @@ def simulate(
         eta_names=model.eta_names,
         ids=data.ids,
     )
-
-
