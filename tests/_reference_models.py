@@ -1,5 +1,6 @@
 """The NONMEM reference runs of REFERENCE_CASES R4 and R5, written as their
-control streams, with readers for their data and ``_ext.csv`` rows.
+control streams, with readers for their data and ``_ext.csv`` rows; and the
+designs S1-S3 (several modes, BLQ), written from their descriptions.
 
 Shared by the fixed-parameter OFV tests (``test_estimation_nonmem.py``) and the
 full fits (``test_fit_reference.py``).  Parameter values come from the ext file
@@ -8,6 +9,7 @@ their residual THETAs are SDs.
 """
 
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 
 import pmx_jax as pmx
@@ -193,3 +195,42 @@ def mox1_data(refdata):
     the depot: 74 subjects, 1022 observations."""
     table = pd.read_csv(refdata / "mox_simulated_log_for_mox1.csv", skipinitialspace=True)
     return pmx.read_nonmem(table.drop(columns=["EVID", "CMT"]))
+
+
+class Ad3tr4(pmx.Model):
+    """S3: two-compartment IV bolus, ``CL, V1, Q, V2 = exp(TH + eta)`` with a
+    BLOCK(4) OMEGA, additive error on the log concentration (BLQ by M3).
+    Initial estimates from the profiles (dose 100, C(0.2 h) ~ 15, terminal
+    half-life ~ 10 h)."""
+
+    tcl: pmx.Theta = pmx.theta(0.0)
+    tv1: pmx.Theta = pmx.theta(2.0)
+    tq: pmx.Theta = pmx.theta(0.0)
+    tv2: pmx.Theta = pmx.theta(2.5)
+    sd: pmx.Theta = pmx.theta(0.3, lower=0.0)
+    iiv: pmx.Omega = pmx.omega_block(
+        ["cl", "v1", "q", "v2"], 0.18 * np.eye(4) + 0.02 * np.ones((4, 4))
+    )
+    dynamics = pmx.pk.TwoCompartment()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl),
+            v=jnp.exp(self.tv1 + eta.v1),
+            q=jnp.exp(self.tq + eta.q),
+            vp=jnp.exp(self.tv2 + eta.v2),
+        )
+
+    def observe(self, amounts, p):
+        conc = amounts.central / p["v"]
+        return pmx.Additive(jnp.log(jnp.where(conc > 0, conc, 1.0)), self.sd)
+
+
+def ad3tr4_data(refdata):
+    """``bauer2019_ad3tr4_blq.csv``: DV = LOGC, BLQ where LOGC < -3.5 (an LLOQ
+    column): 100 subjects, 500 observations of which 104 censored."""
+    table = pd.read_csv(refdata / "bauer2019_ad3tr4_blq.csv")
+    observed = table["EVID"] == 0
+    table["DV"] = np.where(observed, table["LOGC"], 0.0)
+    table["LLOQ"] = -3.5
+    return pmx.read_nonmem(table[["ID", "TIME", "AMT", "RATE", "EVID", "MDV", "CMT", "DV", "LLOQ"]])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pmx_jax.estimation import EBEStatus, newton_ebe
-from pmx_jax.estimation._inner import positive_definite
+from pmx_jax.estimation._inner import global_ebe, positive_definite, prior_starts
 
 
 def _batched(objective, starts, args, **options):
@@ -143,3 +143,55 @@ def test_a_failed_scoring_stage_is_finished_by_the_exact_search():
     scored = _batched(_decay, jnp.zeros((1, 2)), (t, y), scoring=poor, max_steps=8)
     assert int(scored.status[0]) == EBEStatus.CONVERGED
     np.testing.assert_allclose(scored.eta, exact.eta, atol=1e-9)
+
+
+# -- saddles and several modes ----------------------------------------------------------
+
+
+def double_well(eta, tilt):
+    # Minima near b0 = -1 and b0 = +1 (the one at -1 lower by about 2 * tilt),
+    # a saddle at b0 = 0; b1 is a plain quadratic.
+    b0, b1 = eta
+    return (b0**2 - 1.0) ** 2 + tilt * b0 + b1**2
+
+
+def test_a_stationary_saddle_is_left_along_its_negative_curvature():
+    # From b0 = 0 the gradient in b0 is exactly 0 (no tilt): Newton alone would
+    # stop at the saddle (0, 0), where the Hessian has eigenvalue -4.
+    result = newton_ebe(double_well, jnp.array([0.0, 0.5]), 0.0, try_zero=False)
+    assert int(result.status) == EBEStatus.CONVERGED
+    assert abs(abs(float(result.eta[0])) - 1.0) < 1e-8
+    assert abs(float(result.eta[1])) < 1e-8
+    assert np.all(np.linalg.eigvalsh(np.asarray(result.hessian)) > 0)
+
+
+def test_global_search_keeps_the_lowest_mode_of_all_starts():
+    tilt = 0.3
+    # A local search from 0.9 ends in the higher well (b0 near +1).
+    local = newton_ebe(double_well, jnp.array([0.9, 0.0]), tilt, try_zero=False)
+    assert float(local.eta[0]) > 0
+    starts = jnp.array([[0.9, 0.0], [0.5, 1.0], [-2.0, 0.0]])
+    found, index = global_ebe(double_well, starts, tilt)
+    assert int(index) == 2 and float(found.eta[0]) < 0
+    # The minimum of (b^2 - 1)^2 + 0.3 b: 4 b^3 - 4 b + 0.3 = 0 near -1.
+    roots = np.roots([4.0, 0.0, -4.0, tilt])
+    np.testing.assert_allclose(float(found.eta[0]), roots.real.min(), atol=1e-9)
+    assert float(found.objective) < float(local.objective) - 0.5
+    # Ties go to the earlier start: a deterministic choice.
+    same, first = global_ebe(double_well, jnp.array([[-2.0, 0.0], [-1.5, 0.0]]), tilt)
+    assert int(first) == 0
+
+
+def test_prior_starts_lie_two_sds_along_the_principal_axes():
+    omega = jnp.array([[4.0, 0.0], [0.0, 1.0]])
+    starts = np.asarray(prior_starts(omega, jnp.zeros((0, 0)), 0))
+    assert starts.shape == (5, 2)
+    np.testing.assert_array_equal(starts[0], [0.0, 0.0])
+    # each principal axis, both signs (eigenvector signs are arbitrary)
+    expected = {(0.0, 2.0), (4.0, 0.0), (0.0, -2.0), (-4.0, 0.0)}
+    assert {tuple(np.round(r, 12) + 0.0) for r in starts[1:]} == expected
+    # IOV: one start per IOV axis moves the etas of every occasion together.
+    iov = np.asarray(prior_starts(omega, jnp.array([[0.25]]), 3))
+    assert iov.shape == (7, 2 + 3)
+    np.testing.assert_allclose(iov[3], [0.0, 0.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(iov[6], [0.0, 0.0, -1.0, -1.0, -1.0])

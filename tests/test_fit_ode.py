@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _checks import check_reports_its_own_ofv
 from jax.flatten_util import ravel_pytree
 
 import pmx_jax as pmx
@@ -89,4 +90,5 @@ def test_fit_of_a_nonlinear_ode_model_converges(data, method):
     model = TheophyllineMM().with_values(tkm=pmx.theta(2.0, fixed=True))
     result = pmx.fit(model, data, method, covariance="sandwich")
     assert result.converged, result.message
+    check_reports_its_own_ofv(result)
     assert np.all(np.isfinite(result.estimates()["se"].dropna()))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _checks import check_reports_its_own_ofv
 
 import pmx_jax as pmx
 from pmx_jax.estimation import fit
@@ -20,6 +21,7 @@ def test_pheno_focei_matches_nonmem(refdata):
     result = fit(pmx.library.Phenobarbital(), data, "focei", covariance=None)
     assert result.converged, result.message
     assert abs(result.ofv - REF_OFV) < 0.01
+    check_reports_its_own_ofv(result)
     model = result.model
     for name, ref in REF_THETA.items():
         assert float(getattr(model, name)) == pytest.approx(ref, rel=0.01), name

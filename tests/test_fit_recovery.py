@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from _checks import check_reports_its_own_ofv
 
 import pmx_jax as pmx
 from pmx_jax.estimation import EBEStatus
@@ -141,6 +142,7 @@ def errors(result) -> pd.Series:
 def check_converged(result):
     assert result.converged, result.message
     assert np.all(result.ebe_status == EBEStatus.CONVERGED)
+    check_reports_its_own_ofv(result)
 
 
 def check_within_se(result, data, k: float = 3.0):

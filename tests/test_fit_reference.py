@@ -19,6 +19,7 @@ Each test takes about 40 s (warfarin) and 90 s (Bolus_2CPT) on a CPU, hence slow
 
 import numpy as np
 import pytest
+from _checks import check_reports_its_own_ofv
 from _reference_models import (
     BOLUS_2CPT_EXT,
     WARFARIN_EXT,
@@ -73,6 +74,7 @@ def test_warfarin_focei_fit_matches_nonmem(refdata):
     assert result.converged, result.message
     assert (result.n_subjects, result.n_observations) == (32, 251)
     assert abs(result.ofv - final["OBJ"]) < 0.01  # 423.32729
+    check_reports_its_own_ofv(result)
     check_final_estimates(
         result,
         final,
@@ -98,6 +100,7 @@ def test_bolus_2cpt_focei_fit_matches_nonmem(refdata):
     assert result.converged, result.message
     assert (result.n_subjects, result.n_observations) == (120, 2280)
     assert abs(result.ofv - final["OBJ"]) < 0.1  # 20167.641
+    check_reports_its_own_ofv(result)
     check_final_estimates(
         result,
         final,

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from _checks import check_reports_its_own_ofv
 
 import pmx_jax as pmx
 from pmx_jax.estimation import FitResult, _fit, fit
@@ -45,6 +46,11 @@ def test_theo_focei_matches_nlmixr2(result):
     omega = np.diagonal(np.asarray(model.omega_matrix()))
     np.testing.assert_allclose(omega, REF_OMEGA, rtol=0.03)
     assert np.all(result.ebe_status == pmx.estimation.EBEStatus.CONVERGED)
+
+
+def test_reported_ofv_is_a_fresh_evaluation(result):
+    check_reports_its_own_ofv(result)
+    assert list(result.trace["event"].iloc[[0, -1]]) == ["initial", "check"]
 
 
 def test_statistics_follow_nonmem_conventions(result):
@@ -211,3 +217,41 @@ def test_four_devices_and_chunks_reproduce_the_single_device_fit(result):
     np.testing.assert_allclose(four["ebes"], result.ebes[["ka", "cl", "v"]], atol=1e-7)
     # standard errors exist (the covariance step ran on the sharded problem)
     assert np.all(np.isfinite(four["se"]))
+
+
+# -- points that are not worth calling converged ---------------------------------------
+
+
+def test_underflowed_predictions_are_a_suspect_point(data):
+    # THETAs 100 times too large: V = exp(345), every concentration underflows to
+    # ~0, the OFV no longer depends on KA, CL or V and the gradient test is met
+    # at once in those directions.  (This fit used to report "converged" at an
+    # OFV of 592.6, the optimum being 116.8.)
+    start = pmx.library.Theophylline().with_values(tka=45.0, tcl=100.0, tv=345.0, add_sd=70.0)
+    result = fit(start, data, "focei", covariance=None)
+    assert result.status == pmx.RESULTS.suspect_point and not result.converged
+    reasons = " ".join(map(str, result.suspect))
+    assert "underflowed" in reasons and "shrinkage" in reasons
+    assert "CONVERGED AT A SUSPECT POINT" in str(result)
+    assert json.loads(result.to_json())["status"] == "suspect_point"
+
+
+def test_an_absurd_observation_makes_the_fit_suspect(data):
+    # One DV of 1e6 mg/L: the additive SD runs to ~1e5 and every eta shrinks to 0.
+    table = data.table.copy()
+    row = table.index[(table["ID"] == table["ID"].iloc[0]) & (table["EVID"] == 0)][5]
+    table.loc[row, "DV"] = 1e6
+    result = fit(pmx.library.Theophylline(), pmx.read_nonmem(table), "focei", covariance=None)
+    assert result.status == pmx.RESULTS.suspect_point
+    assert any("shrinkage" in str(reason) for reason in result.suspect)
+
+
+def test_fit_result_is_an_immutable_value(result):
+    with pytest.raises(AttributeError, match="immutable"):
+        result.ofv = 0.0
+    with pytest.raises(ValueError):
+        result.ebe_matrix[0, 0] = 1.0  # a copy: fine
+        result._ebe_matrix[0, 0] = 1.0  # the stored array is read-only
+    changed = result.replace(message="changed")
+    assert changed.message == "changed" and result.message != "changed"
+    assert changed.ofv == result.ofv

@@ -63,10 +63,11 @@ from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..model._model import Model
 from ..simulation._core import Prepared
+from ._curvature import WIDTH
 from ._objective import METHODS, Method, OFVResult, _population_ofv
 from ._problem import Problem, make_problem
 from ._result import FitResult
-from ._suspect import point_suspicions
+from ._suspect import Suspicion, point_suspicions
 
 # Consecutive rejected line-search trials after which the search has failed: the
 # step has been halved to 2**-40 of the quasi-Newton step without any decrease.
@@ -303,8 +304,12 @@ def fit(
     ebe_max_steps: int = 100,
     ebe_tolerance: float = 1e-12,
     max_restarts: int = 10,
+    starts: int = 1,
+    jitter: float = 0.5,
+    seed: int = 0,
     covariance: str | None = "sandwich",
     chunk_size: int | None = None,
+    laplace_floor: float | None = None,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
     maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
@@ -336,6 +341,15 @@ def fit(
             :func:`pmx_jax.estimation.ofv`.
         max_restarts: how often the minimisation may continue after the global
             EBE search at its end point found lower modes.
+        starts, jitter, seed: with ``starts > 1``, a multi-start for models
+            whose OFV may have several local minima (flip-flop absorption,
+            poorly identified mechanistic models): the fit runs from the
+            initial estimates and from ``starts - 1`` jittered copies of them
+            (every free parameter moved by ``jitter`` times a standard normal
+            draw on the unconstrained scale, i.e. multiplied by about
+            ``exp(+-jitter)`` where it is positive; drawn from ``seed``), one
+            after another with the same compiled programs, and returns the
+            lowest converged OFV; ``result.starts`` lists every run.
         covariance: the covariance step run after the fit
             (:func:`pmx_jax.estimation.covariance_step`; standard errors in
             ``estimates()``): ``"sandwich"`` (default, NONMEM's ``R^-1 S R^-1``),
@@ -346,6 +360,7 @@ def fit(
             (default: all up to 65,536, chunks of 65,536 above).  Subjects are
             split over all local devices (``jax.devices()``; several hosts after
             ``jax.distributed.initialize()``).
+        laplace_floor: as in :func:`pmx_jax.estimation.ofv` (Laplace only).
 
     Returns:
         a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage,
@@ -361,9 +376,97 @@ def fit(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    if starts < 1:
+        raise ValueError(f"starts must be >= 1, got {starts}")
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else None
-    problem = make_problem(model, data, method, chunk_size=chunk_size)
+    problem = make_problem(model, data, method, chunk_size=chunk_size, laplace_floor=laplace_floor)
+    settings = dict(
+        max_iterations=max_iterations,
+        gradient_tolerance=gradient_tolerance,
+        ofv_tolerance=ofv_tolerance,
+        progress=progress,
+        print_every=print_every,
+        callback=callback,
+        ebe_init=ebe_init,
+        ebe_max_steps=ebe_max_steps,
+        ebe_tolerance=ebe_tolerance,
+        max_restarts=max_restarts,
+    )
+    if starts == 1:
+        result = _fit_once(model, problem, dataset, method, **settings)
+    else:
+        result = _multistart(model, problem, dataset, method, starts, jitter, seed, settings)
+    say = print if (progress or (progress is None and result.elapsed_seconds > 10.0)) else None
+    if covariance is not None:
+        if result.status in (RESULTS.successful, RESULTS.suspect_point):
+            result = result.compute_covariance(
+                covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
+            )
+            message = result.covariance.message
+        else:
+            result = result.replace(covariance_note="skipped: the minimisation did not converge")
+            message = result.covariance_note
+        if say:
+            say(f"  covariance step: {message}")
+    if say:
+        for reason in result.suspect:
+            say(f"  SUSPECT: {reason}")
+    return result.replace(elapsed_seconds=time.perf_counter() - started)
+
+
+def _multistart(model, problem, dataset, method, starts, jitter, seed, settings) -> FitResult:
+    """Fits from the initial estimates and ``starts - 1`` jittered copies;
+    the lowest converged OFV wins (the lowest OFV when none converged)."""
+    y0, unravel = ravel_pytree(model.to_unconstrained())
+    rng = np.random.default_rng(seed)
+    rows, results = [], []
+    for k in range(starts):
+        y = np.asarray(y0) + (jitter * rng.standard_normal(y0.shape) if k else 0.0)
+        start = model.from_unconstrained(unravel(jnp.asarray(y, y0.dtype)))
+        result = _fit_once(start, problem, dataset, method, **settings)
+        results.append(result)
+        rows.append(
+            dict(
+                start=k,
+                initial_ofv=float(result.trace["ofv"].iloc[0]),
+                ofv=result.ofv,
+                status=result.status.label,
+                iterations=result.iterations,
+                seconds=result.elapsed_seconds,
+                **{f"initial {name}": float(value) for name, value in _natural(start).items()},
+            )
+        )
+    converged = [r for r in results if r.converged] or results
+    best = min(converged, key=lambda r: r.ofv)
+    return best.replace(starts=pd.DataFrame(rows))
+
+
+def _natural(model: Model) -> dict[str, float]:
+    from ._covariance import natural_names, natural_vector
+
+    return dict(zip(natural_names(model), np.asarray(natural_vector(model)), strict=True))
+
+
+def _fit_once(
+    model: Model,
+    problem: Problem,
+    dataset: Dataset | None,
+    method: str,
+    *,
+    max_iterations: int,
+    gradient_tolerance: float,
+    ofv_tolerance: float,
+    progress: bool | None,
+    print_every: int,
+    callback: Callable[[dict, Model], Any] | None,
+    ebe_init: Array | None,
+    ebe_max_steps: int,
+    ebe_tolerance: float,
+    max_restarts: int,
+) -> FitResult:
+    """One minimisation from the initial estimates of ``model`` (see :func:`fit`)."""
+    started = time.perf_counter()
     subjects = problem.source.subjects
     dtype = problem.dtype
     shape = (problem.n_subjects, problem.layout.size)
@@ -399,7 +502,9 @@ def fit(
         return result, value
 
     # The initial estimates: the OFV that pmx.ofv gives there, and its EBEs.
+    fresh = problem.place(jnp.zeros(shape, dtype))  # pmx.ofv's starts alone
     initial, ofv0 = global_check(y0, problem.place(start_ebes), "initial")
+    missed: list = []
     y, ebes, ofv_value = y0, initial.ebes, ofv0
     gnorm, iterations, restarts = 0.0, 0, 0
     compile_seconds = time.perf_counter() - started
@@ -434,8 +539,11 @@ def fit(
                 )  # fmt: skip
                 y, ebes, iterations, gnorm = run.y, run.ebes, run.iterations, run.gnorm
                 outcome, message = run.outcome, run.message
-                final, ofv_value = global_check(y, ebes, "check", iterations, gnorm)
+                # The end point by pmx.ofv's own EBE search (fixed starts only).
+                final, ofv_value = global_check(y, fresh, "check", iterations, gnorm)
                 drop = run.ofv - ofv_value
+                if outcome == RESULTS.successful and -drop > _RESTART_DROP:
+                    missed = _missed_modes(ebes, final.ebes, problem, dataset, -drop)
                 if not (
                     outcome == RESULTS.successful
                     and drop > _RESTART_DROP
@@ -456,7 +564,9 @@ def fit(
                 )
                 ebes = final.ebes
         if final is None:
-            final, ofv_value = global_check(y, ebes, "check", iterations, gnorm)
+            final, ofv_value = initial, ofv0
+            if ebe_init is not None:
+                final, ofv_value = global_check(y, fresh, "check", iterations, gnorm)
 
     fitted = objective.model(y, arguments(ebes))
     if method == "fo" and problem.layout.size:
@@ -468,22 +578,49 @@ def fit(
     result = _result(
         model, fitted, method, problem, dataset, final, ofv_value,
         outcome=outcome, message=message, iterations=iterations, restarts=restarts,
-        gnorm=gnorm, log=log, compile_seconds=compile_seconds,
+        gnorm=gnorm, log=log, compile_seconds=compile_seconds, missed=missed,
     )  # fmt: skip
-    state_word = result.status.label if result.status != RESULTS.successful else "converged"
-    log.say(f"  {state_word}: {message}; OFV {ofv_value:.6f} in {result.elapsed_seconds:.1f} s")
-    if covariance is not None:
-        if outcome == RESULTS.successful:
-            result = result.compute_covariance(
-                covariance, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance
-            )
-            log.say(f"  covariance step: {result.covariance.message}")
-        else:
-            result = result.replace(covariance_note="skipped: the minimisation did not converge")
-            log.say(f"  covariance step {result.covariance_note}")
-    for reason in result.suspect:
-        log.say(f"  SUSPECT: {reason}")
+    word = {RESULTS.successful: "converged", RESULTS.suspect_point: "converged at a suspect point"}
+    log.say(
+        f"  {word.get(result.status, 'NOT converged')}: {message}; OFV {ofv_value:.6f} "
+        f"in {result.elapsed_seconds:.1f} s"
+    )
     return result
+
+
+def _floored_subjects(problem: Problem, final: OFVResult, ids: tuple) -> list[str]:
+    """Laplace: the subjects whose curvature floor changes their OFV."""
+    curvature = np.asarray(problem.take(final.relative_curvature))
+    floor = problem.laplace_floor
+    low = np.flatnonzero(curvature < floor + 10 * WIDTH) if floor > 0 else np.zeros(0, int)
+    if low.size == 0:
+        return []
+    named = ", ".join(str(ids[i]) for i in low[:10]) + (" ..." if low.size > 10 else "")
+    return [
+        f"Laplace: for {low.size} subject(s) (ID {named}) the exact curvature of the "
+        f"individual objective at the EBE falls to {curvature[low].min():.3g} of its expected "
+        f"information in some direction (their posteriors are far from normal); it enters "
+        f"the OFV floored at {floor:g} of it (laplace_floor)"
+    ]
+
+
+def _missed_modes(warm, fresh, problem, dataset, rise: float) -> list:
+    """The suspicion that the fixed EBE starts of the objective miss modes the
+    iterations found (the OFV by them is ``rise`` above the iterations')."""
+    moved = np.flatnonzero(
+        np.max(np.abs(np.asarray(problem.take(warm)) - np.asarray(problem.take(fresh))), axis=1)
+        > 1e-3
+    )
+    ids = dataset.ids if dataset is not None else tuple(range(1, problem.n_subjects + 1))
+    named = ", ".join(str(ids[i]) for i in moved[:10]) + (" ..." if moved.size > 10 else "")
+    return [
+        Suspicion(
+            f"the iterations found EBEs {rise:.4g} OFV units lower than the fixed starts of "
+            f"the global EBE search reach at the end point (subjects whose EBEs differ: "
+            f"{named}); the OFV reported is that of the fixed starts (pmx.ofv), so the end "
+            "point is not shown to be its minimum: refit from other initial estimates"
+        )
+    ]
 
 
 def _result(
@@ -502,6 +639,7 @@ def _result(
     gnorm: float,
     log: _Log,
     compile_seconds: float,
+    missed: list,
 ) -> FitResult:
     """The :class:`FitResult` of a finished search, with the suspect-point
     checks that need no covariance step."""
@@ -510,6 +648,9 @@ def _result(
     cens = np.asarray(subjects.cens)
     n_normal = int(np.sum(is_obs & (cens == 0)))
     ids = dataset.ids if dataset is not None else tuple(range(1, subjects.n_subjects + 1))
+    notes = []
+    if method == "laplace":
+        notes += _floored_subjects(problem, final, ids)
     result = FitResult(
         model=fitted,
         method=method,
@@ -531,6 +672,7 @@ def _result(
         trace=log.trace(),
         dataset=dataset,
         problem=problem,
+        notes=tuple(notes),
     )
     if outcome != RESULTS.successful:
         return result
@@ -542,6 +684,7 @@ def _result(
         n_vanishing=int(np.sum(np.asarray(problem.take(final.n_vanishing)))),
         n_normal=n_normal,
     )
+    suspect = missed + suspect
     if suspect:
         result = result.replace(suspect=tuple(suspect), status=RESULTS.suspect_point)
     return result

@@ -59,6 +59,9 @@ _ARMIJO = 1e-4
 # A line search that fails with a Newton decrement below this multiple of the
 # tolerance has met rounding noise at the minimum: count it as converged.
 _NEAR = 1e4
+# An eigenvalue of the Hessian below -_NEGATIVE times its largest one is
+# negative curvature, not rounding noise.
+_NEGATIVE = 1e-8
 
 
 class EBEStatus:
@@ -91,12 +94,18 @@ class EBEResult(eqx.Module):
     n_steps: Int[Array, ""]
 
 
+def _spectrum(hessian: Array, floor: float = 1e-8) -> tuple[Array, Array, Array, Array]:
+    """Eigenvalues (ascending) and eigenvectors of the symmetrised Hessian,
+    the eigenvalues made positive (``max(|lambda|, floor * scale)``) and the
+    scale (the largest ``|lambda|``, at least 1)."""
+    values, vectors = jnp.linalg.eigh(0.5 * (hessian + hessian.T))
+    scale = jnp.maximum(jnp.max(jnp.abs(values)), 1.0)
+    return values, vectors, jnp.maximum(jnp.abs(values), floor * scale), scale
+
+
 def positive_definite(hessian: Float[Array, "n n"], floor: float = 1e-8) -> Array:
     """The Hessian with eigenvalues replaced by ``max(|lambda|, floor * scale)``."""
-    sym = 0.5 * (hessian + hessian.T)
-    values, vectors = jnp.linalg.eigh(sym)
-    scale = jnp.maximum(jnp.max(jnp.abs(values)), 1.0)
-    clipped = jnp.maximum(jnp.abs(values), floor * scale)
+    _, vectors, clipped, _ = _spectrum(hessian, floor)
     return (vectors * clipped) @ vectors.T
 
 
@@ -171,13 +180,24 @@ def _search(
         # take any finite point; phase 2 takes a sufficient decrease.
         accept = finite & ((s.phase < 2) | sufficient)
 
+        tol = tolerance * jnp.maximum(1.0, jnp.abs(jnp.where(accept, value, s.value)))
         if eta0.shape[0]:
-            chol = jnp.linalg.cholesky(positive_definite(jnp.where(finite, hess, 0.0)))
-            step = -jax.scipy.linalg.cho_solve((chol, True), jnp.where(finite, grad, 0.0))
+            g = jnp.where(finite, grad, 0.0)
+            values, vectors, clipped, scale = _spectrum(jnp.where(finite, hess, 0.0))
+            step = -(vectors @ ((vectors.T @ g) / clipped))
+            # A stationary point with a direction of negative curvature is a
+            # saddle (or the flat shoulder of a second mode), not an EBE: leave
+            # it along that direction, far enough for the quadratic model to
+            # promise a decrease of one unit of -2LL (backtracking shortens it).
+            saddle = (values[0] < -_NEGATIVE * scale) & (-jnp.dot(g, step) <= tol)
+            down = vectors[:, 0] * jnp.where(jnp.dot(g, vectors[:, 0]) > 0, -1.0, 1.0)
+            escape = down * jnp.sqrt(2.0 / jnp.maximum(-values[0], 1e-300))
+            step = jnp.where(saddle, escape, step)
         else:
             step = grad
+            saddle = jnp.zeros((), bool)
         slope = jnp.dot(grad, step)
-        decrement = -slope
+        decrement = jnp.where(saddle, jnp.inf, -slope)
 
         def pick(new, old):
             return jnp.where(accept, new, old)
@@ -195,7 +215,6 @@ def _search(
         halvings = jnp.where(accept, 0, s.halvings + jnp.where(s.phase == 2, 1, 0))
         value_now = pick(value, s.value)
         decrement_now = pick(decrement, s.decrement)
-        tol = tolerance * jnp.maximum(1.0, jnp.abs(value_now))
         converged = accept & (decrement <= tol)
         stalled = (phase == 2) & (halvings >= max_halvings)
         status = jnp.select(

@@ -43,6 +43,8 @@ residual terms).  Second derivatives are not exact.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
 from typing import Literal
 
@@ -60,6 +62,7 @@ from ..dynamics._ode import AbstractODE
 from ..model._model import Model
 from ..model._parameters import Omega
 from ..simulation._core import Prepared
+from ._curvature import floored_logdet, smallest_relative_curvature
 from ._implicit import forward_only, implicit_ebe
 from ._inner import EBEStatus, global_ebe, newton_ebe, prior_starts
 from ._kernel import LOG_2PI, Layout, RecordTerms, logdet, record_terms
@@ -80,7 +83,12 @@ class OFVResult(eqx.Module):
     below 1e-10 of a non-zero DV (underflowed predictions);
     ``ebe_objective``: the individual objective the EBE search minimised,
     ``-2 log p(y_i, b*)`` up to constants (for FOCE with the residual
-    variance at ``b = 0``; NaN for FO, which has no EBEs).
+    variance at ``b = 0``; NaN for FO, which has no EBEs);
+    ``relative_curvature`` (Laplace only, NaN otherwise): the smallest
+    eigenvalue of the exact curvature of the individual objective at the EBE
+    relative to its expected information (1 where they agree; below
+    ``laplace_floor`` the Laplace approximation of the subject breaks down
+    and its curvature is floored, see :mod:`._curvature`).
     """
 
     ofv: Float[Array, ""]
@@ -90,6 +98,7 @@ class OFVResult(eqx.Module):
     n_steps: Int[Array, " n_sub"]
     n_vanishing: Int[Array, " n_sub"]
     ebe_objective: Float[Array, " n_sub"]
+    relative_curvature: Float[Array, " n_sub"]
     layout: Layout
 
     @property
@@ -277,25 +286,35 @@ def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
     return jnp.where(terms.ok, value, jnp.inf)
 
 
-def _laplace_ofv(subj, prior, b, materialize: bool = False):
+def _laplace_ofv(subj, prior, b, floor: float, materialize: bool = False):
     """``materialize``: differentiate the log-determinant in forward mode
     (nonlinear ODEs, see :func:`forward_only`); the EBE ``b`` and the THETAs
-    are materialised, OMEGA keeps its tangent."""
+    are materialised, OMEGA keeps its tangent.  ``floor``: see
+    :mod:`._curvature`."""
     terms = subj.terms(b)
     n_normal = jnp.sum(terms.normal)
     value = _interaction_objective(b, (subj, prior))
+    log_det = functools.partial(_log_det_curvature, floor=floor)
     if materialize:
-        det = forward_only((b, subj, prior), fn=_log_det_curvature, materialize=_laplace_select)
+        det = forward_only((b, subj, prior), fn=log_det, materialize=_laplace_select)
     else:
-        det = _log_det_curvature((b, subj, prior))
+        det = log_det((b, subj, prior))
     return value - n_normal * LOG_2PI + prior.logdet + det
 
 
-def _log_det_curvature(args):
-    """log det of half the Hessian of the interaction objective at ``b``."""
-    b, subj, prior = args
+def _curvatures(b, subj, prior):
+    """Half the exact Hessian of the interaction objective at ``b`` and the
+    expected information it is compared with (that of Fisher scoring, with
+    the censored records' score products)."""
     hess = 0.5 * jax.hessian(_interaction_objective)(b, (subj, prior))
-    return logdet(0.5 * (hess + hess.T))
+    information = 0.5 * _scoring(_interaction_objective)(b, (subj, prior))[2]
+    return 0.5 * (hess + hess.T), information
+
+
+def _log_det_curvature(args, floor: float):
+    """log det of half the Hessian of the interaction objective at ``b``, its
+    eigenvalues relative to the expected information floored at ``floor``."""
+    return floored_logdet(*_curvatures(*args), floor)
 
 
 def _laplace_select(args):
@@ -389,11 +408,17 @@ def _population_ofv(
 
         subj, subj_sg = make(model), make(model_sg)
         zero = jnp.zeros(layout.size, dtype)
+        none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":
-            value = _fo_ofv(subj, prior, zero)
-            status = jnp.asarray(EBEStatus.CONVERGED)
-            none = jnp.asarray(jnp.nan, dtype)
-            return value, zero, status, jnp.zeros((), jnp.int32), _vanishing(subj, zero), none
+            return dict(
+                per_subject=_fo_ofv(subj, prior, zero),
+                ebes=zero,
+                status=jnp.asarray(EBEStatus.CONVERGED, jnp.int32),
+                n_steps=jnp.zeros((), jnp.int32),
+                n_vanishing=_vanishing(subj, zero),
+                ebe_objective=none,
+                relative_curvature=none,
+            )
         if method == "foce":
             v0 = subj.terms(zero).variance
             objective = _foce_objective
@@ -419,8 +444,10 @@ def _population_ofv(
             objective=objective,
             materialize=_reaches_the_dynamics if nonlinear_ode else False,
         )
+        curvature = none
         if method == "laplace":
-            value = _laplace_ofv(subj, prior, b, materialize=nonlinear_ode)
+            value = _laplace_ofv(subj, prior, b, problem.laplace_floor, materialize=nonlinear_ode)
+            curvature = smallest_relative_curvature(*_curvatures(ebe.eta, subj_sg, prior_sg))
         else:
             value = _first_order_ofv(
                 subj,
@@ -430,20 +457,26 @@ def _population_ofv(
                 interaction=method == "focei",
                 has_censoring=has_censoring,
             )
-        vanishing = _vanishing(subj_sg, ebe.eta)
-        return value, b, ebe.status, ebe.n_steps, vanishing, ebe.objective
+        return dict(
+            per_subject=value,
+            ebes=b,
+            status=ebe.status,
+            n_steps=ebe.n_steps,
+            n_vanishing=_vanishing(subj_sg, ebe.eta),
+            ebe_objective=ebe.objective,
+            relative_curvature=curvature,
+        )
 
-    per_subject, ebes, status, n_steps, vanishing, objective = map_subjects(problem, one, ebe_init)
+    out = map_subjects(problem, one, ebe_init)
+    per_subject = out.pop("per_subject")
     finite = jnp.isfinite(per_subject)
-    status = jnp.where(finite, status, EBEStatus.NONFINITE)
+    out["status"] = jnp.where(finite, out["status"], EBEStatus.NONFINITE)
     per_subject = jnp.where(finite, per_subject, jnp.inf)
     real = (jnp.arange(problem.n_padded) < problem.n_subjects).reshape(per_subject.shape)
     total = jnp.sum(jnp.where(real, per_subject, 0.0))
-    ebes = jax.lax.stop_gradient(ebes)
-    return OFVResult(
-        total, per_subject, ebes, status, n_steps, vanishing, jax.lax.stop_gradient(objective),
-        layout,
-    )  # fmt: skip
+    # Everything but the OFV itself is reported, not differentiated.
+    out = jax.lax.stop_gradient(out)
+    return OFVResult(ofv=total, per_subject=per_subject, layout=layout, **out)
 
 
 def ofv(
@@ -456,6 +489,7 @@ def ofv(
     max_steps: int = 100,
     tolerance: float = 1e-12,
     chunk_size: int | None = None,
+    laplace_floor: float | None = None,
 ) -> OFVResult:
     """NONMEM's objective function value of ``model`` (its current THETA,
     OMEGA and SIGMA values) for ``data``, by ``method``.
@@ -480,6 +514,12 @@ def ofv(
         chunk_size: subjects evaluated at once (memory bound; see
             :func:`pmx_jax.estimation.make_problem`).  Subjects are split over
             all local devices.
+        laplace_floor: Laplace only: a subject's exact curvature enters the
+            log-determinant floored at this fraction of its expected
+            information (default 0.25: exact wherever the two differ by less
+            than a factor 0.35; 0 gives the textbook Laplace approximation,
+            whose OFV falls without bound where a subject's curvature
+            vanishes).  ``OFVResult.relative_curvature`` says where it acts.
 
     Returns:
         an :class:`OFVResult`.  ``jax.grad`` (or ``eqx.filter_grad``) of
@@ -488,7 +528,7 @@ def ofv(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    problem = make_problem(model, data, method, chunk_size=chunk_size)
+    problem = make_problem(model, data, method, chunk_size=chunk_size, laplace_floor=laplace_floor)
     shape = (problem.n_subjects, problem.layout.size)
     if ebe_init is None:
         ebe_init = jnp.zeros(shape, problem.dtype)
@@ -502,15 +542,13 @@ def ofv(
     if ebe_search not in ("global", "local"):
         raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
     result = _population_ofv(model, problem, problem.place(ebe_init), *options, search=ebe_search)
-    result = OFVResult(
-        result.ofv,
-        problem.take(result.per_subject),
-        problem.take(result.ebes),
-        problem.take(result.status),
-        problem.take(result.n_steps),
-        problem.take(result.n_vanishing),
-        problem.take(result.ebe_objective),
-        result.layout,
+    result = dataclasses.replace(
+        result,
+        **{
+            field.name: problem.take(getattr(result, field.name))
+            for field in dataclasses.fields(result)
+            if field.name not in ("ofv", "layout")
+        },
     )
     if not isinstance(result.ofv, jax.core.Tracer):
         _warn_if_not_finite(result, data.ids if isinstance(data, Dataset) else None)

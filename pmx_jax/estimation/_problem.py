@@ -41,6 +41,9 @@ from ._kernel import Layout
 # Subjects per chunk when the caller does not choose: everything at once up to
 # this many subjects (fastest), chunks of it above.
 AUTO_CHUNK = 65536
+# Laplace: the exact curvature of a subject's individual objective is floored
+# at this fraction of its expected information (see estimation/_curvature.py).
+LAPLACE_FLOOR = 0.25
 
 
 class Problem(eqx.Module):
@@ -58,6 +61,7 @@ class Problem(eqx.Module):
     n_subjects: int = eqx.field(static=True)
     n_chunks: int = eqx.field(static=True)
     chunk: int = eqx.field(static=True)
+    laplace_floor: float = eqx.field(static=True, default=LAPLACE_FLOOR)
 
     @property
     def dtype(self):
@@ -105,17 +109,31 @@ def make_problem(
     method: str,
     *,
     chunk_size: int | None = None,
+    laplace_floor: float | None = None,
 ) -> Problem:
     """Lay out ``data`` for ``model`` and ``method`` (see the module notes).
 
     ``chunk_size``: subjects evaluated at once (memory is proportional to it);
     default: all of them up to 65,536 subjects, chunks of 65,536 above.  It is
-    rounded up to a multiple of the local device count.
+    rounded up to a multiple of the local device count.  ``laplace_floor``:
+    for ``method="laplace"``, the fraction of the expected information below
+    which a subject's exact curvature is floored (default 0.25; 0: the
+    textbook Laplace approximation; see ``estimation/_curvature.py``).
     """
     if isinstance(data, Problem):
-        if data.method == method and (chunk_size is None or chunk_size == data.chunk):
+        if (
+            data.method == method
+            and (chunk_size is None or chunk_size == data.chunk)
+            and (laplace_floor is None or laplace_floor == data.laplace_floor)
+        ):
             return data
+        if laplace_floor is None:
+            laplace_floor = data.laplace_floor
         data = data.source
+    if laplace_floor is None:
+        laplace_floor = LAPLACE_FLOOR
+    if not 0.0 <= laplace_floor < 1.0:
+        raise ValueError(f"laplace_floor must be in [0, 1), got {laplace_floor}")
     source = data if isinstance(data, Prepared) else prepare(model, data)
     subjects = source.subjects
     n = subjects.n_subjects
@@ -137,6 +155,7 @@ def make_problem(
         n_subjects=n,
         n_chunks=n_chunks,
         chunk=chunk,
+        laplace_floor=float(laplace_floor),
     )
 
 

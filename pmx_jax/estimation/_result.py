@@ -59,6 +59,10 @@ class FitResult:
             first OFV evaluations (mostly compilation).
         covariance: the covariance step (:class:`CovarianceResult`) or None,
             with ``covariance_note`` saying why not.
+        starts: with ``pmx.fit(..., starts=k)``, one row per start (its
+            initial estimates, initial and final OFV, status); None otherwise.
+        notes: what a reader of the estimates should know that is not a
+            failure (e.g. subjects whose Laplace curvature was floored).
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class FitResult:
         problem: Any = None,
         covariance: Any = None,
         covariance_note: str = "not computed",
+        starts: pd.DataFrame | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         fields = dict(
             model=model,
@@ -109,6 +115,8 @@ class FitResult:
             trace=trace if trace is not None else pd.DataFrame(),
             covariance=covariance,
             covariance_note=covariance_note,
+            starts=starts,
+            notes=tuple(notes),
             _ebe_matrix=np.asarray(ebe_matrix),
             _dataset=dataset,
             _problem=problem,
@@ -308,6 +316,7 @@ class FitResult:
             status=self.status.name,
             message=self.message,
             suspect=[str(reason) for reason in self.suspect],
+            notes=list(self.notes),
             restarts=self.restarts,
             covariance_step=(
                 self.covariance_note
@@ -350,6 +359,7 @@ class FitResult:
             f"  {self.message}",
         ]
         lines += [f"  SUSPECT: {reason}" for reason in self.suspect]
+        lines += [f"  NOTE: {note}" for note in self.notes]
         if self.status not in (RESULTS.successful, RESULTS.suspect_point):
             lines.append(f"  ({self.status.message})")
         lines += [
