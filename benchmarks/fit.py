@@ -16,6 +16,11 @@ What is reported, per population size and method:
   left; checked and reported as ``fit_compile_s``), with its number of
   accepted BFGS iterations, of objective+gradient evaluations (line-search
   trials included) and final OFV;
+- *global*: the part of *fit* spent in the global EBE searches (from the
+  fixed starts along OMEGA's principal axes, value only) at the initial
+  estimates and at every end point of the quasi-Newton search (``n_global``
+  of them; more than two when a global search found lower modes and the fit
+  continued: ``restarts``);
 - *eval*: one objective+gradient evaluation outside the fit (best of
   ``--repeats``): ``jax.value_and_grad`` of ``pmx.estimation.ofv(...).ofv`` with
   respect to the unconstrained parameter vector, jitted, at the initial
@@ -197,10 +202,16 @@ def time_fit(model, prepared, method: str) -> dict:
         pmx.fit, model, prepared, method, covariance=None, **FIT_OPTIONS
     )
     estimates = result.estimates()
+    trace = result.trace
+    global_rows = trace[trace["event"].isin(["initial", "check"])]
     return dict(
         compile_s=compile_s,
         warm_up_s=warm_up_s,
         fit_s=fit_s,
+        global_s=float(global_rows["seconds"].sum()),
+        n_global=len(global_rows),
+        restarts=result.restarts,
+        status=result.status.name,
         fit_compile_s=fit_compile_s,
         iterations=result.iterations,
         n_evaluations=result.n_evaluations,
@@ -344,6 +355,7 @@ def _format_row(row: dict) -> str:
         f"{row['n_subjects']:>8,} {row['method']:<8} {_seconds(row['compile_s']):>8} "
         f"{_seconds(row.get('eval_s')):>8} {_seconds(row.get('eval_cold_s')):>8} "
         f"{row['iterations']:>5} {row['n_evaluations']:>6} {_seconds(row['fit_s']):>9} "
+        f"{_seconds(row['global_s']):>7} "
         f"{row['ofv']:>14.3f} {'yes' if row['converged'] else 'NO':>5} "
         f"{_seconds(row.get('nlme_s')):>9} {ratio:>6}"
     )
@@ -351,7 +363,8 @@ def _format_row(row: dict) -> str:
 
 HEADER = (
     f"{'subjects':>8} {'method':<8} {'compile':>8} {'eval':>8} {'eval0':>8} "
-    f"{'iter':>5} {'evals':>6} {'fit':>9} {'OFV':>14} {'conv':>5} {'nlme':>9} {'ratio':>6}"
+    f"{'iter':>5} {'evals':>6} {'fit':>9} {'global':>7} {'OFV':>14} {'conv':>5} {'nlme':>9} "
+    f"{'ratio':>6}"
 )
 
 
@@ -421,7 +434,7 @@ def main(argv=None):
     for n_subjects in sizes:
         table = simulate_population(n_subjects, args.seed)
         model = initial_model()
-        prepared = pmx.simulation.prepare(model, pmx.read_nonmem(table))
+        prepared = pmx.likelihood.prepare(model, pmx.read_nonmem(table))
         peer = dict(nlme_status=r_note, nlme_s=None)
         if r_version is not None:
             print(f"  nlme on {n_subjects:,} subjects ...", flush=True)
@@ -455,7 +468,8 @@ def main(argv=None):
         print(_format_row(row))
     print(
         "times in s; compile: JAX compilation (warm-up fit); eval/eval0: one OFV+gradient "
-        "(EBEs warm/cold); fit: full fit after compile; ratio: nlme / fit"
+        "(EBEs warm/cold); fit: full fit after compile; global: its global EBE searches; "
+        "ratio: nlme / fit"
     )
     print(f"written {args.output}")
 

@@ -37,8 +37,7 @@ import jax, jax.numpy as jnp, numpy as np, pandas as pd
 jax.config.update("jax_enable_x64", True)
 import pmx_jax as pmx
 from jax.flatten_util import ravel_pytree
-from pmx_jax.estimation import make_problem
-from pmx_jax.estimation._objective import _population_ofv
+from pmx_jax.likelihood import make_problem, population_ofv
 
 n, chunk = int(sys.argv[1]), int(sys.argv[2])
 times = np.array([0.25, 0.5, 1, 2, 3.5, 5, 7, 9, 12, 24])
@@ -91,7 +90,7 @@ options = (jnp.asarray(100, jnp.int32), jnp.asarray(1e-12))
 @jax.jit
 def value_and_grad(y, ebes):
     def f(y):
-        r = _population_ofv(model.from_unconstrained(unravel(y)), problem, ebes, *options)
+        r = population_ofv(model.from_unconstrained(unravel(y)), problem, ebes, *options)
         return r.ofv, r.ebes
     return jax.value_and_grad(f, has_aux=True)(y)
 

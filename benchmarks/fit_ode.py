@@ -190,7 +190,7 @@ def main(argv=None):
         for method in args.methods:
             print(f"  {method} on {data.n_subjects} subjects ...", flush=True)
             model = mm_model(method, args.derivative)
-            prepared = pmx.simulation.prepare(model, data)
+            prepared = pmx.likelihood.prepare(model, data)
             row = dict(n_subjects=data.n_subjects, method=method, load_average_before=_load())
             row.update(time_fit(model, prepared, method))
             row["load_average_after"] = _load()

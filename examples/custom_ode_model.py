@@ -27,16 +27,17 @@ class MichaelisMenten(pmx.ODE):
 
 
 class PhenytoinLike(pmx.Model):
-    lvm: pmx.Theta = pmx.theta(np.log(20.0))   # mg/h
-    lkm: pmx.Theta = pmx.theta(np.log(4.0))    # mg/L
-    lv: pmx.Theta = pmx.theta(np.log(50.0))    # L
-    lka: pmx.Theta = pmx.theta(np.log(1.0))    # 1/h
+    lvm: pmx.Theta = pmx.theta(np.log(20.0))  # mg/h
+    lkm: pmx.Theta = pmx.theta(np.log(4.0))  # mg/L
+    lv: pmx.Theta = pmx.theta(np.log(50.0))  # L
+    lka: pmx.Theta = pmx.theta(np.log(1.0))  # 1/h
     prop: pmx.Theta = pmx.theta(0.1, lower=0.0)
     dynamics = MichaelisMenten()
 
     def individual(self, eta, cov):
-        return dict(vm=jnp.exp(self.lvm), km=jnp.exp(self.lkm), v=jnp.exp(self.lv),
-                    ka=jnp.exp(self.lka))
+        return dict(
+            vm=jnp.exp(self.lvm), km=jnp.exp(self.lkm), v=jnp.exp(self.lv), ka=jnp.exp(self.lka)
+        )
 
     def observe(self, amounts, p):
         return pmx.Proportional(amounts.central / p["v"], self.prop)
@@ -56,10 +57,14 @@ class LinearEquivalent(pmx.Model):
 
 
 def design(amount: float) -> pd.DataFrame:
-    rows = [dict(ID=1, TIME=0.0, AMT=amount, EVID=1, CMT=2, RATE=amount / 2.0, II=0, ADDL=0),
-            dict(ID=1, TIME=12.0, AMT=amount / 2, EVID=1, CMT=1, RATE=0.0, II=12, ADDL=5)]
-    rows += [dict(ID=1, TIME=t, AMT=0.0, EVID=0, CMT=2, RATE=0.0, II=0, ADDL=0)
-             for t in np.arange(1.0, 96.0, 4.0)]
+    rows = [
+        dict(ID=1, TIME=0.0, AMT=amount, EVID=1, CMT=2, RATE=amount / 2.0, II=0, ADDL=0),
+        dict(ID=1, TIME=12.0, AMT=amount / 2, EVID=1, CMT=1, RATE=0.0, II=12, ADDL=5),
+    ]
+    rows += [
+        dict(ID=1, TIME=t, AMT=0.0, EVID=0, CMT=2, RATE=0.0, II=0, ADDL=0)
+        for t in np.arange(1.0, 96.0, 4.0)
+    ]
     table = pd.DataFrame(rows).sort_values(["TIME", "EVID"], ascending=[True, False])
     table["DV"] = 0.0
     return table

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 import pmx_jax as pmx
-from pmx_jax.estimation._identifiability import fisher_information
+from pmx_jax.estimation import fisher_information
 
 
 class Gompertz(pmx.ODE):

@@ -73,7 +73,7 @@ def simulate_trial(model: pmx.Model, design: pd.DataFrame, seed: int) -> pd.Data
     nested = pmx.data.nest(pmx.read_nonmem(design), by="SITE")
     sim = pmx.simulate(model, nested, key=jax.random.PRNGKey(seed))
     # Simulated records are those of the padded subjects; ``row`` indexes nested.table.
-    rows = np.asarray(pmx.simulation.prepare(model, nested).subjects.row)[sim.observed]
+    rows = np.asarray(pmx.likelihood.prepare(model, nested).subjects.row)[sim.observed]
     original_rows = nested.table["ORIG_ROW"].to_numpy()[rows].astype(int)
     table = design.copy()
     table.loc[original_rows, "DV"] = sim.dv[sim.observed]

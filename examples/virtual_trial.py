@@ -47,11 +47,14 @@ def main(n: int = 5000, seed: int = 0) -> dict:
     header = f"{'dose (mg/day)':>14} {'trough in window':>17} {'peak in window':>15}"
     print(f"{header} {'median Cmax':>12}")
     for dose in (400, 600, 800):
-        regimen = pmx.Regimen.oral(dose, every=24, n=7).sample(
-            np.arange(144.0, 168.0 + 1e-9, 1.0)
-        ).with_covariates(WT=70.0)
-        sims = pmx.simulate(model, regimen, key=jax.random.PRNGKey(seed), n_subjects=n,
-                            covariates={"WT": weights})
+        regimen = (
+            pmx.Regimen.oral(dose, every=24, n=7)
+            .sample(np.arange(144.0, 168.0 + 1e-9, 1.0))
+            .with_covariates(WT=70.0)
+        )
+        sims = pmx.simulate(
+            model, regimen, key=jax.random.PRNGKey(seed), n_subjects=n, covariates={"WT": weights}
+        )
         frame = sims.to_frame()
         by_subject = frame.groupby("SIM_ID").IPRED
         trough = by_subject.last().to_numpy()

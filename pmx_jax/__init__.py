@@ -22,6 +22,7 @@ from . import diagnostics as diagnostics
 from . import dynamics as dynamics
 from . import estimation as estimation
 from . import library as library
+from . import likelihood as likelihood
 from . import pk as pk
 from ._results import RESULTS as RESULTS
 from .bayes import sample as sample

@@ -11,7 +11,7 @@ import pytest
 
 import pmx_jax as pmx
 from pmx_jax.bayes import OmegaPrior, Posterior, mu_referenced_thetas, population_prior
-from pmx_jax.estimation import make_problem
+from pmx_jax.likelihood import make_problem
 
 
 class Bounded(pmx.Model):

@@ -33,7 +33,7 @@ from pmx_jax.diagnostics._sir_kernel import (
     importance_weights,
     proposal_samples,
 )
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 # -- resampling (no fitting) ------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 
 import pmx_jax as pmx
 from pmx_jax.estimation import CovarianceError, covariance_step, ofv
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_estimation_wang import wang_table  # noqa: E402

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pmx_jax.estimation._curvature import (
+from pmx_jax.likelihood._curvature import (
     WIDTH,
     floored_logdet,
     smallest_relative_curvature,

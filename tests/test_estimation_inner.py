@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pmx_jax.estimation import EBEStatus, newton_ebe
-from pmx_jax.estimation._inner import global_ebe, positive_definite, prior_starts
+from pmx_jax.likelihood import EBEStatus, global_ebe, newton_ebe, positive_definite, prior_starts
 
 
 def _batched(objective, starts, args, **options):

@@ -4,7 +4,6 @@ BLQ (M3) records, the random-effect prior, and IOV etas as extra random effects.
 import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -12,8 +11,8 @@ import pytest
 from scipy import stats
 
 import pmx_jax as pmx
-from pmx_jax.estimation import Layout, conditional_log_likelihood, log_prior, ofv
-from pmx_jax.simulation._core import prepare
+from pmx_jax.estimation import ofv
+from pmx_jax.likelihood import Layout, conditional_log_likelihood, log_prior, prepare
 
 DOSE, LLOQ = 100.0, 1.0
 
@@ -45,19 +44,9 @@ def test_conditional_log_likelihood_with_m3_matches_scipy():
     table, times, dv = blq_table()
     model = Bolus()
     prepared = prepare(model, pmx.read_nonmem(table))
-    subject = jax.tree_util.tree_map(lambda x: x[0], prepared.subjects)
     eta = jnp.array([0.2, -0.1])
     kernel = eqx.filter_jit(conditional_log_likelihood)  # eager dispatch is slow
-    total, terms = kernel(
-        model,
-        subject,
-        prepared.plan.dose_record[0],
-        prepared.plan.dose_valid[0],
-        eta,
-        jnp.zeros((1, 0)),
-        False,
-        0,
-    )
+    total, terms = kernel(model, prepared.subject(0), eta, jnp.zeros((1, 0)))
     cl, v = 2.0 * math.exp(0.2), 10.0 * math.exp(-0.1)
     f = DOSE / v * np.exp(-cl / v * times)
     sd = np.sqrt(0.4**2 + (0.1 * f) ** 2)

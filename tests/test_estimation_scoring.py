@@ -12,17 +12,15 @@ import numpy as np
 import pytest
 
 import pmx_jax as pmx
-from pmx_jax.estimation._kernel import Layout
-from pmx_jax.estimation._objective import (
-    _foce_objective,
-    _interaction_objective,
-    _population_ofv,
-    _Prior,
-    _scoring,
-    _Subject,
+from pmx_jax.likelihood import (
+    Layout,
+    Prior,
+    SubjectLikelihood,
+    make_problem,
+    population_ofv,
+    prepare,
 )
-from pmx_jax.estimation._problem import make_problem
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood._objective import _foce_objective, _interaction_objective, _scoring
 
 
 class TheophyllineCombined(pmx.library.Theophylline):
@@ -43,19 +41,9 @@ def _theophylline(ids, censor_row=None):
 
 def _subject(model, frame, index=0):
     prepared = prepare(model, pmx.read_nonmem(frame))
-    pick = jax.tree_util.tree_map(lambda x: x[index], prepared.subjects)
-    plan = prepared.plan
     layout = Layout.of(model, prepared.n_occasions)
-    subj = _Subject(
-        model,
-        pick,
-        plan.dose_record[index],
-        plan.dose_valid[index],
-        layout,
-        plan.has_ss,
-        plan.max_ss_overlap,
-    )
-    return subj, _Prior.of(layout.omega(model))
+    subj = SubjectLikelihood(model, prepared.subject(index), layout)
+    return subj, Prior.of(layout.omega(model))
 
 
 @pytest.mark.parametrize(
@@ -66,7 +54,7 @@ def test_scoring_value_and_gradient_are_the_objectives_own(objective):
     assert frame.loc[9, "MDV"] == 0 and frame.loc[9, "DV"] > 0
     model = TheophyllineCombined()
     subj, prior = _subject(model, frame)
-    assert bool(jnp.any(subj.subject.cens != 0))
+    assert bool(jnp.any(subj.data.records.cens != 0))
     b = jnp.array([0.3, -0.2, 0.1])
     if objective is _foce_objective:
         args = (subj, prior, subj.terms(jnp.zeros(3)).variance)
@@ -116,7 +104,7 @@ def test_population_objective_does_not_depend_on_scoring(method):
     def run(scoring):
         # One trace per search: the OFV with the EBEs as auxiliary output, and its gradient.
         def objective(m):
-            out = _population_ofv(m, problem, start, *options, scoring=scoring)
+            out = population_ofv(m, problem, start, *options, scoring=scoring)
             return out.ofv, out
 
         (_, out), grads = eqx.filter_jit(eqx.filter_value_and_grad(objective, has_aux=True))(model)

@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 import pmx_jax as pmx
 from pmx_jax.estimation import EBEStatus, NonFiniteOFVWarning, ofv
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 SD = math.sqrt(0.1)
 ERRORS = {

@@ -11,7 +11,7 @@ from test_closed_form_vs_ode import _events_table
 
 import pmx_jax as pmx
 from pmx_jax.events import record_amounts
-from pmx_jax.simulation import prepare
+from pmx_jax.likelihood import prepare
 
 
 class Modifiers(pmx.Model):

@@ -28,8 +28,7 @@ import scipy.optimize
 from _reference_models import Mox1, WarfarinLag, mox1_data, warfarin_lag_data
 
 import pmx_jax as pmx
-from pmx_jax.estimation import conditional_log_likelihood, log_prior
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import conditional_log_likelihood, log_prior, prepare
 
 
 def individual_objectives(model, data):
@@ -37,20 +36,10 @@ def individual_objectives(model, data):
     jitted function of the subject index and ``b``, with its gradient."""
     prepared = prepare(model, data)
     omega = jnp.asarray(model.omega_matrix())
-    plan = prepared.plan
 
     def objective(i, b):
-        subject = jax.tree_util.tree_map(lambda x: x[i], prepared.subjects)
-        loglik, _ = conditional_log_likelihood(
-            model,
-            subject,
-            plan.dose_record[i],
-            plan.dose_valid[i],
-            b,
-            jnp.zeros((1, 0)),
-            plan.has_ss,
-            plan.max_ss_overlap,
-        )
+        data_i = prepared.subject(i)
+        loglik, _ = conditional_log_likelihood(model, data_i, b, jnp.zeros((1, 0)))
         return -2.0 * (loglik + log_prior(b, omega))
 
     return jax.jit(jax.value_and_grad(objective, argnums=1)), prepared.subjects.n_subjects

@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 import pmx_jax as pmx
 from pmx_jax.estimation import ofv
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 
 class TheophyllineMM(pmx.Model):

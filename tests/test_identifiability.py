@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import pmx_jax as pmx
-from pmx_jax.estimation._identifiability import fisher_information
+from pmx_jax.estimation import fisher_information
 
 DOSE = 100.0
 TIMES = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0])

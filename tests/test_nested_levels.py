@@ -33,7 +33,7 @@ from pmx_jax.data import (
     nest,
     read_nonmem,
 )
-from pmx_jax.simulation import prepare
+from pmx_jax.likelihood import prepare
 
 # -- a model written twice: site etas as IIV (original data) or split (nested data) -----
 

@@ -17,7 +17,7 @@ import pytest
 
 import pmx_jax as pmx
 from pmx_jax.events import record_amounts
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 
 class NmTest(pmx.Model):

@@ -11,7 +11,7 @@ from test_estimation_wang import ERRORS, Wang, wang_table
 
 import pmx_jax as pmx
 from pmx_jax.estimation import ofv, residual_table
-from pmx_jax.simulation._core import prepare
+from pmx_jax.likelihood import prepare
 
 
 @pytest.fixture(scope="module")

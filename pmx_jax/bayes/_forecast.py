@@ -32,11 +32,16 @@ import pandas as pd
 
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
-from ..estimation._kernel import Layout, log_prior
-from ..estimation._objective import _Subject
+from ..likelihood import (
+    Layout,
+    Prepared,
+    SubjectLikelihood,
+    log_prior,
+    prepare,
+    subject_predictions,
+)
 from ..model._model import Model
-from ..simulation._core import Prepared, prepare, subject_predictions
-from ..simulation._regimen import Regimen
+from ..simulation import Regimen
 
 _GRID = 241  # points of the grid on which a peak or an AUC is evaluated
 
@@ -192,17 +197,7 @@ class _Patient(eqx.Module):
     layout: Layout
 
     def terms(self, b):
-        plan = self.prepared.plan
-        subject = _Subject(
-            self.model,
-            jax.tree_util.tree_map(lambda x: x[0], self.prepared.subjects),
-            plan.dose_record[0],
-            plan.dose_valid[0],
-            self.layout,
-            plan.has_ss,
-            plan.max_ss_overlap,
-        )
-        return subject.terms(b)
+        return SubjectLikelihood(self.model, self.prepared.subject(0), self.layout).terms(b)
 
     def log_posterior(self, b):
         terms = self.terms(b)
@@ -407,23 +402,13 @@ def _prediction_rows(prepared: Prepared, n_hist: int, n_times: int) -> np.ndarra
 @eqx.filter_jit
 def _predictions(model, prepared, layout, b, scale, mask):
     """IPRED at every record of the patient, with the doses in ``mask`` scaled."""
-    plan = prepared.plan
-    subject = jax.tree_util.tree_map(lambda x: x[0], prepared.subjects)
+    data = prepared.subject(0)
+    subject = data.records
     amt = jnp.where(mask, subject.amt * scale, subject.amt)
     rate = jnp.where(mask & (subject.rate > 0), subject.rate * scale, subject.rate)
-    subject = eqx.tree_at(lambda s: (s.amt, s.rate), subject, (amt, rate))
+    data = eqx.tree_at(lambda d: (d.records.amt, d.records.rate), data, (amt, rate))
     eta, iov = layout.split(b)
-    result = subject_predictions(
-        model,
-        subject,
-        plan.dose_record[0],
-        plan.dose_valid[0],
-        eta,
-        iov,
-        has_ss=plan.has_ss,
-        max_ss_overlap=plan.max_ss_overlap,
-    )
-    return result.prediction
+    return subject_predictions(model, data, eta, iov).prediction
 
 
 def _solve_scale(metric, b, target_value, max_steps: int = 50):

@@ -20,7 +20,7 @@ by occasion: the layout of the likelihood kernel) are recovered:
     non-centred form on data-rich subjects.
 
 The conditional likelihood is the kernel every estimation method uses
-(:func:`pmx_jax.estimation._kernel.record_terms`, M3 for censored records), so
+(:func:`pmx_jax.likelihood.record_terms`, M3 for censored records), so
 the sampler and FOCEI/Laplace cannot disagree about the model.
 """
 
@@ -34,12 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ..estimation._kernel import LOG_2PI, Layout
-from ..estimation._objective import _Subject
-from ..estimation._problem import Problem, map_subjects
+from ..likelihood import (
+    LOG_2PI,
+    Layout,
+    Problem,
+    SubjectLikelihood,
+    map_subjects,
+    record_parameters,
+)
 from ..model._model import Model
 from ..model._parameters import Theta
-from ..simulation._core import record_parameters
 from ._priors import PopulationPrior
 
 PARAMETERIZATIONS = ("noncentered", "centered")
@@ -100,13 +104,10 @@ class Posterior(eqx.Module):
     def subject_log_likelihood(self, model: Model, b: Array) -> Array:
         """``log p(y_i | b_i)`` per subject (``-inf`` where the event engine failed)."""
         problem = self.problem
-        layout, plan = problem.layout, problem.prepared.plan
+        layout = problem.layout
 
-        def one(subject, dose_record, dose_valid, b_i):
-            subj = _Subject(
-                model, subject, dose_record, dose_valid, layout, plan.has_ss, plan.max_ss_overlap
-            )
-            terms = subj.terms(b_i)
+        def one(data, b_i):
+            terms = SubjectLikelihood(model, data, layout).terms(b_i)
             value = jnp.sum(terms.log_likelihood)
             return jnp.where(terms.ok & jnp.isfinite(value), value, -jnp.inf)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset
-from ..estimation._covariance import natural_names, natural_vector
+from ..likelihood import record_frame_index, subject_predictions
+from ..model import natural_names, natural_vector
 from ..model._model import Model
-from ..simulation._core import record_frame_index, subject_predictions
 from ._diagnostics import ess_bulk, ess_tail, rhat
 from ._posterior import Posterior
 
@@ -35,30 +35,22 @@ def _random_effect_draws(posterior: Posterior, pop: jax.Array, latent: jax.Array
 def _predictive(posterior: Posterior, pop: jax.Array, latent: jax.Array, key: jax.Array):
     """IPRED and a simulated DV at every record of every subject, per draw."""
     source = posterior.problem.source
-    plan, layout = source.plan, posterior.layout
+    layout = posterior.layout
 
     def one_draw(u, z, k):
         model = posterior.model(u)
         b = posterior.random_effects(model, z)
 
-        def one_subject(subject, record, valid, b_i, k_i):
+        def one_subject(data, b_i, k_i):
             eta, iov = layout.split(b_i)
-            result = subject_predictions(
-                model,
-                subject,
-                record,
-                valid,
-                eta,
-                iov,
-                has_ss=plan.has_ss,
-                max_ss_overlap=plan.max_ss_overlap,
-            )
+            result = subject_predictions(model, data, eta, iov)
+            subject = data.records
             keys = jax.random.split(k_i, subject.time.shape[0])
             dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
             return result.prediction, dv
 
         keys = jax.random.split(k, b.shape[0])
-        return jax.vmap(one_subject)(source.subjects, plan.dose_record, plan.dose_valid, b, keys)
+        return jax.vmap(one_subject)(source.subject_data(), b, keys)
 
     keys = jax.random.split(key, pop.shape[0])
     return jax.lax.map(lambda a: one_draw(*a), (pop, latent, keys))

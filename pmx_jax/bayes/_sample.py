@@ -26,8 +26,8 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from ..data._dataset import Dataset
-from ..estimation._problem import make_problem
-from ..estimation._result import FitResult
+from ..estimation import FitResult
+from ..likelihood import make_problem
 from ..model._model import Model
 from ._posterior import PARAMETERIZATIONS, Posterior, mu_referenced_thetas
 from ._priors import population_prior
@@ -153,7 +153,7 @@ def sample(
     if isinstance(init, FitResult):
         fit = init
     elif init == "fit":
-        from ..estimation._fit import fit as fit_model
+        from ..estimation import fit as fit_model
 
         fit = fit_model(model, data, "focei", covariance=None, progress=False)
     elif init is not None:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..estimation._covariance import natural_names, natural_vector
-from ..estimation._fit import fit as _fit_model
+from ..estimation import fit as _fit_model
+from ..model import natural_names, natural_vector
 from ._compile_counter import compilation_count
 from ._percentiles import _percentile_table
 from ._progress import _Progress

@@ -43,9 +43,9 @@ from jax.scipy.special import ndtri
 
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
+from ..likelihood import prepare, record_frame_index
 from ..model._model import Model
-from ..simulation._core import prepare, record_frame_index
-from ..simulation._simulate import simulate
+from ..simulation import simulate
 
 DECORRELATIONS = ("cholesky", "inverse")
 
@@ -53,7 +53,7 @@ DECORRELATIONS = ("cholesky", "inverse")
 def model_and_dataset(fit_or_model: Any, data: Any) -> tuple[Model, Dataset]:
     """The model and Dataset a diagnostic runs on: a FitResult's fitted model and
     its data (unless ``data`` is given), or a Model with ``data``."""
-    from ..estimation._result import FitResult
+    from ..estimation import FitResult
 
     if isinstance(fit_or_model, FitResult):
         model = fit_or_model.model

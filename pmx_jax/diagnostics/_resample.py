@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset
-from ..simulation._core import Prepared
+from ..likelihood import Prepared
 
 
 def subject_strata(dataset: Dataset, stratify: Any) -> np.ndarray:

@@ -27,8 +27,8 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from scipy import stats
 
-from ..estimation._covariance import natural_names, natural_vector
-from ..estimation._objective import _population_ofv
+from ..likelihood import population_ofv
+from ..model import natural_names, natural_vector
 from ._percentiles import _percentile_table
 from ._progress import _Progress
 from ._sir_kernel import importance_resample
@@ -47,7 +47,7 @@ class _BatchOFV(eqx.Module):
 
     def __call__(self, ys, model, problem, ebe_init, max_steps, tolerance):
         def one(y):
-            result = _population_ofv(
+            result = population_ofv(
                 model.from_unconstrained(self.unravel(y)), problem, ebe_init, max_steps, tolerance
             )
             return result.ofv, jnp.sum(problem.take(result.status) != 0)

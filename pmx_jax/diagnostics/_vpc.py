@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset
-from ..simulation._core import prepare, record_frame_index
-from ..simulation._simulate import predict
+from ..likelihood import prepare, record_frame_index
+from ..simulation import predict
 from ._npde import model_and_dataset, simulate_replicates
 
 AUTO_MAX_TIMES = 12  # at most this many distinct times: one bin per time

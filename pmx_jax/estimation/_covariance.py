@@ -46,10 +46,9 @@ from jaxtyping import Array
 
 from .._results import RESULTS
 from ..data._dataset import Dataset
+from ..likelihood import METHODS, Prepared, Problem, make_problem, population_ofv
+from ..model import natural_names, natural_vector
 from ..model._model import Model
-from ..simulation._core import Prepared
-from ._objective import METHODS, _population_ofv
-from ._problem import Problem, make_problem
 
 CovarianceKind = Literal["sandwich", "r", "s"]
 KINDS: tuple[str, ...] = ("sandwich", "r", "s")
@@ -119,36 +118,6 @@ class CovarianceResult:
 _LABELS = dict(sandwich="sandwich R^-1 S R^-1", r="R^-1", s="S^-1")
 
 
-def natural_names(model: Model) -> tuple[str, ...]:
-    """Names of the free parameters on NONMEM's scale (order of
-    :meth:`FitResult.estimates`)."""
-    names = [n for n, t in model.thetas().items() if not t.fixed]
-    for field, block in model.omega_blocks():
-        if block.fixed:
-            continue
-        for i, eta_i in enumerate(block.names):
-            for j in range(i + 1):
-                if i == j:
-                    names.append(f"{field}.{eta_i}")
-                elif not block.diagonal:
-                    names.append(f"{field}.{block.names[j]},{eta_i}")
-    return tuple(names)
-
-
-def natural_vector(model: Model) -> Array:
-    """Free THETAs and OMEGA elements as one vector (order of :func:`natural_names`)."""
-    values = [jnp.asarray(t.value).reshape(()) for t in model.thetas().values() if not t.fixed]
-    for _, block in model.omega_blocks():
-        if block.fixed:
-            continue
-        matrix = jnp.asarray(block.matrix)
-        for i in range(block.n_eta):
-            for j in range(i + 1):
-                if i == j or not block.diagonal:
-                    values.append(matrix[i, j])
-    return jnp.stack(values) if values else jnp.zeros(0)
-
-
 class _PerSubject(eqx.Module):
     """Per-subject OFV as a function of the raveled unconstrained parameters."""
 
@@ -156,7 +125,7 @@ class _PerSubject(eqx.Module):
 
     def __call__(self, y, model, problem, ebe_init, max_steps, tolerance):
         fitted = model.from_unconstrained(self.unravel(y))
-        result = _population_ofv(
+        result = population_ofv(
             fitted, problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
         )
         return result.per_subject, result.status

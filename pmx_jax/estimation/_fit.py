@@ -61,11 +61,18 @@ from jaxtyping import Array
 
 from .._results import RESULTS
 from ..data._dataset import Dataset
+from ..likelihood import (
+    METHODS,
+    Method,
+    OFVResult,
+    Prepared,
+    Problem,
+    floor_acts,
+    make_problem,
+    population_ofv,
+)
+from ..model import natural_names, natural_vector
 from ..model._model import Model
-from ..simulation._core import Prepared
-from ._curvature import WIDTH
-from ._objective import METHODS, Method, OFVResult, _population_ofv
-from ._problem import Problem, make_problem
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
 
@@ -103,7 +110,7 @@ class _Objective(eqx.Module):
 
     def __call__(self, y: Array, args: tuple) -> tuple[Array, tuple]:
         _, problem, ebe_init, scale, max_steps, tolerance = args
-        result = _population_ofv(
+        result = population_ofv(
             self.model(y, args), problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
         )
         # An infinite OFV (a failed subject) must read as "worse" to the line
@@ -443,8 +450,6 @@ def _multistart(model, problem, dataset, method, starts, jitter, seed, settings)
 
 
 def _natural(model: Model) -> dict[str, float]:
-    from ._covariance import natural_names, natural_vector
-
     return dict(zip(natural_names(model), np.asarray(natural_vector(model)), strict=True))
 
 
@@ -494,7 +499,7 @@ def _fit_once(
         tic = time.perf_counter()
         # The call pmx.ofv makes (the same compiled program).
         model_at = objective.model(y, arguments(ebes))
-        result = _population_ofv(model_at, problem, ebes, *options, search="global")
+        result = population_ofv(model_at, problem, ebes, *options, search="global")
         steps = (jnp.max(result.n_steps), jnp.sum(result.n_steps))
         value = float(result.ofv)
         row = log.evaluation(event, value, False, steps, time.perf_counter() - tic)
@@ -572,7 +577,7 @@ def _fit_once(
     if method == "fo" and problem.layout.size:
         # FO needs no EBEs; diagnostics (CWRES, shrinkage) do: the conditional
         # modes at the final estimates, as NONMEM's POSTHOC.
-        final = _population_ofv(
+        final = population_ofv(
             fitted, problem, final.ebes, *options, method="focei", search="global"
         )
     result = _result(
@@ -592,7 +597,7 @@ def _floored_subjects(problem: Problem, final: OFVResult, ids: tuple) -> list[st
     """Laplace: the subjects whose curvature floor changes their OFV."""
     curvature = np.asarray(problem.take(final.relative_curvature))
     floor = problem.laplace_floor
-    low = np.flatnonzero(curvature < floor + 10 * WIDTH) if floor > 0 else np.zeros(0, int)
+    low = np.flatnonzero(np.asarray(floor_acts(curvature, floor)))
     if low.size == 0:
         return []
     named = ", ".join(str(ids[i]) for i in low[:10]) + (" ..." if low.size > 10 else "")

@@ -52,11 +52,16 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
 from ..data._dataset import Dataset
+from ..likelihood import (
+    Prepared,
+    Problem,
+    SubjectLikelihood,
+    make_problem,
+    map_subjects,
+    moments_and_jacobian,
+)
+from ..model import natural_names, natural_vector
 from ..model._model import Model
-from ..simulation._core import Prepared
-from ._covariance import natural_names, natural_vector
-from ._objective import _moments_and_jacobian, _Subject
-from ._problem import Problem, make_problem, map_subjects
 
 Scale = Literal["relative", "unit"]
 
@@ -133,11 +138,11 @@ class FisherInformation:
     __repr__ = __str__
 
 
-def _normal_moments(subj: _Subject, omega: Array | None):
+def _normal_moments(subj: SubjectLikelihood, omega: Array | None):
     """Mean and covariance of the FO marginal model on the normal records (the
     other records get mean 0 and unit variance, constant: no information)."""
-    zero = jnp.zeros(subj.layout.size, subj.subject.time.dtype)
-    terms, g_mean, _ = _moments_and_jacobian(subj, zero)
+    zero = jnp.zeros(subj.layout.size, subj.data.records.time.dtype)
+    terms, g_mean, _ = moments_and_jacobian(subj, zero)
     normal = terms.normal
     mean = jnp.where(normal, terms.mean, 0.0)
     cov = jnp.diag(jnp.where(normal, terms.variance, 1.0))
@@ -154,24 +159,20 @@ class _Moments(eqx.Module):
     unravel: Any = eqx.field(static=True)
     individual: bool = eqx.field(static=True)
 
-    def __call__(self, y, model, layout, subject, dose_record, dose_valid, has_ss, overlap):
+    def __call__(self, y, model, layout, data):
         at = model.from_unconstrained(self.unravel(y))
-        subj = _Subject(at, subject, dose_record, dose_valid, layout, has_ss, overlap)
+        subj = SubjectLikelihood(at, data, layout)
         omega = None if self.individual else layout.omega(at).astype(y.dtype)
         return _normal_moments(subj, omega)
 
 
 @eqx.filter_jit
 def _information(fn: _Moments, y, model, problem: Problem):
-    plan = problem.prepared.plan
     layout = problem.layout
 
-    def one(subject, dose_record, dose_valid):
+    def one(data):
         def moments(y):
-            return fn(
-                y, model, layout, subject, dose_record, dose_valid,
-                plan.has_ss, plan.max_ss_overlap,
-            )  # fmt: skip
+            return fn(y, model, layout, data)
 
         mean, cov = moments(y)
         d_mean, d_cov = jax.jacfwd(moments)(y)  # (n_rec, p), (n_rec, n_rec, p)

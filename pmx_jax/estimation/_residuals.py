@@ -42,10 +42,14 @@ import pandas as pd
 from jaxtyping import Array
 
 from ..data._dataset import Dataset
+from ..likelihood import (
+    Layout,
+    Prepared,
+    SubjectLikelihood,
+    moments_and_jacobian,
+    record_frame_index,
+)
 from ..model._model import Model
-from ..simulation._core import Prepared, record_frame_index
-from ._kernel import Layout
-from ._objective import _moments_and_jacobian, _Subject
 
 COLUMNS = ("PRED", "IPRED", "CPRED", "RES", "IRES", "WRES", "CWRES", "IWRES")
 
@@ -62,18 +66,15 @@ def _inverse_sqrt_times(cov: Array, r: Array, mask: Array) -> Array:
 
 @eqx.filter_jit
 def _residuals(model: Model, prepared: Prepared, ebes: Array, method: str, layout: Layout):
-    plan = prepared.plan
     dtype = prepared.subjects.time.dtype
     omega = layout.omega(model).astype(dtype)
     interaction = method in ("focei", "laplace")
 
-    def one(subject, dose_record, dose_valid, b):
-        subj = _Subject(
-            model, subject, dose_record, dose_valid, layout, plan.has_ss, plan.max_ss_overlap
-        )
+    def one(data, b):
+        subj = SubjectLikelihood(model, data, layout)
         zero = jnp.zeros_like(b)
-        at0, g0, dv0 = _moments_and_jacobian(subj, zero)
-        at_b, g_b, _ = _moments_and_jacobian(subj, b)
+        at0, g0, dv0 = moments_and_jacobian(subj, zero)
+        at_b, g_b, _ = moments_and_jacobian(subj, b)
         mask = at0.normal
         y = at0.observed
 
@@ -95,7 +96,7 @@ def _residuals(model: Model, prepared: Prepared, ebes: Array, method: str, layou
         cpred_dv = jnp.where(at_b.log_scale, jnp.exp(cpred), cpred)
         return at0.prediction, at_b.prediction, cpred_dv, wres, cwres, iwres, at_b.ok
 
-    return jax.vmap(one)(prepared.subjects, plan.dose_record, plan.dose_valid, ebes)
+    return jax.vmap(one)(prepared.subject_data(), ebes)
 
 
 def residual_table(

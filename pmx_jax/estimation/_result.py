@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .._results import RESULTS
+from ..likelihood import LOG_2PI, EBEStatus
 from ..model._model import Model
-from ._inner import EBEStatus
-from ._kernel import LOG_2PI
 
 
 class FitResult:

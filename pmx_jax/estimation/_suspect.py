@@ -157,7 +157,7 @@ def covariance_suspicions(covariance: Any, names: tuple[str, ...]) -> list[Suspi
 
 def with_covariance(result: Any, covariance: Any) -> Any:
     """``result`` with ``covariance`` and its status re-assessed."""
-    from ._covariance import natural_names
+    from ..model import natural_names
 
     reasons = [s for s in result.suspect if s.source != "covariance"]
     reasons += covariance_suspicions(covariance, natural_names(result.model))

@@ -23,6 +23,8 @@ from ._errors import OmegaNotPositiveDefiniteError as OmegaNotPositiveDefiniteEr
 from ._errors import ThetaBoundsError as ThetaBoundsError
 from ._errors import UnknownEtaError as UnknownEtaError
 from ._model import Model as Model
+from ._natural import natural_names as natural_names
+from ._natural import natural_vector as natural_vector
 from ._parameters import Omega as Omega
 from ._parameters import Theta as Theta
 from ._parameters import omega as omega

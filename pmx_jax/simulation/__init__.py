@@ -1,17 +1,9 @@
-"""Prediction and simulation: PRED/IPRED for a dataset, virtual trials at scale."""
+"""Prediction and simulation: PRED/IPRED for a dataset, virtual trials at scale.
 
-from ._core import SubjectPrediction, prepare, subject_predictions, used_covariates
+(Data preparation and per-subject predictions are the likelihood layer's:
+:mod:`pmx_jax.likelihood`.)"""
+
 from ._regimen import Dose, Regimen
 from ._simulate import SimulationResult, predict, simulate
 
-__all__ = [
-    "Dose",
-    "Regimen",
-    "SimulationResult",
-    "SubjectPrediction",
-    "predict",
-    "prepare",
-    "simulate",
-    "subject_predictions",
-    "used_covariates",
-]
+__all__ = ["Dose", "Regimen", "SimulationResult", "predict", "simulate"]

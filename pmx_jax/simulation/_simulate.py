@@ -15,8 +15,8 @@ from jaxtyping import PRNGKeyArray
 from .._sharding import pad_subjects, padded_count, shard_subjects
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
+from ..likelihood import Prepared, prepare, record_frame_index, subject_predictions
 from ..model._model import Model
-from ._core import Prepared, prepare, record_frame_index, subject_predictions
 from ._regimen import Regimen
 
 
@@ -57,25 +57,14 @@ def _eta_array(model: Model, data: Dataset, etas) -> np.ndarray:
 
 @eqx.filter_jit
 def _predict_batch(model: Model, prepared: Prepared, etas, iov_etas):
-    plan = prepared.plan
-
-    def one(subject, record, valid, eta, iov):
+    def one(data, eta, iov):
         # PRED (etas 0) and IPRED as one vmapped pass: one trace of the engine.
-        both = jax.vmap(
-            lambda e, o: subject_predictions(
-                model,
-                subject,
-                record,
-                valid,
-                e,
-                o,
-                has_ss=plan.has_ss,
-                max_ss_overlap=plan.max_ss_overlap,
-            )
-        )(jnp.stack([jnp.zeros_like(eta), eta]), jnp.stack([jnp.zeros_like(iov), iov]))
+        both = jax.vmap(lambda e, o: subject_predictions(model, data, e, o))(
+            jnp.stack([jnp.zeros_like(eta), eta]), jnp.stack([jnp.zeros_like(iov), iov])
+        )
         return both.prediction[0], both.prediction[1], jnp.all(both.ok)
 
-    return jax.vmap(one)(prepared.subjects, plan.dose_record, plan.dose_valid, etas, iov_etas)
+    return jax.vmap(one)(prepared.subject_data(), etas, iov_etas)
 
 
 def predict(
@@ -184,27 +173,19 @@ def _simulate_subject(
     model: Model, prepared: Prepared, covariate_values, covariate_mask, index, template, key
 ):
     """One virtual subject: etas, IOV etas, predictions and residual draws."""
-    plan = prepared.plan
-    subject = jax.tree_util.tree_map(lambda x: x[template], prepared.subjects)
+    data = prepared.subject(template)
+    subject = data.records
     if covariate_values is not None:
         cov = jnp.where(covariate_mask, covariate_values[None, :], subject.cov)
         subject = eqx.tree_at(lambda s: s.cov, subject, cov)
+        data = eqx.tree_at(lambda d: d.records, data, subject)
     key = jax.random.fold_in(key, index)
     k_eta, k_iov, k_eps = jax.random.split(key, 3)
     dtype = subject.time.dtype
     omega = model.omega_matrix().astype(dtype)
     eta = _correlated_normal(k_eta, omega, ())
     iov = _correlated_normal(k_iov, model.iov_omega_matrix().astype(dtype), (prepared.n_occasions,))
-    result = subject_predictions(
-        model,
-        subject,
-        plan.dose_record[template],
-        plan.dose_valid[template],
-        eta,
-        iov,
-        has_ss=plan.has_ss,
-        max_ss_overlap=plan.max_ss_overlap,
-    )
+    result = subject_predictions(model, data, eta, iov)
     keys = jax.random.split(k_eps, subject.time.shape[0])
     dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
     dv = jnp.where(subject.is_obs | (subject.evid == 0), dv, 0.0)

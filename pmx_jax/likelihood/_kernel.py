@@ -1,7 +1,7 @@
 """The likelihood kernel: log p(y_i | eta_i, theta) and log p(eta_i | Omega) for
-ONE subject.  Every estimation method (FO to Laplace, and later NUTS and NPDE)
-evaluates its likelihood here, so error models, BLQ (M3) and IOV cannot disagree
-between methods.
+ONE subject.  Every estimation method (FO to Laplace), the Bayesian backend and
+forecasting evaluate their likelihood here, so error models, BLQ (M3) and IOV
+cannot disagree between methods.
 
 Random effects of a subject are one vector ``b``: the IIV etas (order of
 ``model.eta_names``) followed by the IOV etas of every occasion of the dataset,
@@ -25,7 +25,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..data._subjects import Subjects
 from ..model._model import Model
-from ..simulation._core import subject_predictions
+from ._predictions import subject_predictions
+from ._prepare import SubjectData
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -90,26 +91,13 @@ class RecordTerms(eqx.Module):
 
 def record_terms(
     model: Model,
-    subject: Subjects,
-    plan_record: Int[Array, " n_dose"],
-    plan_valid: Bool[Array, " n_dose"],
+    data: SubjectData,
     eta: Float[Array, " n_eta"],
     iov_eta: Float[Array, "n_occ n_iov"],
-    *,
-    has_ss: bool,
-    max_ss_overlap: int,
 ) -> RecordTerms:
     """Evaluate the $PK, event and $ERROR blocks of one subject at ``eta``."""
-    pred = subject_predictions(
-        model,
-        subject,
-        plan_record,
-        plan_valid,
-        eta,
-        iov_eta,
-        has_ss=has_ss,
-        max_ss_overlap=max_ss_overlap,
-    )
+    pred = subject_predictions(model, data, eta, iov_eta)
+    subject = data.records
     normal = subject.is_obs & (subject.cens == 0)
     censored = subject.is_obs & (subject.cens != 0)
 
@@ -145,27 +133,64 @@ def record_terms(
 
 def conditional_log_likelihood(
     model: Model,
-    subject: Subjects,
-    plan_record: Int[Array, " n_dose"],
-    plan_valid: Bool[Array, " n_dose"],
+    data: SubjectData,
     eta: Float[Array, " n_eta"],
     iov_eta: Float[Array, "n_occ n_iov"],
-    has_ss: bool,
-    max_ss_overlap: int,
 ) -> tuple[Float[Array, ""], RecordTerms]:
     """``log p(y_i | eta_i, theta)`` of one subject (with the ``log 2 pi``
     constants; BLQ records by M3) and the per-record terms it was built from."""
-    terms = record_terms(
-        model,
-        subject,
-        plan_record,
-        plan_valid,
-        eta,
-        iov_eta,
-        has_ss=has_ss,
-        max_ss_overlap=max_ss_overlap,
-    )
+    terms = record_terms(model, data, eta, iov_eta)
     return jnp.sum(terms.log_likelihood), terms
+
+
+class SubjectLikelihood(eqx.Module):
+    """One subject made ready for the kernel: the model, the subject's data
+    and the layout of its random effects (everything but their values), so
+    that individual objectives are plain functions of ``b``."""
+
+    model: Model
+    data: SubjectData
+    layout: Layout
+
+    def terms(self, b: Float[Array, " n_b"]) -> RecordTerms:
+        eta, iov = self.layout.split(b)
+        return record_terms(self.model, self.data, eta, iov)
+
+
+def moments_and_jacobian(
+    subject: SubjectLikelihood, b: Float[Array, " n_b"]
+) -> tuple[RecordTerms, Float[Array, "n_rec n_b"], Float[Array, "n_rec n_b"]]:
+    """The record terms at ``b`` and the Jacobians ``G = d mean / db`` and
+    ``G_v = d variance / db`` of the residual moments (forward mode, one
+    tangent per random effect): what the FO/FOCE linearisations, the weighted
+    residuals and the Fisher information are built from."""
+
+    def moments(b):
+        terms = subject.terms(b)
+        return (terms.mean, terms.variance), terms
+
+    (d_mean, d_var), terms = jax.jacfwd(moments, has_aux=True)(b)
+    return terms, d_mean, d_var
+
+
+class Prior(eqx.Module):
+    """OMEGA of the random-effect vector, factorised once for all subjects:
+    ``b ~ N(0, Omega)`` with ``inverse = Omega^-1`` and ``logdet = log det Omega``."""
+
+    inverse: Float[Array, "n_b n_b"]
+    logdet: Float[Array, ""]
+
+    @classmethod
+    def of(cls, omega: Array) -> Prior:
+        if omega.shape[0] == 0:
+            return cls(omega, jnp.zeros((), omega.dtype))
+        chol = jnp.linalg.cholesky(omega)
+        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(omega.shape[0]))
+        return cls(inverse, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))))
+
+    def quadratic(self, b: Array) -> Array:
+        """``b^T Omega^-1 b``."""
+        return b @ self.inverse @ b
 
 
 def log_prior(b: Float[Array, " n_b"], omega: Float[Array, "n_b n_b"]) -> Float[Array, ""]:

@@ -44,6 +44,15 @@ def _effective(mu: Array, floor: float) -> tuple[Array, Array]:
     return floor + WIDTH * jax.nn.softplus(x), jax.nn.sigmoid(x)
 
 
+def floor_acts(relative_curvature: Array, floor: float) -> Array:
+    """Where the floor changes a subject's log-determinant by more than about
+    1e-6: its smallest relative curvature is within ten widths of ``floor``
+    or below."""
+    if floor <= 0.0:
+        return jnp.zeros(jnp.shape(relative_curvature), bool)
+    return jnp.asarray(relative_curvature) < floor + 10 * WIDTH
+
+
 def _relative(hessian: Array, information: Array) -> tuple[Array, Array]:
     """``L^-1 (H/2) L^-T`` with ``I = L L^T`` (``hessian`` is ``H/2``), and
     ``log det I``."""

@@ -57,15 +57,22 @@ from jaxtyping import Array, Float, Int
 
 from .._results import RESULTS
 from ..data._dataset import Dataset
-from ..data._subjects import Subjects
 from ..dynamics._ode import AbstractODE
 from ..model._model import Model
 from ..model._parameters import Omega
-from ..simulation._core import Prepared
 from ._curvature import floored_logdet, smallest_relative_curvature
+from ._ebe import EBEStatus, global_ebe, newton_ebe, prior_starts
 from ._implicit import forward_only, implicit_ebe
-from ._inner import EBEStatus, global_ebe, newton_ebe, prior_starts
-from ._kernel import LOG_2PI, Layout, RecordTerms, logdet, record_terms
+from ._kernel import (
+    LOG_2PI,
+    Layout,
+    Prior,
+    RecordTerms,
+    SubjectLikelihood,
+    logdet,
+    moments_and_jacobian,
+)
+from ._prepare import Prepared
 from ._problem import Problem, make_problem, map_subjects
 
 Method = Literal["fo", "foce", "focei", "laplace"]
@@ -113,36 +120,11 @@ class OFVResult(eqx.Module):
         return self.ebes[:, lay.n_eta :].reshape(-1, lay.n_occasions, lay.n_iov_eta)
 
 
-class _Subject(eqx.Module):
-    """One subject made ready for the kernel: everything but the random effects."""
-
-    model: Model
-    subject: Subjects
-    dose_record: Array
-    dose_valid: Array
-    layout: Layout
-    has_ss: bool = eqx.field(static=True)
-    max_ss_overlap: int = eqx.field(static=True)
-
-    def terms(self, b: Array) -> RecordTerms:
-        eta, iov = self.layout.split(b)
-        return record_terms(
-            self.model,
-            self.subject,
-            self.dose_record,
-            self.dose_valid,
-            eta,
-            iov,
-            has_ss=self.has_ss,
-            max_ss_overlap=self.max_ss_overlap,
-        )
-
-
 def _reaches_the_dynamics(args: tuple) -> tuple:
     """For the implicit derivative's materialised Jacobian (nonlinear ODEs):
     one bool per leaf of ``args``, true for the leaves of the subject's model
     other than its OMEGA matrices (THETAs reach the ODE through
-    ``individual``; OMEGA only through ``_Prior``, which like FOCE's fixed
+    ``individual``; OMEGA only through ``Prior``, which like FOCE's fixed
     variances enters the EBE gradient without passing through the ODE)."""
 
     model = jtu.tree_map(
@@ -158,24 +140,6 @@ def _mark(tree, value: bool):
     """``value`` at every leaf of ``tree``, and at its ``None``s (as in a
     tangents' tree)."""
     return jtu.tree_map(lambda _: value, tree, is_leaf=lambda x: x is None)
-
-
-class _Prior(eqx.Module):
-    """OMEGA of the random-effect vector, factorised once for all subjects."""
-
-    inverse: Float[Array, "n_b n_b"]
-    logdet: Float[Array, ""]
-
-    @classmethod
-    def of(cls, omega: Array) -> _Prior:
-        if omega.shape[0] == 0:
-            return cls(omega, jnp.zeros((), omega.dtype))
-        chol = jnp.linalg.cholesky(omega)
-        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(omega.shape[0]))
-        return cls(inverse, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))))
-
-    def quadratic(self, b: Array) -> Array:
-        return b @ self.inverse @ b
 
 
 # -- individual objectives (minimised by the EBE search) ----------------------------
@@ -222,7 +186,7 @@ def _first_order_information(prior, terms, g_mean, g_var, variance, interaction)
 
 def _scoring(objective):
     """The Fisher-scoring evaluator of an inner objective (see
-    :func:`._inner.newton_ebe`): the objective and its gradient, exact, from one
+    :func:`._ebe.newton_ebe`): the objective and its gradient, exact, from one
     forward pass with a tangent per random effect, and the expected
     information ``2 (Omega^-1 + G^T W G + 1/2 G_v^T W^2 G_v)`` (no ``G_v`` term
     for FOCE, whose variance is held) in place of the Hessian, with
@@ -260,18 +224,9 @@ def _scoring(objective):
 # -- per-subject OFV at given random effects -----------------------------------------
 
 
-def _moments_and_jacobian(subj: _Subject, b: Array):
-    def moments(b):
-        terms = subj.terms(b)
-        return (terms.mean, terms.variance), terms
-
-    (d_mean, d_var), terms = jax.jacfwd(moments, has_aux=True)(b)
-    return terms, d_mean, d_var
-
-
 def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
     """FOCE/FOCEI per-subject OFV at the EBE ``b`` (see the module notes)."""
-    terms, g_mean, g_var = _moments_and_jacobian(subj, b)
+    terms, g_mean, g_var = moments_and_jacobian(subj, b)
     variance = terms.variance if interaction else v0
     info, _ = _first_order_information(prior, terms, g_mean, g_var, variance, interaction)
     if has_censoring:
@@ -324,7 +279,7 @@ def _laplace_select(args):
 def _fo_ofv(subj, prior, b0):
     """FO: marginal normal of the model linearised at ``b = 0``, via Woodbury
     (an ``n_b x n_b`` determinant rather than a records x records one)."""
-    terms, g_mean, _ = _moments_and_jacobian(subj, b0)
+    terms, g_mean, _ = moments_and_jacobian(subj, b0)
     v = jnp.where(terms.normal, terms.variance, 1.0)
     w = jnp.where(terms.normal, 1.0 / v, 0.0)
     r = jnp.where(terms.normal, terms.observed - terms.mean, 0.0)
@@ -347,16 +302,16 @@ def _fo_ofv(subj, prior, b0):
 # -- the population objective ----------------------------------------------------------
 
 
-def _vanishing(subj: _Subject, b: Array) -> Array:
+def _vanishing(subj: SubjectLikelihood, b: Array) -> Array:
     """Normal observations predicted as ~0 (below 1e-10 of a non-zero DV)."""
     terms = subj.terms(b)
-    dv = subj.subject.dv
+    dv = subj.data.records.dv
     tiny = jnp.abs(terms.prediction) < 1e-10 * jnp.abs(dv)
     return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32)
 
 
 @eqx.filter_jit
-def _population_ofv(
+def population_ofv(
     model: Model,
     problem: Problem,
     ebe_init: Array,
@@ -373,8 +328,8 @@ def _population_ofv(
     ``search``: ``"local"`` runs one EBE search per subject from ``ebe_init``
     (switching to ``b = 0`` when that starts lower: for the iterations of a
     fit, warm-started from the last accepted point); ``"global"`` searches
-    from ``ebe_init`` and from every start of :func:`._inner.prior_starts`
-    and keeps each subject's lowest mode (see :func:`._inner.global_ebe`).
+    from ``ebe_init`` and from every start of :func:`._ebe.prior_starts`
+    and keeps each subject's lowest mode (see :func:`._ebe.global_ebe`).
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
     (padding included); the OFV sums the real subjects only."""
     if search not in ("local", "global"):
@@ -382,9 +337,8 @@ def _population_ofv(
     method = problem.method if method is None else method
     layout = problem.layout
     has_censoring = problem.has_censoring
-    plan = problem.prepared.plan
     dtype = problem.dtype
-    prior = _Prior.of(layout.omega(model).astype(dtype))
+    prior = Prior.of(layout.omega(model).astype(dtype))
     prior_sg = jax.lax.stop_gradient(prior)
     model_sg = jax.lax.stop_gradient(model)
     # Nonlinear ODEs: their derivative rule solves a variational ODE (a while
@@ -400,13 +354,9 @@ def _population_ofv(
             layout.n_occasions if layout.n_iov_eta else 0,
         )
 
-    def one(subject, dose_record, dose_valid, b_init):
-        def make(m):
-            return _Subject(
-                m, subject, dose_record, dose_valid, layout, plan.has_ss, plan.max_ss_overlap
-            )
-
-        subj, subj_sg = make(model), make(model_sg)
+    def one(data, b_init):
+        subj = SubjectLikelihood(model, data, layout)
+        subj_sg = SubjectLikelihood(model_sg, data, layout)
         zero = jnp.zeros(layout.size, dtype)
         none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":
@@ -541,7 +491,7 @@ def ofv(
     options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, problem.dtype))
     if ebe_search not in ("global", "local"):
         raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
-    result = _population_ofv(model, problem, problem.place(ebe_init), *options, search=ebe_search)
+    result = population_ofv(model, problem, problem.place(ebe_init), *options, search=ebe_search)
     result = dataclasses.replace(
         result,
         **{

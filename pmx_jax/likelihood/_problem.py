@@ -35,8 +35,8 @@ from jaxtyping import Array
 from .._sharding import SUBJECT_AXIS, subject_mesh
 from ..data._dataset import Dataset
 from ..model._model import Model
-from ..simulation._core import Prepared, prepare
 from ._kernel import Layout
+from ._prepare import Prepared, prepare
 
 # Subjects per chunk when the caller does not choose: everything at once up to
 # this many subjects (fastest), chunks of it above.
@@ -160,11 +160,10 @@ def make_problem(
 
 
 def map_subjects(problem: Problem, one, *inputs):
-    """``one(subject, dose_record, dose_valid, *per_subject_inputs)`` over all
-    subjects of the problem, chunk after chunk; outputs keep the
-    ``(n_chunks, chunk, ...)`` layout."""
-    prepared = problem.prepared
-    args = (prepared.subjects, prepared.plan.dose_record, prepared.plan.dose_valid, *inputs)
+    """``one(data: SubjectData, *per_subject_inputs)`` over all subjects of the
+    problem, chunk after chunk; outputs keep the ``(n_chunks, chunk, ...)``
+    layout."""
+    args = (problem.prepared.subject_data(), *inputs)
     batched = jax.vmap(one)
     if problem.n_chunks == 1:
         squeezed = jax.tree_util.tree_map(lambda x: x[0], args)

@@ -1,0 +1,105 @@
+"""A dataset made ready for one model: padded subjects and their dosing plan.
+
+:func:`prepare` checks a :class:`~pmx_jax.Dataset` against a model (its
+compartments, the covariates its $PK block reads) and batches it into a
+:class:`Prepared`; :class:`SubjectData` is one subject of it, the unit every
+per-subject function of the likelihood takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from ..data._dataset import Dataset
+from ..data._subjects import Subjects
+from ..events._plan import EventPlan, plan_events
+from ..model._model import Model
+from ..model._views import CovariateView, EtaView
+
+
+class SubjectData(eqx.Module):
+    """One subject's records and the plan of its dosing events: everything the
+    kernel needs about a subject besides the model and its random effects.
+
+    ``records``: the subject's padded records (a :class:`~pmx_jax.Subjects`
+    without the subject axis); ``dose_record``/``dose_valid``: its dose
+    slots (:class:`~pmx_jax.events.EventPlan`); the static flags say which
+    event machinery the dataset needs.  Batched (a leading subject axis on
+    every array) it is what :meth:`Prepared.subject_data` returns for
+    ``jax.vmap``.
+    """
+
+    records: Subjects
+    dose_record: Int[Array, " n_dose"]
+    dose_valid: Bool[Array, " n_dose"]
+    has_ss: bool = eqx.field(static=True)
+    max_ss_overlap: int = eqx.field(static=True)
+
+
+class Prepared(eqx.Module):
+    """A dataset made ready for one model: padded subjects and their event plan."""
+
+    subjects: Subjects
+    plan: EventPlan
+    n_occasions: int = eqx.field(static=True)
+
+    def subject_data(self) -> SubjectData:
+        """Every subject as one batched :class:`SubjectData` (leading axis:
+        subjects), to ``jax.vmap`` a per-subject function over."""
+        plan = self.plan
+        return SubjectData(
+            self.subjects, plan.dose_record, plan.dose_valid, plan.has_ss, plan.max_ss_overlap
+        )
+
+    def subject(self, index) -> SubjectData:
+        """Subject ``index`` (0-based, dataset order) as a :class:`SubjectData`."""
+        return jax.tree_util.tree_map(lambda x: x[index], self.subject_data())
+
+
+def used_covariates(model: Model, covariate_names: Sequence[str]) -> tuple[str, ...]:
+    """The dataset covariates the model's $PK block reads (found by tracing it
+    once, abstractly); raises the data layer's MissingCovariateError for a
+    covariate the dataset lacks."""
+    names = tuple(covariate_names)
+    seen: set[str] = set()
+
+    class Recording(CovariateView):
+        __slots__ = ()
+
+        def _lookup(self, name: str) -> int:
+            index = super()._lookup(name)
+            seen.add(names[index])
+            return index
+
+    def run(eta, cov):
+        view = EtaView(eta, model.eta_names + model.iov_eta_names)
+        return model.individual(view, Recording(cov, names))
+
+    jax.eval_shape(run, jnp.zeros(model.n_eta + model.n_iov_eta), jnp.zeros(len(names)))
+    return tuple(n for n in names if n in seen)
+
+
+def prepare(model: Model, data: Dataset, *, dtype=None, pad_to: int | None = None) -> Prepared:
+    """Validate ``data`` against ``model`` (compartments, covariates) and batch it."""
+    data.check_compartments(model.dynamics.n_compartments, model=type(model).__name__)
+    covariates = used_covariates(model, data.covariate_names)
+    subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)
+    plan = plan_events(subjects)
+    n_occ = max(len(data.occ_levels), 1)
+    return Prepared(subjects=subjects, plan=plan, n_occasions=n_occ)
+
+
+def record_frame_index(subjects: Subjects) -> tuple[np.ndarray, np.ndarray]:
+    """(subject index, record index) of every original table row, in table order:
+    padding and ADDL-generated records are left out."""
+    row = np.asarray(subjects.row)
+    keep = (row >= 0) & ~np.asarray(subjects.is_addl) & np.asarray(subjects.valid)
+    sub_idx, rec_idx = np.nonzero(keep)
+    order = np.argsort(row[sub_idx, rec_idx], kind="stable")
+    return sub_idx[order], rec_idx[order]
