@@ -28,8 +28,8 @@ from ._results import RESULTS as RESULTS
 from .bayes import sample as sample
 from .data import Dataset as Dataset
 from .data import DatasetError as DatasetError
+from .data import DatasetWarning as DatasetWarning
 from .data import MissingCovariateError as MissingCovariateError
-from .data import Subjects as Subjects
 from .data import read_nonmem as read_nonmem
 from .dynamics import AbstractDynamics as AbstractDynamics
 from .dynamics import AbstractODE as AbstractODE

@@ -17,7 +17,14 @@ import pandas as pd
 import pytest
 
 from pmx_jax import datasets
-from pmx_jax.data import Dataset, Subjects, UnsortedTimeError, read_nonmem
+from pmx_jax.data import (
+    CensoringError,
+    Dataset,
+    DatasetWarning,
+    Subjects,
+    UnsortedTimeError,
+    read_nonmem,
+)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -494,6 +501,44 @@ def test_lloq_column_censors_observations_below_it():
     )
     subjects = read_nonmem(table).subjects()
     assert np.asarray(subjects.cens)[0].tolist() == [0, 0, 1]
+
+
+def test_bloq_is_a_blq_flag():
+    table = pd.DataFrame(
+        {
+            "ID": [1, 1, 1],
+            "TIME": [0.0, 1, 2],
+            "AMT": [1.0, 0, 0],
+            "DV": [np.nan, 5.0, 0.5],
+            "BLOQ": [0, 0, 1],
+        }
+    )
+    data = read_nonmem(table)
+    assert data.roles["CENS"] == "BLOQ" and "BLOQ" not in data.covariate_names
+    assert np.asarray(data.subjects().cens)[0].tolist() == [0, 0, 1]
+    with pytest.raises(CensoringError, match="BLOQ"):
+        read_nonmem(table.assign(BLOQ=[0, 0, -1]))  # a 0/1 flag, as BLQ
+
+
+def test_blq_record_with_mdv_1_is_left_out_with_a_warning():
+    # NONMEM: an MDV 1 record is not an observation, BLQ or not (M1).  Kept so,
+    # but said: the warning and the note name the row and what to change.
+    table = pd.DataFrame(
+        {
+            "ID": [1, 1, 1, 1],
+            "TIME": [0.0, 1, 2, 3],
+            "AMT": [1.0, 0, 0, 0],
+            "DV": [np.nan, 5.0, 0.5, 0.4],
+            "EVID": [1, 0, 0, 0],
+            "MDV": [1, 0, 0, 1],
+            "BLQ": [0, 0, 1, 1],
+        }
+    )
+    with pytest.warns(DatasetWarning, match=r"row 4 \(ID 1\).*MDV is 1.*M3"):
+        data = read_nonmem(table)
+    assert np.asarray(data.subjects().cens)[0].tolist() == [0, 0, 1, 0]
+    assert data.n_observations == 2
+    assert any("MDV to 0 on BLQ records" in note for note in data.notes)
 
 
 # ------------------------------------------------------------------ subsets

@@ -119,3 +119,23 @@ def test_iov_with_one_occasion_per_subject_equals_iiv(refdata, method):
     assert Layout.of(model, data.n_occasions).size == 3
     expected = {"fo": 0.026, "focei": -2.059, "laplace": -1.9361}[method]
     assert abs(float(ofv(model, data, method).ofv) - expected) < 1e-3
+
+
+def test_a_failed_event_engine_is_named_per_subject():
+    # A clearance that turns negative for light subjects makes their amounts
+    # grow as exp(|k| t) and overflow: the subject's status says the event
+    # engine failed (not merely that no EBE was found), the others are fine.
+    class SignedClearance(pmx.library.Theophylline):
+        def individual(self, eta, cov):
+            params = super().individual(eta, cov)
+            return dict(params, cl=params["cl"] * 2000.0 * (cov.WT - 70.0))
+
+    data = pmx.datasets.load("theophylline")
+    light = data.table.groupby("ID", sort=False)["WT"].first().to_numpy() < 70.0
+    with pytest.warns(pmx.estimation.NonFiniteOFVWarning, match="nonfinite amounts"):
+        result = ofv(SignedClearance(), data, "focei", ebe_search="local")
+    status = np.asarray(result.status)
+    assert light.any() and (~light).any()
+    assert np.all(status[light] == pmx.RESULTS.nonfinite_amounts)
+    assert np.all(status[~light] == pmx.RESULTS.successful)
+    assert pmx.RESULTS.nonfinite_amounts.message.startswith("the event engine")

@@ -5,6 +5,7 @@ from ._dataset import Dataset
 from ._errors import (
     CensoringError,
     DatasetError,
+    DatasetWarning,
     InvalidDoseError,
     InvalidValueError,
     MissingColumnError,
@@ -26,6 +27,7 @@ __all__ = [
     "CensoringError",
     "Dataset",
     "DatasetError",
+    "DatasetWarning",
     "InvalidDoseError",
     "InvalidValueError",
     "MissingColumnError",

@@ -2,7 +2,7 @@
 
 Two ways to say an observation is below the limit of quantification:
 
-* **CENS** (or a 0/1 **BLQ** flag, read as CENS): ``CENS = 1`` means the true value
+* **CENS** (or a 0/1 **BLQ**/**BLOQ** flag, read as CENS): ``CENS = 1`` means the true value
   is below the limit, ``CENS = -1`` above it.  The limit is DV on that record
   (the Monolix/nlmixr2 convention), or the LLOQ column when there is one (for
   ``CENS = 1``; then a missing DV is filled with the LLOQ).  An optional
@@ -16,11 +16,13 @@ The likelihood then uses P(y < limit) (or P(y > limit)) for censored records.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from ._columns import numeric
-from ._errors import CensoringError, where_many
+from ._errors import CensoringError, DatasetWarning, where_many
 
 
 def read_censoring(
@@ -47,7 +49,7 @@ def read_censoring(
     if "CENS" in roles:
         column = roles["CENS"]
         raw = numeric(table[column], column, "CENS", ids)
-        allowed = (0.0, 1.0) if column.upper() == "BLQ" else (-1.0, 0.0, 1.0)
+        allowed = (0.0, 1.0) if column.upper() in ("BLQ", "BLOQ") else (-1.0, 0.0, 1.0)
         bad = np.flatnonzero(~(np.isnan(raw) | np.isin(raw, allowed)))
         if bad.size:
             raise CensoringError(
@@ -59,9 +61,9 @@ def read_censoring(
         cens = np.nan_to_num(raw, nan=0.0).astype(np.int64)
         ignored = int(np.count_nonzero((cens != 0) & ~observation))
         if ignored:
-            notes.append(
-                f"{column} ignored on {ignored} records that are not observations (EVID != 0)"
-            )
+            message = f"{column} ignored on {ignored} records that are not observations (EVID != 0)"
+            notes.append(message)
+            warnings.warn(message, DatasetWarning, stacklevel=4)
         cens = np.where(observation, cens, 0)
         limit = np.where(cens != 0, dv, np.nan)
         if lloq is not None:

@@ -40,8 +40,9 @@ ROLES: tuple[str, ...] = (
     "LLOQ",
 )
 
-#: Other spellings recognised without a mapping.  BLQ is a 0/1 flag read as CENS.
-ALIASES: Mapping[str, str] = {"BLQ": "CENS"}
+#: Other spellings recognised without a mapping.  BLQ (or BLOQ) is a 0/1 flag
+#: read as CENS.
+ALIASES: Mapping[str, str] = {"BLQ": "CENS", "BLOQ": "CENS"}
 
 #: Strings that mean "missing" in NONMEM and R exports.
 MISSING_STRINGS: tuple[str, ...] = (".", "")

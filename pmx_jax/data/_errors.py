@@ -22,6 +22,11 @@ class DatasetError(ValueError):
     """Base class: the dataset cannot be used as it is."""
 
 
+class DatasetWarning(UserWarning):
+    """A record is read by a NONMEM rule the user may not expect (and is listed
+    in ``Dataset.notes``): nothing is dropped without this warning."""
+
+
 class MissingColumnError(DatasetError):
     """A required column (ID, TIME, DV or AMT, or one named in ``columns=``) is absent."""
 

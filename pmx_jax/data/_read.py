@@ -8,6 +8,7 @@ points at the row a user would open in a spreadsheet.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ._covariates import encode_covariates
 from ._dataset import Dataset
 from ._errors import (
     DatasetError,
+    DatasetWarning,
     InvalidDoseError,
     InvalidValueError,
     MissingColumnError,
@@ -149,6 +151,7 @@ def read_nonmem(
 
     cens, limit, bound, dv = read_censoring(table, roles, id_per_row, evid, dv, notes)
     mdv = _mdv(evid, dv, mdv_given, roles, id_per_row, notes)
+    cens, limit, bound = _censored_but_missing(cens, limit, bound, mdv, roles, id_per_row, notes)
 
     dose = (evid == 1) | (evid == 4)
     ignored_dv = int(np.count_nonzero(~np.isnan(dv) & (dv != 0) & (evid != 0)))
@@ -627,3 +630,23 @@ def _covariate_names(
             f"{', '.join(candidates) or '(none)'}."
         )
     return names, [c for c in candidates if c not in names]
+
+
+def _censored_but_missing(cens, limit, bound, mdv, roles, ids, notes):
+    """NONMEM's rule for a censored (BLQ) record with MDV 1: it is not an
+    observation, so it does not enter the likelihood (Beal's M1, not M3).
+    Kept as NONMEM keeps it, but said in the notes and as a warning."""
+    skipped = np.flatnonzero((cens != 0) & (mdv == 1))
+    if skipped.size == 0:
+        return cens, limit, bound
+    column = roles.get("CENS", roles.get("LLOQ", "CENS"))
+    message = (
+        f"{column} marks {where_many(skipped, ids[skipped])} as censored, but MDV is 1 there: "
+        f"{'it is' if skipped.size == 1 else 'they are'} not used (NONMEM: MDV 1 records are "
+        f"not observations, i.e. M1). Set MDV to 0 on BLQ records for the M3 likelihood."
+    )
+    notes.append(message)
+    warnings.warn(message, DatasetWarning, stacklevel=3)
+    keep = np.ones(cens.shape, bool)
+    keep[skipped] = False
+    return np.where(keep, cens, 0), np.where(keep, limit, np.nan), np.where(keep, bound, np.nan)

@@ -330,7 +330,7 @@ class FitResult:
             estimates=clean(self.estimates().to_dict(orient="records")),
             eta_shrinkage=self.eta_shrinkage.to_dict(),
             ebes=clean(ebes.to_dict(orient="records")),
-            ebe_status=[EBEStatus.names.get(int(s), str(int(s))) for s in self.ebe_status],
+            ebe_status=[RESULTS(int(s)).label for s in self.ebe_status],
             elapsed_seconds=self.elapsed_seconds,
         )
 
@@ -373,7 +373,11 @@ class FitResult:
             + f"   estimated parameters {self.n_parameters}",
         ]
         if n_bad:
-            lines.append(f"  WARNING: EBE search did not converge for {n_bad} subject(s)")
+            codes, counts = np.unique(self.ebe_status[self.ebe_status != 0], return_counts=True)
+            what = ", ".join(
+                f"{n} {RESULTS(int(c)).label}" for c, n in zip(codes, counts, strict=True)
+            )
+            lines.append(f"  WARNING: EBE search did not converge for {n_bad} subject(s): {what}")
         table = self.estimates()
 
         def se(r):

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..dynamics._base import AbstractDynamics, Params
 from ._plan import EventPlan
@@ -330,10 +331,16 @@ def _transition(dynamics: AbstractDynamics, params: Params, dt):
 
 
 class EngineResult(eqx.Module):
-    """Amounts in every compartment right after each record was processed."""
+    """Amounts in every compartment right after each record was processed, and
+    the outcome: :class:`pmx_jax.RESULTS` ``successful`` or
+    ``nonfinite_amounts`` (an ODE solve that failed, an overflow)."""
 
     amounts: Float[Array, "n_rec n_cmt"]
-    ok: Bool[Array, ""]
+    status: Int[Array, ""]
+
+    @property
+    def ok(self) -> Bool[Array, ""]:
+        return self.status == RESULTS.successful
 
 
 def record_amounts(
@@ -484,7 +491,8 @@ def record_amounts(
     _, trajectory = jax.lax.scan(step, init, points)
     amounts = trajectory[merge.record_position]
     ok = jnp.all(jnp.isfinite(amounts) | ~subject.valid[:, None])
-    return EngineResult(amounts=amounts, ok=ok)
+    status = jnp.where(ok, RESULTS.successful, RESULTS.nonfinite_amounts).astype(jnp.int32)
+    return EngineResult(amounts=amounts, status=status)
 
 
 def batch_record_amounts(dynamics: AbstractDynamics, subjects: Subjects, params, plan: EventPlan):

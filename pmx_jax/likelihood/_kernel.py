@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..model._model import Model
 from ._predictions import subject_predictions
@@ -86,7 +87,12 @@ class RecordTerms(eqx.Module):
     log_scale: Bool[Array, " n_rec"]  # ``mean`` is log(prediction) (a log-scale error model)
     normal: Bool[Array, " n_rec"]  # observation, not censored
     censored: Bool[Array, " n_rec"]  # observation, M3 (below or above a limit)
-    ok: Bool[Array, ""]  # the event engine succeeded
+    status: Int[Array, ""]  # the event engine's RESULTS code
+
+    @property
+    def ok(self) -> Bool[Array, ""]:
+        """The event engine succeeded."""
+        return self.status == RESULTS.successful
 
 
 def record_terms(
@@ -127,7 +133,7 @@ def record_terms(
         subject.is_obs,
     )
     return RecordTerms(
-        mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, pred.ok
+        mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, pred.status
     )
 
 

@@ -85,7 +85,9 @@ class OFVResult(eqx.Module):
     ``ofv``: NONMEM's OFV (``-2 log L`` without ``N log(2 pi)``); ``per_subject``
     its per-subject terms (NONMEM's phi-file OBJ); ``ebes``: each subject's
     random effects at the mode, IIV etas then IOV etas by occasion (zeros for
-    FO); ``status``: :class:`EBEStatus` codes; ``n_steps``: Newton iterations;
+    FO); ``status``: :class:`pmx_jax.RESULTS` codes per subject (those of the
+    EBE search, :class:`EBEStatus`, or ``nonfinite_amounts`` where the event
+    engine failed at the EBE); ``n_steps``: Newton iterations;
     ``n_vanishing``: normal observations whose prediction at the EBEs is
     below 1e-10 of a non-zero DV (underflowed predictions);
     ``ebe_objective``: the individual objective the EBE search minimised,
@@ -302,12 +304,13 @@ def _fo_ofv(subj, prior, b0):
 # -- the population objective ----------------------------------------------------------
 
 
-def _vanishing(subj: SubjectLikelihood, b: Array) -> Array:
-    """Normal observations predicted as ~0 (below 1e-10 of a non-zero DV)."""
+def _diagnose(subj: SubjectLikelihood, b: Array) -> tuple[Array, Array]:
+    """At ``b``: the normal observations predicted as ~0 (below 1e-10 of a
+    non-zero DV), and the event engine's outcome."""
     terms = subj.terms(b)
     dv = subj.data.records.dv
     tiny = jnp.abs(terms.prediction) < 1e-10 * jnp.abs(dv)
-    return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32)
+    return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32), terms.status
 
 
 @eqx.filter_jit
@@ -360,12 +363,14 @@ def population_ofv(
         zero = jnp.zeros(layout.size, dtype)
         none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":
+            vanishing, engine = _diagnose(subj_sg, zero)
             return dict(
                 per_subject=_fo_ofv(subj, prior, zero),
                 ebes=zero,
                 status=jnp.asarray(EBEStatus.CONVERGED, jnp.int32),
+                engine=engine,
                 n_steps=jnp.zeros((), jnp.int32),
-                n_vanishing=_vanishing(subj, zero),
+                n_vanishing=vanishing,
                 ebe_objective=none,
                 relative_curvature=none,
             )
@@ -407,20 +412,26 @@ def population_ofv(
                 interaction=method == "focei",
                 has_censoring=has_censoring,
             )
+        vanishing, engine = _diagnose(subj_sg, ebe.eta)
         return dict(
             per_subject=value,
             ebes=b,
             status=ebe.status,
+            engine=engine,
             n_steps=ebe.n_steps,
-            n_vanishing=_vanishing(subj_sg, ebe.eta),
+            n_vanishing=vanishing,
             ebe_objective=ebe.objective,
             relative_curvature=curvature,
         )
 
     out = map_subjects(problem, one, ebe_init)
     per_subject = out.pop("per_subject")
+    engine = out.pop("engine")
     finite = jnp.isfinite(per_subject)
-    out["status"] = jnp.where(finite, out["status"], EBEStatus.NONFINITE)
+    # A subject without a finite OFV: the event engine's failure where it
+    # failed at the EBE, else no finite individual objective.
+    failed = jnp.where(engine != RESULTS.successful, engine, EBEStatus.NONFINITE)
+    out["status"] = jnp.where(finite, out["status"], failed)
     per_subject = jnp.where(finite, per_subject, jnp.inf)
     real = (jnp.arange(problem.n_padded) < problem.n_subjects).reshape(per_subject.shape)
     total = jnp.sum(jnp.where(real, per_subject, 0.0))

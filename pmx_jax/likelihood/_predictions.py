@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
+from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..events._engine import record_amounts
 from ..model._model import Model
@@ -24,7 +25,11 @@ class SubjectPrediction(eqx.Module):
     prediction: Float[Array, " n_rec"]  # IPRED (PRED when etas are zero)
     variance: Float[Array, " n_rec"]  # residual variance on the error model's scale
     params: dict[str, Float[Array, " n_rec"]]
-    ok: Bool[Array, ""]
+    status: Int[Array, ""]  # the event engine's RESULTS code
+
+    @property
+    def ok(self) -> Bool[Array, ""]:
+        return self.status == RESULTS.successful
 
 
 def record_parameters(
@@ -67,4 +72,4 @@ def subject_predictions(
         return error_model.prediction, error_model.variance()
 
     prediction, variance = jax.vmap(observe)(engine.amounts, params, records.dvid)
-    return SubjectPrediction(engine.amounts, prediction, variance, params, engine.ok)
+    return SubjectPrediction(engine.amounts, prediction, variance, params, engine.status)
