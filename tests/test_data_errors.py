@@ -301,11 +301,11 @@ def test_limit_on_the_wrong_side():
         read_nonmem(table)
 
 
-def test_interval_censoring_is_refused_when_batching():
-    table = regimen(CENS=[0, 0, 1, 0, 0, 0], LIMIT=[np.nan, np.nan, 0.0, np.nan, np.nan, np.nan])
-    data = read_nonmem(table)
-    with pytest.raises(CensoringError, match="Row 3 has a finite LIMIT"):
-        data.subjects()
+def test_interval_censoring_is_carried_to_the_likelihood():
+    # (It used to be refused here; the likelihood now uses P(LIMIT < y < DV).)
+    table = regimen(CENS=[0, 0, 1, 0, 0, 0], LIMIT=[np.nan, np.nan, -1.0, np.nan, np.nan, np.nan])
+    subjects = read_nonmem(table).subjects()
+    assert np.asarray(subjects.bound)[0].tolist() == [0.0, 0.0, -1.0]  # row 3: -1 < y < 4
 
 
 # --------------------------------------------------------------- covariates

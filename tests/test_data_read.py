@@ -95,7 +95,7 @@ def test_observation_table_matches_subjects():
 def test_subjects_is_a_pytree_that_jax_transforms():
     subjects = datasets.load("theo").subjects()
     leaves = jax.tree_util.tree_leaves(subjects)
-    assert len(leaves) == 17  # covariate_names is static
+    assert len(leaves) == 18  # covariate_names is static
     total = jax.jit(jax.vmap(lambda s: jnp.sum(jnp.where(s.is_obs, s.dv, 0.0))))(subjects)
     assert total.shape == (12,)
     assert np.isclose(float(total.sum()), float(subjects.dv.sum()))

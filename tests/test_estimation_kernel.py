@@ -139,3 +139,28 @@ def test_a_failed_event_engine_is_named_per_subject():
     assert np.all(status[light] == pmx.RESULTS.nonfinite_amounts)
     assert np.all(status[~light] == pmx.RESULTS.successful)
     assert pmx.RESULTS.nonfinite_amounts.message.startswith("the event engine")
+
+
+def test_m4_limit_column_gives_the_interval_probability():
+    # LIMIT = 0 on the BLQ records: P(0 < y < LLOQ) instead of P(y < LLOQ).
+    table, times, dv = blq_table()
+    table["LIMIT"] = np.where(table["DV"] < LLOQ, 0.0, np.nan)
+    model = Bolus()
+    data = pmx.read_nonmem(table)
+    prepared = prepare(model, data)
+    bound = np.asarray(prepared.subjects.bound)[0]
+    assert bound[-2:].tolist() == [0.0, 0.0]
+    eta = jnp.array([0.2, -0.1])
+    kernel = eqx.filter_jit(conditional_log_likelihood)
+    total, _ = kernel(model, prepared.subject(0), eta, jnp.zeros((1, 0)))
+    cl, v = 2.0 * math.exp(0.2), 10.0 * math.exp(-0.1)
+    f = DOSE / v * np.exp(-cl / v * times)
+    sd = np.sqrt(0.4**2 + (0.1 * f) ** 2)
+    blq = dv < LLOQ
+    expected = stats.norm.logpdf(dv[~blq], f[~blq], sd[~blq]).sum()
+    dist = stats.norm(f[blq], sd[blq])
+    expected += np.log(dist.cdf(LLOQ) - dist.cdf(0.0)).sum()
+    assert abs(float(total) - expected) < 1e-10
+    # Without LIMIT the BLQ records keep the M3 bound -inf.
+    m3 = np.asarray(prepare(model, pmx.read_nonmem(table.drop(columns="LIMIT"))).subjects.bound)
+    assert np.all(np.isneginf(m3[0][-2:]))

@@ -45,6 +45,7 @@ _FIELDS = (
     "occ",
     "cens",
     "limit",
+    "bound",
 )
 
 
@@ -90,6 +91,7 @@ def expand_addl(
         "occ": extend("occ", col["occ"][gen_from]),
         "cens": extend("cens", np.zeros(total, dtype=np.int64)),
         "limit": extend("limit", np.full(total, np.nan)),
+        "bound": extend("bound", np.full(total, np.nan)),
         "row": extend("row", col["row"][gen_src]),
         "is_addl": ~original,
     }
@@ -163,6 +165,7 @@ def build_subjects(
         is_obs=as_bool(pad(is_obs, False)),
         cens=as_int(pad(cens, 0)),
         limit=as_float(pad(np.where(cens != 0, fields["limit"], 0.0), 0.0)),
+        bound=as_float(pad(_bound(cens, fields["bound"]), 0.0)),
         dvid=as_int(pad(fields["dvid"], 0)),
         occ=as_int(pad(fields["occ"], 0, carry_last=True)),
         cov=as_float(pad(covariates, 0.0, carry_last=True)),
@@ -171,3 +174,10 @@ def build_subjects(
         valid=as_bool(pad(np.ones(subject.size, dtype=bool), False)),
         covariate_names=tuple(covariate_names),
     )
+
+
+def _bound(cens: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """The far end of each censoring interval: the LIMIT column where given,
+    else -inf below an LLOQ (M3) and +inf above a ULOQ; 0 off censored records."""
+    default = np.where(cens == 1, -np.inf, np.inf)
+    return np.where(cens != 0, np.where(np.isnan(given), default, given), 0.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ._batch import build_subjects
-from ._errors import CensoringError, MissingCovariateError, format_id
+from ._errors import MissingCovariateError, format_id
 from ._subjects import Subjects
 
 
@@ -171,15 +171,6 @@ class Dataset:
             names = tuple(covariates)
             columns = self.check_covariates(names)
             self._check_complete(columns, names)
-        censored = self.records["cens"].to_numpy() != 0
-        interval = censored & np.isfinite(self.records["bound"].to_numpy())
-        if interval.any():
-            row = int(self.records["row"].to_numpy()[interval][0])
-            raise CensoringError(
-                f"Row {row + 1} has a finite LIMIT (interval censoring between LIMIT and the "
-                f"censoring limit); Subjects carries one-sided censoring only. Drop the LIMIT "
-                f"column (or set it to -inf/inf) to use P(y < LLOQ)."
-            )
         float_dtype = _float_dtype(dtype)
         values = self._covariates[list(columns)].to_numpy(dtype=np.float64)
         return build_subjects(self.records, values, names, self.n_subjects, float_dtype, pad_to)

@@ -34,6 +34,9 @@ class Subjects(eqx.Module):
     cens: 0 not censored, 1 left-censored (DV is below LLOQ: likelihood uses P(y < limit)),
         -1 right-censored (above ULOQ).
     limit: the censoring limit for censored records (0 elsewhere).
+    bound: the other end of the censoring interval (the LIMIT column: e.g. 0
+        for Beal's M4 on a BLQ record, P(0 < y < LLOQ)); -inf (CENS 1) or +inf
+        (CENS -1) where not given, 0 on records that are not censored.
     dvid: endpoint index (0-based, into ``Dataset.dvid_levels``).
     occ: occasion index (0-based, into ``Dataset.occ_levels``).
     cov: covariate values, shape ``(n_subjects, n_records, n_cov)``, names in
@@ -56,6 +59,7 @@ class Subjects(eqx.Module):
     is_obs: Bool[Array, "n_sub n_rec"]
     cens: Int[Array, "n_sub n_rec"]
     limit: Float[Array, "n_sub n_rec"]
+    bound: Float[Array, "n_sub n_rec"]
     dvid: Int[Array, "n_sub n_rec"]
     occ: Int[Array, "n_sub n_rec"]
     cov: Float[Array, "n_sub n_rec n_cov"]

@@ -107,7 +107,7 @@ def record_terms(
     normal = subject.is_obs & (subject.cens == 0)
     censored = subject.is_obs & (subject.cens != 0)
 
-    def observe(amounts, params, dvid, dv, cens, limit, is_normal, is_obs):
+    def observe(amounts, params, dvid, dv, cens, limit, bound, is_normal, is_obs):
         error_model = model.observation(amounts, params, dvid)
         # The mean on the error model's scale, where the record is a normal
         # observation (0 elsewhere).  On a log scale, a dose record's prediction
@@ -118,7 +118,7 @@ def record_terms(
         # Transform the DV only where it is a normal observation: the table puts
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
-        loglik = error_model.censored_log_likelihood(dv, cens, limit)
+        loglik = error_model.censored_log_likelihood(dv, cens, limit, bound)
         log_scale = jnp.asarray(error_model.log_scale)
         return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0), log_scale
 
@@ -129,6 +129,7 @@ def record_terms(
         subject.dv,
         subject.cens,
         subject.limit,
+        subject.bound,
         normal,
         subject.is_obs,
     )

@@ -97,10 +97,14 @@ class SelectedEndpoint(AbstractErrorModel):
         y: Float[ArrayLike, "*shape"],
         cens: Int[ArrayLike, "*shape"],
         limit: Float[ArrayLike, "*shape"],
+        bound: Float[ArrayLike, "*shape"] | None = None,
     ) -> Float[Array, "*shape"]:
         return self._select(
             lambda k, e, s: e.censored_log_likelihood(
-                jnp.where(s, y, 1.0), jnp.where(s, cens, 0), jnp.where(s, limit, 1.0)
+                jnp.where(s, y, 1.0),
+                jnp.where(s, cens, 0),
+                jnp.where(s, limit, 1.0),
+                None if bound is None else jnp.where(s, bound, -jnp.inf),
             )
         )
 

@@ -29,6 +29,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import log_ndtr
 from jax.scipy.stats import norm
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
@@ -125,15 +126,43 @@ class AbstractErrorModel(eqx.Module):
         """``log P(Y > limit)``: the likelihood of a record above the ULOQ."""
         return self._log_probability(jnp.asarray(limit), below=False)
 
+    def log_between(
+        self, lower: Float[ArrayLike, "*shape"], upper: Float[ArrayLike, "*shape"]
+    ) -> Float[Array, "*shape"]:
+        """``log P(lower < Y < upper)`` for ``lower < upper`` (interval
+        censoring; on a log scale a ``lower <= 0`` is the whole lower tail).
+        Computed from ``log Phi`` of the two ends as a log-difference, in the
+        tail where it does not cancel: accurate far into either tail."""
+        lower, upper = jnp.asarray(lower), jnp.asarray(upper)
+        ok_u, z_u, _ = self._standardised(upper)
+        # An end outside the transform's domain (log scale, lower <= 0) is the
+        # whole lower tail: z = -40 (Phi(-40) < 1e-300; finite, so that no
+        # infinity reaches a derivative).
+        ok_l, z_l, _ = self._standardised(jnp.where(self._in_domain(lower), lower, upper))
+        z_l = jnp.where(self._in_domain(lower), z_l, -40.0)
+        z_l = jnp.minimum(z_l, z_u)
+        # Both ends above the mean: difference of survival functions.
+        upper_tail = z_l > 0
+        big = jnp.where(upper_tail, log_ndtr(-z_l), log_ndtr(z_u))
+        small = jnp.where(upper_tail, log_ndtr(-z_u), log_ndtr(z_l))
+        value = big + jnp.log1p(-jnp.exp(jnp.minimum(small - big, 0.0)))
+        # Degenerate normal (zero variance): a point mass at T(f).
+        degenerate = self._log_probability(upper, below=True)
+        return jnp.where(ok_u & ok_l, value, degenerate)
+
     def censored_log_likelihood(
         self,
         y: Float[ArrayLike, "*shape"],
         cens: Int[ArrayLike, "*shape"],
         limit: Float[ArrayLike, "*shape"],
+        bound: Float[ArrayLike, "*shape"] | None = None,
     ) -> Float[Array, "*shape"]:
         """Log-likelihood of one record with the CENS/LIMIT convention of
         Monolix and nlmixr2: ``cens == 0`` an observed ``y``; ``cens == 1``
-        below ``limit`` (BLQ, Beal's M3); ``cens == -1`` above ``limit``."""
+        below ``limit`` (BLQ, Beal's M3); ``cens == -1`` above ``limit``.
+        ``bound`` (the LIMIT column) closes the interval where it is finite:
+        ``P(bound < Y < limit)`` for ``cens == 1`` (``bound = 0``: Beal's M4 as
+        nlmixr2 and Monolix write it), ``P(limit < Y < bound)`` for ``cens == -1``."""
         y, cens, limit = jnp.asarray(y), jnp.asarray(cens), jnp.asarray(limit)
         f = jax.lax.stop_gradient(jnp.asarray(self.prediction))
         # Feed each branch a harmless value where it is not selected (the data
@@ -143,7 +172,16 @@ class AbstractErrorModel(eqx.Module):
         observed = self.log_likelihood(y_used)
         below = self.log_cdf(limit_used)
         above = self.log_sf(limit_used)
-        return jnp.where(cens == 0, observed, jnp.where(cens > 0, below, above))
+        one_sided = jnp.where(cens > 0, below, above)
+        if bound is not None:
+            bound = jnp.asarray(bound)
+            interval = (cens != 0) & jnp.isfinite(bound)
+            # A harmless finite interval where there is none (the gradient of
+            # log Phi at an infinite end would be NaN times zero).
+            lower = jnp.where(interval, jnp.where(cens > 0, bound, limit_used), f - 1.0)
+            upper = jnp.where(interval, jnp.where(cens > 0, limit_used, bound), f + 1.0)
+            one_sided = jnp.where(interval, self.log_between(lower, upper), one_sided)
+        return jnp.where(cens == 0, observed, one_sided)
 
     def sample(self, key: PRNGKeyArray) -> Float[Array, "*shape"]:
         """One simulated observation on the natural scale (``exp`` of the

@@ -375,10 +375,13 @@ class Model(eqx.Module):
         y: Float[ArrayLike, ""],
         cens: Int[ArrayLike, ""],
         limit: Float[ArrayLike, ""],
+        bound: Float[ArrayLike, ""] | None = None,
     ) -> Float[Array, ""]:
-        """Log-likelihood of one observation record, with BLQ/M3 censoring
-        (see :meth:`AbstractErrorModel.censored_log_likelihood`)."""
-        return self.observation(amounts, params, dvid).censored_log_likelihood(y, cens, limit)
+        """Log-likelihood of one observation record, with BLQ censoring (M3,
+        or M4 with a finite ``bound``; see
+        :meth:`AbstractErrorModel.censored_log_likelihood`)."""
+        observation = self.observation(amounts, params, dvid)
+        return observation.censored_log_likelihood(y, cens, limit, bound)
 
     def record_prediction(
         self,
