@@ -216,10 +216,14 @@ def _search(
         value_now = pick(value, s.value)
         decrement_now = pick(decrement, s.decrement)
         converged = accept & (decrement <= tol)
+        # An accepted step that did not lower the objective at all, from a point
+        # whose decrement is at rounding level: the minimum to machine precision
+        # (a tolerance below rounding would otherwise cycle to max_steps).
+        rounding = accept & (s.phase == 2) & (value >= s.value) & (decrement <= _NEAR * tol)
         stalled = (phase == 2) & (halvings >= max_halvings)
         status = jnp.select(
             [
-                converged,
+                converged | rounding,
                 phase == 3,
                 stalled & (decrement_now <= _NEAR * tol),
                 stalled,
@@ -326,7 +330,7 @@ def newton_ebe(
     # a 10^4-subject FOCEI gradient is then good to ~1e-3; at 1e-8 it was
     # off by ~1, which stalls the outer search).
     polish = (out.status == EBEStatus.CONVERGED) & (
-        out.decrement <= tolerance * jnp.maximum(1.0, jnp.abs(out.value))
+        out.decrement <= _NEAR * tolerance * jnp.maximum(1.0, jnp.abs(out.value))
     )
     eta = jnp.where(polish & jnp.all(jnp.isfinite(out.step)), out.eta + out.step, out.eta)
     return EBEResult(
