@@ -14,6 +14,18 @@ REFDATA = Path(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.  XLA:CPU maps
+    every compiled kernel into memory (about 1,200 mappings for one FOCEI
+    objective of theophylline); over the whole suite one process would pass
+    Linux's default limit of 65,530 mappings (vm.max_map_count), where XLA
+    crashes with a segmentation fault.  Modules rarely share programs, so
+    little is recompiled."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def refdata() -> Path:
     """The shared reference datasets; tests using them skip when absent."""
