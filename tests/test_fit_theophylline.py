@@ -182,13 +182,16 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_four_devices_and_chunks_reproduce_the_single_device_fit(result):
     """The subject axis split over 4 emulated CPU devices, in 2 chunks with
     padding subjects: started at the 1-device optimum, the sharded fit stays
     there (its gradient is the 1-device one) with the same OFV and EBEs, and
     its covariance step runs (up to the order of floating-point sums).
     Starting from the optimum halves the test's time: on 2 cores the 4
-    emulated devices take 1.5 s per iteration."""
+    emulated devices take 1.5 s per iteration; still about 60 s, hence slow
+    (tests/test_sharding.py checks the sharded objective and gradient in the
+    default run)."""
     import os
     import subprocess
     import sys
