@@ -2,7 +2,7 @@
 "estimation step" of ``$ESTIMATION METHOD=1 INTERACTION`` and friends).
 
 The outer problem is a quasi-Newton (BFGS, :class:`optimistix.BFGS` with a
-backtracking Armijo line search) minimisation of :func:`._objective.ofv` over the
+backtracking Armijo line search) minimisation of :func:`pmx_jax.likelihood.ofv` over the
 unconstrained free parameters (:meth:`Model.to_unconstrained`: bounded THETAs
 on a logit/log scale, OMEGA blocks as log variances or log-Cholesky vectors;
 fixed parameters are not in the vector, so they stay fixed).
@@ -13,7 +13,8 @@ Design notes (why it is built this way):
   its end, is the OFV :func:`pmx_jax.ofv` gives for the same model and data:
   each subject's EBE is the lowest mode found from a fixed set of starts
   (``b = 0`` and two prior SDs along each principal axis of OMEGA, see
-  :func:`._inner.prior_starts`) and from the subject's current EBE.  It is
+  :func:`pmx_jax.likelihood.prior_starts`); the iterations also search from
+  each subject's current EBE (see below).  It is
   evaluated afresh at the end, not remembered from the search.
 - **Warm starts between iterations, a global check at the end.**  The
   iterations search each EBE from the one of the last accepted point (or
