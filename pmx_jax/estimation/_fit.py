@@ -496,11 +496,13 @@ def _fit_once(
         callback, started,
     )  # fmt: skip
 
-    def global_check(y, ebes, event, iteration=0, gradient_max=float("nan")):
+    def global_check(y, ebes, event, iteration=0, gradient_max=float("nan"), warm=False):
         tic = time.perf_counter()
         # The call pmx.ofv makes (the same compiled program).
         model_at = objective.model(y, arguments(ebes))
-        result = population_ofv(model_at, problem, ebes, *options, search="global")
+        result = population_ofv(
+            model_at, problem, ebes, *options, search="global", warm_start=warm
+        )
         steps = (jnp.max(result.n_steps), jnp.sum(result.n_steps))
         value = float(result.ofv)
         row = log.evaluation(event, value, False, steps, time.perf_counter() - tic)
@@ -509,7 +511,9 @@ def _fit_once(
 
     # The initial estimates: the OFV that pmx.ofv gives there, and its EBEs.
     fresh = problem.place(jnp.zeros(shape, dtype))  # pmx.ofv's starts alone
-    initial, ofv0 = global_check(y0, problem.place(start_ebes), "initial")
+    initial, ofv0 = global_check(
+        y0, problem.place(start_ebes), "initial", warm=ebe_init is not None
+    )
     missed: list = []
     y, ebes, ofv_value = y0, initial.ebes, ofv0
     gnorm, iterations, restarts = 0.0, 0, 0

@@ -323,6 +323,7 @@ def population_ofv(
     method: str | None = None,
     scoring: bool | None = None,
     search: str = "local",
+    warm_start: bool = True,
 ) -> OFVResult:
     """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
     unless ``method`` is given).  ``scoring``: Fisher-scoring iterations before
@@ -331,8 +332,9 @@ def population_ofv(
     ``search``: ``"local"`` runs one EBE search per subject from ``ebe_init``
     (switching to ``b = 0`` when that starts lower: for the iterations of a
     fit, warm-started from the last accepted point); ``"global"`` searches
-    from ``ebe_init`` and from every start of :func:`._ebe.prior_starts`
-    and keeps each subject's lowest mode (see :func:`._ebe.global_ebe`).
+    from ``ebe_init`` (unless ``warm_start`` is false: then ``ebe_init`` only
+    gives the shape) and from every start of :func:`._ebe.prior_starts` and
+    keeps each subject's lowest mode (see :func:`._ebe.global_ebe`).
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
     (padding included); the OFV sums the real subjects only."""
     if search not in ("local", "global"):
@@ -388,7 +390,9 @@ def population_ofv(
             scoring=_scoring(objective) if scoring else None,
         )
         if search == "global":
-            starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
+            starts = fixed_starts
+            if warm_start:
+                starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
             ebe, _ = global_ebe(objective, starts, args_sg, **options)
         else:
             ebe = newton_ebe(objective, b_init, args_sg, **options)
@@ -491,6 +495,7 @@ def ofv(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     problem = make_problem(model, data, method, chunk_size=chunk_size, laplace_floor=laplace_floor)
     shape = (problem.n_subjects, problem.layout.size)
+    warm_start = ebe_init is not None
     if ebe_init is None:
         ebe_init = jnp.zeros(shape, problem.dtype)
     ebe_init = jnp.asarray(ebe_init, problem.dtype)
@@ -502,7 +507,9 @@ def ofv(
     options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, problem.dtype))
     if ebe_search not in ("global", "local"):
         raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
-    result = population_ofv(model, problem, problem.place(ebe_init), *options, search=ebe_search)
+    result = population_ofv(
+        model, problem, problem.place(ebe_init), *options, search=ebe_search, warm_start=warm_start
+    )
     result = dataclasses.replace(
         result,
         **{
