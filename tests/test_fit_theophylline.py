@@ -258,3 +258,17 @@ def test_fit_result_is_an_immutable_value(result):
     changed = result.replace(message="changed")
     assert changed.message == "changed" and result.message != "changed"
     assert changed.ofv == result.ofv
+
+
+def test_local_ebe_search_reports_its_own_objective(result, data):
+    # ebe_search="local": the objective is the EBE search from b = 0 alone
+    # (NONMEM's); on theo_sd every subject has one mode, so the optimum is the
+    # global search's, and the OFV reported is a fresh local pmx.ofv.
+    local = fit(pmx.library.Theophylline(), data, "focei", covariance=None, ebe_search="local")
+    assert local.converged and local.ebe_search == "local"
+    check_reports_its_own_ofv(local)
+    assert local.ofv == pytest.approx(result.ofv, abs=1e-4)
+    assert "local EBE search" in str(local)
+    assert json.loads(local.to_json())["ebe_search"] == "local"
+    with pytest.raises(ValueError, match="ebe_search"):
+        fit(pmx.library.Theophylline(), data, "focei", ebe_search="everywhere")

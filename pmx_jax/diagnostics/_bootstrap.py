@@ -194,6 +194,7 @@ def bootstrap(
             )
     method = method or fit.method
     fit_options.setdefault("chunk_size", problem.chunk)
+    fit_options.setdefault("ebe_search", getattr(fit, "ebe_search", "global"))
     model = fit.model
     names = natural_names(model)
     estimate = np.asarray(natural_vector(model), dtype=float)

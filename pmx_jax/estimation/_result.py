@@ -29,8 +29,10 @@ class FitResult:
         model: the model at the final estimates (``print(result.model)``).
         method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
         ofv: NONMEM's objective function value (``-2 log L - N log 2 pi``),
-            evaluated afresh at the final estimates with the global EBE search:
-            ``pmx.ofv(result.model, data, result.method).ofv``.
+            evaluated afresh at the final estimates with the fit's EBE search:
+            ``pmx.ofv(result.model, data, result.method,
+            ebe_search=result.ebe_search).ofv``.
+        ebe_search: ``"global"`` (default) or ``"local"``, as in :func:`pmx.fit`.
         n_subjects, n_observations: subjects, and normally distributed
             observations (N of the OFV constant; BLQ records under M3 excluded).
         n_censored: censored (M3) observations.
@@ -92,6 +94,7 @@ class FitResult:
         covariance_note: str = "not computed",
         starts: pd.DataFrame | None = None,
         notes: tuple[str, ...] = (),
+        ebe_search: str = "global",
     ) -> None:
         fields = dict(
             model=model,
@@ -116,6 +119,7 @@ class FitResult:
             covariance_note=covariance_note,
             starts=starts,
             notes=tuple(notes),
+            ebe_search=ebe_search,
             _ebe_matrix=np.asarray(ebe_matrix),
             _dataset=dataset,
             _problem=problem,
@@ -303,6 +307,7 @@ class FitResult:
         return dict(
             model=type(self.model).__name__,
             method=self.method,
+            ebe_search=self.ebe_search,
             ofv=self.ofv,
             minus_two_log_likelihood=self.minus_two_log_likelihood,
             aic=self.aic,
@@ -353,8 +358,9 @@ class FitResult:
             if self.restarts
             else ""
         )
+        search = "" if self.ebe_search == "global" else " (local EBE search from b = 0)"
         lines = [
-            f"{type(self.model).__name__} -- {self.method.upper()} fit: {status}",
+            f"{type(self.model).__name__} -- {self.method.upper()} fit{search}: {status}",
             f"  {self.message}",
         ]
         lines += [f"  SUSPECT: {reason}" for reason in self.suspect]
