@@ -123,6 +123,7 @@ class MichaelisMenten(pmx.Model):
         return pmx.Proportional(amounts.central / p["v"], self.prop)
 
 
+@pytest.mark.slow  # about 45 s of compilation (a Michaelis-Menten ODE model)
 def test_recommendation_for_a_nonlinear_model():
     table = pd.DataFrame(
         dict(
