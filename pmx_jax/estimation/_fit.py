@@ -68,6 +68,7 @@ from ..likelihood import (
     OFVResult,
     Prepared,
     Problem,
+    check_ebe_search,
     floor_acts,
     make_problem,
     population_ofv,
@@ -355,7 +356,7 @@ def fit(
             the EBEs and the end point is checked afresh (the fit continues
             when that is lower).  The global search costs about ``2 n_eta + 1``
             local ones at the initial estimates and at each end point
-            (``benchmarks/fit.py``: 59 of 93 s of a 10,000-subject FOCEI fit);
+            (``benchmarks/fit.py``: 65 of 103 s of a 10,000-subject FOCEI fit);
             ``"local"`` is for large populations whose individual objectives
             are known to have one mode.
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
@@ -399,8 +400,7 @@ def fit(
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
-    if ebe_search not in ("global", "local"):
-        raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
+    check_ebe_search(ebe_search)
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else None
     problem = make_problem(model, data, method, chunk_size=chunk_size, laplace_floor=laplace_floor)
@@ -513,7 +513,7 @@ def _fit_once(
         callback, started,
     )  # fmt: skip
 
-    def global_check(y, ebes, event, iteration=0, gradient_max=float("nan"), warm=False):
+    def fresh_evaluation(y, ebes, event, iteration=0, gradient_max=float("nan"), warm=False):
         tic = time.perf_counter()
         # The call pmx.ofv makes (the same compiled program).
         model_at = objective.model(y, arguments(ebes))
@@ -528,7 +528,7 @@ def _fit_once(
 
     # The initial estimates: the OFV that pmx.ofv gives there, and its EBEs.
     fresh = problem.place(jnp.zeros(shape, dtype))  # pmx.ofv's starts alone
-    initial, ofv0 = global_check(
+    initial, ofv0 = fresh_evaluation(
         y0, problem.place(start_ebes), "initial", warm=ebe_init is not None
     )
     missed: list = []
@@ -567,7 +567,7 @@ def _fit_once(
                 y, ebes, iterations, gnorm = run.y, run.ebes, run.iterations, run.gnorm
                 outcome, message = run.outcome, run.message
                 # The end point by pmx.ofv's own EBE search (fixed starts only).
-                final, ofv_value = global_check(y, fresh, "check", iterations, gnorm)
+                final, ofv_value = fresh_evaluation(y, fresh, "check", iterations, gnorm)
                 drop = run.ofv - ofv_value
                 if outcome == RESULTS.successful and -drop > _RESTART_DROP:
                     missed = _missed_modes(ebes, final.ebes, problem, dataset, -drop)
@@ -593,7 +593,7 @@ def _fit_once(
         if final is None:
             final, ofv_value = initial, ofv0
             if ebe_init is not None:
-                final, ofv_value = global_check(y, fresh, "check", iterations, gnorm)
+                final, ofv_value = fresh_evaluation(y, fresh, "check", iterations, gnorm)
 
     fitted = objective.model(y, arguments(ebes))
     if method == "fo" and problem.layout.size:

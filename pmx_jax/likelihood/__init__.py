@@ -54,6 +54,7 @@ from ._objective import METHODS as METHODS
 from ._objective import Method as Method
 from ._objective import NonFiniteOFVWarning as NonFiniteOFVWarning
 from ._objective import OFVResult as OFVResult
+from ._objective import check_ebe_search as check_ebe_search
 from ._objective import ofv as ofv
 from ._objective import population_ofv as population_ofv
 from ._predictions import SubjectPrediction as SubjectPrediction

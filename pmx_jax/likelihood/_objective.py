@@ -77,6 +77,13 @@ from ._problem import Problem, make_problem, map_subjects
 
 Method = Literal["fo", "foce", "focei", "laplace"]
 METHODS: tuple[str, ...] = ("fo", "foce", "focei", "laplace")
+EBE_SEARCHES: tuple[str, ...] = ("global", "local")
+
+
+def check_ebe_search(ebe_search: str) -> None:
+    """Refuse an ``ebe_search`` other than ``"global"`` or ``"local"``."""
+    if ebe_search not in EBE_SEARCHES:
+        raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
 
 
 class OFVResult(eqx.Module):
@@ -337,7 +344,7 @@ def population_ofv(
     keeps each subject's lowest mode (see :func:`._ebe.global_ebe`).
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
     (padding included); the OFV sums the real subjects only."""
-    if search not in ("local", "global"):
+    if search not in EBE_SEARCHES:
         raise ValueError(f"search must be 'local' or 'global', got {search!r}")
     method = problem.method if method is None else method
     layout = problem.layout
@@ -505,8 +512,7 @@ def ofv(
         )
     # Arrays, not Python numbers: changing them does not recompile.
     options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, problem.dtype))
-    if ebe_search not in ("global", "local"):
-        raise ValueError(f"ebe_search must be 'global' or 'local', got {ebe_search!r}")
+    check_ebe_search(ebe_search)
     result = population_ofv(
         model, problem, problem.place(ebe_init), *options, search=ebe_search, warm_start=warm_start
     )
