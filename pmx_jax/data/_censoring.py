@@ -98,7 +98,7 @@ def read_censoring(
 
     if "LIMIT" in roles:
         column = roles["LIMIT"]
-        raw = numeric(table[column], column, "LIMIT", ids)
+        raw = numeric(table[column], column, "LIMIT", ids, infinite_ok=True)
         if not cens.any():
             notes.append(f"{column} ignored: no record is censored")
         else:

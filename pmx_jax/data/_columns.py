@@ -15,6 +15,7 @@ import pandas as pd
 
 from ._errors import (
     DatasetError,
+    InvalidValueError,
     MissingColumnError,
     NonNumericValueError,
     where_many,
@@ -46,6 +47,12 @@ ALIASES: Mapping[str, str] = {"BLQ": "CENS", "BLOQ": "CENS"}
 
 #: Strings that mean "missing" in NONMEM and R exports.
 MISSING_STRINGS: tuple[str, ...] = (".", "")
+
+#: Largest magnitude a data value may have.  Far beyond any physical quantity in
+#: a dataset (10^100 molecules, mg or hours), and large enough that the squares
+#: and exponentials a likelihood takes of it overflow double precision: such a
+#: number is a typing or unit mistake, refused where it is read.
+LARGEST_VALUE = 1e100
 
 
 def resolve_roles(table_columns: list[str], columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -144,10 +151,41 @@ def is_numeric_column(values: pd.Series) -> bool:
     return not np.isnan(_parse_texts(texts)).any()
 
 
-def numeric(values: pd.Series, column: str, role: str, ids: np.ndarray) -> np.ndarray:
-    """A column as float64, NaN where missing; text raises :class:`NonNumericValueError`."""
+def numeric(
+    values: pd.Series, column: str, role: str, ids: np.ndarray, *, infinite_ok: bool = False
+) -> np.ndarray:
+    """A column as float64, NaN where missing.
+
+    Text raises :class:`NonNumericValueError`; +-inf (unless ``infinite_ok``, as
+    for nlmixr2's LIMIT of -Inf) and magnitudes beyond :data:`LARGEST_VALUE`
+    raise :class:`InvalidValueError`, naming the rows.
+    """
     if _is_number_dtype(values):
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+        number = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        number = _parse_numeric_text(values, column, role, ids)
+    _check_finite(number, column, role, ids, infinite_ok)
+    return number
+
+
+def _check_finite(
+    number: np.ndarray, column: str, role: str, ids: np.ndarray, infinite_ok: bool
+) -> None:
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(number) > LARGEST_VALUE
+    if infinite_ok:
+        huge &= np.isfinite(number)
+    bad = np.flatnonzero(huge)
+    if bad.size:
+        value = number[bad[0]]
+        what = "infinite" if np.isinf(value) else f"beyond +-{LARGEST_VALUE:g}"
+        raise InvalidValueError(
+            f"Column {column!r} ({role}) is {value:g} on {where_many(bad, ids[bad])}, {what}: "
+            f"a typing or unit mistake? Give a finite value (or '.' where it is missing)."
+        )
+
+
+def _parse_numeric_text(values: pd.Series, column: str, role: str, ids: np.ndarray) -> np.ndarray:
     index, texts = text_codes(values)
     parsed = _parse_texts(texts)
     bad_text = np.r_[np.isnan(parsed), False]

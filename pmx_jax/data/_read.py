@@ -7,16 +7,27 @@ points at the row a user would open in a spreadsheet.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from ._censoring import read_censoring
-from ._columns import MISSING_STRINGS, levels_and_codes, numeric, resolve_roles
+from ._columns import (
+    MISSING_STRINGS,
+    ROLES,
+    levels_and_codes,
+    numeric,
+    resolve_roles,
+    text_codes,
+)
 from ._covariates import encode_covariates
 from ._dataset import Dataset
 from ._errors import (
@@ -51,6 +62,8 @@ def read_nonmem(
     ss_codes: Mapping[float, int] | None = None,
     reset_when_time_decreases: bool = False,
     na_values: Sequence[str] = MISSING_STRINGS,
+    categorical: Sequence[str] = (),
+    encoding: str | None = None,
 ) -> Dataset:
     """Read a NONMEM-style dataset (a CSV file or a DataFrame) into a :class:`Dataset`.
 
@@ -83,6 +96,13 @@ def read_nonmem(
             time restarts each period (e.g. mavoglurant).  NONMEM requires EVID 3/4
             there; without this option other records raise UnsortedTimeError.
         na_values: strings that mean missing in a CSV file.
+        categorical: covariate columns to code as categories even though their
+            values are numbers (a study site 101, 102, ...); a column whose cells
+            are all text is categorical anyway, and one that mixes numbers and
+            text is an error unless it is listed here.
+        encoding: the text encoding of a CSV file (default: UTF-8, and
+            Windows-1252 with a :class:`DatasetWarning` for a file that is not
+            UTF-8).
 
     Returns:
         a validated :class:`Dataset`; ``Dataset.notes`` lists what was derived or ignored.
@@ -97,7 +117,7 @@ def read_nonmem(
         >>> data.n_subjects, data.n_observations, data.n_doses
         (1, 1, 1)
     """
-    table = _load(source, na_values)
+    table = _load(source, na_values, encoding)
     mapping = dict(columns or {})
     if dv_name is not None:
         mapping[dv_name] = "DV"
@@ -122,7 +142,12 @@ def read_nonmem(
             notes.append(f"{roles[role]} missing on {n_missing} records: read as {default:g}")
         return np.where(np.isnan(values), default, values)
 
-    amt = column("AMT", 0.0)
+    amt_read = (
+        numeric(table[roles["AMT"]], roles["AMT"], "AMT", id_per_row)
+        if "AMT" in roles
+        else np.full(n, np.nan)
+    )
+    amt = np.nan_to_num(amt_read, nan=0.0)
     dv = (
         numeric(table[roles["DV"]], roles["DV"], "DV", id_per_row)
         if "DV" in roles
@@ -154,9 +179,35 @@ def read_nonmem(
     cens, limit, bound = _censored_but_missing(cens, limit, bound, mdv, roles, id_per_row, notes)
 
     dose = (evid == 1) | (evid == 4)
-    ignored_dv = int(np.count_nonzero(~np.isnan(dv) & (dv != 0) & (evid != 0)))
-    if ignored_dv:
-        notes.append(f"DV ignored on {ignored_dv} records that are not observations (EVID 1-4)")
+    lookalikes = _lookalike_columns(list(table.columns), roles, covariates)
+    if "AMT" not in roles and dose.any():
+        first = np.flatnonzero(dose)
+        guess = [c for c, role in lookalikes.items() if role == "AMT"]
+        raise MissingColumnError(
+            f"{where_many(first, id_per_row[first])} are dose records (EVID "
+            f"{evid[first[0]]}), but the dataset has no AMT column, so the doses have no "
+            f"amount. Its columns are {', '.join(map(str, table.columns))}; "
+            + (
+                f"map {guess[0]!r} to AMT with read_nonmem(..., columns={{{guess[0]!r}: 'AMT'}})."
+                if guess
+                else "add the AMT column, or name it with columns={'your_name': 'AMT'}."
+            )
+        )
+    for name, role in lookalikes.items():
+        _warn(
+            notes,
+            f"Column {name!r} is not a NONMEM data item and is read as a covariate, but the "
+            f"dataset has no {role} column: is it {role}? If so, rename it or map it with "
+            f"read_nonmem(..., columns={{{name!r}: {role!r}}}).",
+        )
+    ignored_dv = np.flatnonzero(~np.isnan(dv) & (dv != 0) & (evid != 0))
+    if ignored_dv.size:
+        # A warning where MDV says "observation" (_mdv); EVID and MDV agreeing is routine
+        # (NONMEM output tables carry DV on dose records).
+        notes.append(
+            f"DV not used on {ignored_dv.size} records that are not observations (EVID 1-4), "
+            f"e.g. {where(ignored_dv[0], id_per_row[ignored_dv[0]])}"
+        )
     amt_elsewhere = np.flatnonzero((amt != 0) & ~dose)
     if amt_elsewhere.size:
         r = amt_elsewhere[0]
@@ -168,6 +219,22 @@ def read_nonmem(
         )
 
     rate, ii, addl, ss = _dosing(roles, column, amt, dose, id_per_row, ss_codes, notes)
+    no_amount = np.flatnonzero(dose & np.isnan(amt_read) & ~((rate > 0) & (ss > 0)))
+    if "AMT" in roles and no_amount.size:
+        _warn(
+            notes,
+            f"Column {roles['AMT']!r} (AMT) is missing on dose "
+            f"{where_many(no_amount, id_per_row[no_amount])}: read as 0 (NONMEM's rule), so "
+            f"{'it gives' if no_amount.size == 1 else 'they give'} no drug. Give the amount, "
+            f"or make the record EVID 2 if it is not a dose.",
+        )
+    elif "AMT" in roles and np.isnan(amt_read).any():
+        notes.append(
+            f"{roles['AMT']} missing on {int(np.isnan(amt_read).sum())} records that are not "
+            f"doses: read as 0"
+        )
+    elif "AMT" not in roles:
+        notes.append("no AMT column: the dataset has no doses")
     _check_addl_before_restart(event_time, time, addl, ii, subject, id_per_row)
 
     dvid_levels, dvid, occ_levels, occ = _endpoints_and_occasions(table, roles, evid, id_per_row)
@@ -178,7 +245,7 @@ def read_nonmem(
             f"columns not used (neither a role nor a requested covariate): {', '.join(unused)}"
         )
     cov_frame, categories = encode_covariates(
-        table, covariate_names, subject, ids, id_per_row, notes
+        table, covariate_names, subject, ids, id_per_row, notes, categorical
     )
 
     records = pd.DataFrame(
@@ -252,24 +319,114 @@ def _endpoints_and_occasions(
     return dvid_levels, dvid, occ_levels, occ
 
 
-def _load(source: str | os.PathLike | pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+def _load(
+    source: str | os.PathLike | pd.DataFrame, na_values: Sequence[str], encoding: str | None
+) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
+        _check_unique_names([str(c) for c in source.columns], "The DataFrame")
         return source.copy()
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"No dataset at {str(path)!r}.")
-    # skipinitialspace: NONMEM tables written by Fortran pad numbers with blanks.
-    return pd.read_csv(path, na_values=list(na_values), keep_default_na=True, skipinitialspace=True)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.csv"))[:5]
+        raise DatasetError(
+            f"{str(path)!r} is a folder, not a dataset file; give the path of the CSV file"
+            + (f" (it holds {', '.join(inside)})." if inside else ".")
+        )
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DatasetError(f"{str(path)!r} is empty: a dataset needs a header line and records.")
+    text = _decode(raw, path, encoding)
+    header = next(csv.reader(io.StringIO(text)), [])
+    _check_unique_names([name.strip() for name in header], f"The header of {str(path)!r}")
+    try:
+        # skipinitialspace: NONMEM tables written by Fortran pad numbers with blanks.
+        return pd.read_csv(
+            io.StringIO(text),
+            na_values=list(na_values),
+            keep_default_na=True,
+            skipinitialspace=True,
+        )
+    except pd.errors.ParserError as e:
+        raise DatasetError(
+            f"{str(path)!r} cannot be read as a CSV table: {_parser_message(e)}"
+        ) from e
+
+
+def _check_unique_names(names: list[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(
+            f"{what} has the column name(s) {', '.join(map(repr, repeated))} more than once "
+            f"(columns {', '.join(str(i + 1) for i, n in enumerate(names) if n in repeated)}); "
+            f"rename or drop the copies so each column has one meaning."
+        )
+
+
+def _decode(raw: bytes, path: Path, encoding: str | None) -> str:
+    """The file's text: UTF-8 (with or without a byte-order mark) unless ``encoding``
+    says otherwise; a file that is not UTF-8 is read as Windows-1252 (Latin-1
+    with a few more symbols), the usual encoding of files exported on Windows
+    and from SAS, with a warning that says so."""
+    if encoding is not None:
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError) as e:
+            raise DatasetError(
+                f"{str(path)!r} cannot be read with encoding={encoding!r}: {e}"
+            ) from e
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        fallback = "cp1252"
+        try:
+            text = raw.decode(fallback)
+        except UnicodeDecodeError:
+            fallback = "latin-1"
+            text = raw.decode(fallback)
+        warnings.warn(
+            f"{str(path)!r} is not UTF-8 (byte {raw[e.start : e.start + 1]!r} on line "
+            f"{line}): read as {fallback}. If its text looks wrong, pass "
+            f"read_nonmem(..., encoding=...).",
+            DatasetWarning,
+            stacklevel=4,
+        )
+        return text
+
+
+def _parser_message(error: Exception) -> str:
+    """pandas' tokenizer message in a user's terms (line 1 is the header)."""
+    text = str(error).strip()
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if found:
+        expected, line, saw = found.groups()
+        return (
+            f"line {line} (data row {int(line) - 1}) has {saw} fields but the header names "
+            f"{expected} columns. Remove the extra separators (a comma inside a text cell must "
+            f"be quoted) or add the missing column names."
+        )
+    return text
 
 
 def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subject index per record, the IDs in order of appearance, and the ID per record."""
+    raw_ids = _normalized_ids(raw_ids)
     missing = np.flatnonzero(raw_ids.isna().to_numpy())
     if missing.size:
         rows = ", ".join(f"row {r + 1}" for r in missing[:3])
         raise InvalidValueError(
             f"Column {column!r} (ID) is missing on {rows}; every record needs an ID."
         )
+    if is_numeric_dtype(raw_ids):
+        bad = np.flatnonzero(~np.isfinite(raw_ids.to_numpy(dtype=np.float64)))
+        if bad.size:
+            rows = ", ".join(f"row {r + 1}" for r in bad[:3])
+            raise InvalidValueError(
+                f"Column {column!r} (ID) is {raw_ids.iloc[bad[0]]} on {rows}; an ID must be a "
+                f"finite number or a text."
+            )
     codes, uniques = pd.factorize(raw_ids, sort=False)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     block_codes = codes[starts]
@@ -285,6 +442,25 @@ def _subjects(raw_ids: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray, 
             f"Sort the table by ID (then TIME), or give the second block its own ID."
         )
     return codes.astype(np.int64), np.asarray(uniques), raw_ids.to_numpy()
+
+
+def _normalized_ids(raw_ids: pd.Series) -> pd.Series:
+    """IDs as a CSV file gives them: text is stripped ('1 ' is 1), NONMEM's missing
+    markers ('.', '') are missing, and a text column whose cells all read as
+    numbers becomes a number column (so 1 and '1' are one subject)."""
+    if is_numeric_dtype(raw_ids):
+        return raw_ids
+    index, texts = text_codes(raw_ids)
+    if (index < 0).any():
+        return pd.Series(np.r_[texts, [None]][index], dtype=object)
+    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    if np.isnan(numbers).any():
+        return pd.Series(texts[index], dtype=object)
+    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
+        return pd.Series(numbers.astype(np.int64)[index])
+    return pd.Series(numbers[index])
 
 
 def _time(table: pd.DataFrame, roles: dict[str, str], ids: np.ndarray) -> np.ndarray:
@@ -475,10 +651,14 @@ def _mdv(
             f"{where_many(empty, ids[empty])} (EVID 0, MDV 0). Give the value, or set MDV 1 "
             f"to keep the record without using it."
         )
-    observed_dose = int(np.count_nonzero(stated & (given == 0) & (evid != 0)))
-    if observed_dose:
-        notes.append(
-            f"MDV 0 on {observed_dose} records that are not observations (EVID 1-4): read as MDV 1"
+    observed_dose = np.flatnonzero(stated & (given == 0) & (evid != 0))
+    if observed_dose.size:
+        _warn(
+            notes,
+            f"MDV is 0 on {where_many(observed_dose, ids[observed_dose])}, which "
+            f"{'is not an observation' if observed_dose.size == 1 else 'are not observations'}"
+            f" (EVID {evid[observed_dose[0]]}): read as MDV 1 (NONMEM's rule). Set EVID 0 if "
+            f"the record is a measurement.",
         )
     mdv = np.where(stated, given, ((evid != 0) | missing_dv).astype(np.float64))
     mdv = np.where(evid != 0, 1.0, mdv).astype(np.int64)
@@ -630,6 +810,48 @@ def _covariate_names(
             f"{', '.join(candidates) or '(none)'}."
         )
     return names, [c for c in candidates if c not in names]
+
+
+def _warn(notes: list[str], message: str) -> None:
+    """A NONMEM rule the user may not expect: in ``Dataset.notes`` and as a warning."""
+    notes.append(message)
+    warnings.warn(message, DatasetWarning, stacklevel=4)
+
+
+def _lookalike_columns(
+    columns: list[str], roles: dict[str, str], requested: Sequence[str] | None
+) -> dict[str, str]:
+    """Non-role columns one slip of the keyboard away from a data item the dataset
+    lacks (a letter added, dropped or two swapped after the first: AMNT, EVDI,
+    TIM): column -> the item it may be meant as.  A changed letter and a different
+    first letter are not counted: ALT, RACE and DATE are common covariates, VID
+    a visit."""
+    absent = [r for r in ROLES if r not in roles and len(r) >= 3]
+    used = set(roles.values())
+    wanted = {str(c).upper() for c in requested or ()}
+    found = {}
+    for name in columns:
+        if name in used or name.upper() in wanted:
+            continue
+        for role in absent:
+            if name[:1].upper() == role[0] and _one_slip(name.upper(), role):
+                found[name] = role
+                break
+    return found
+
+
+def _one_slip(typed: str, word: str) -> bool:
+    """``typed`` is ``word`` with one letter added or dropped, or two neighbours swapped."""
+    if len(typed) == len(word) + 1:
+        return any(typed[:i] + typed[i + 1 :] == word for i in range(len(typed)))
+    if len(typed) == len(word) - 1:
+        return _one_slip(word, typed)
+    if len(typed) == len(word) and typed != word:
+        return any(
+            typed[:i] + typed[i + 1] + typed[i] + typed[i + 2 :] == word
+            for i in range(len(typed) - 1)
+        )
+    return False
 
 
 def _censored_but_missing(cens, limit, bound, mdv, roles, ids, notes):
