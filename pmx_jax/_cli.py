@@ -1,11 +1,18 @@
-"""The ``pmx`` command line: ``pmx simulate CONFIG``, ``pmx fit CONFIG``, ``pmx report RUN``."""
+"""The ``pmx`` command line: ``pmx simulate CONFIG``, ``pmx fit CONFIG``, ``pmx report RUN``,
+``pmx check DATA``.
+
+Errors a user can fix (a run specification, a dataset, a folder) end as one line,
+``pmx: error: ...``, and exit code 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -14,15 +21,15 @@ def _simulate(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", not args.float32)
     import numpy as np
 
-    from ._config import load_config
+    from ._config import ConfigError
     from .simulation import simulate
 
-    config = load_config(args.config)
+    config = _load_config(args.config)
     options = config.simulate
     design = config.regimen if config.regimen is not None else config.data
     if design is None:
-        print(f"{args.config}: needs a [data] or a [regimen] section", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{args.config}: a simulation needs a [data] or a [regimen] section")
+    out_dir = _output_dir(args.output, config)
     n_subjects = int(args.n_subjects or options.get("n_subjects", 0)) or None
     seed = int(args.seed if args.seed is not None else options.get("seed", 0))
     print(config.model)
@@ -35,13 +42,11 @@ def _simulate(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(seed)
         covariates = {}
         n = n_subjects or (config.data.n_subjects if config.data is not None else 1)
-        for name, dist in options["covariates"].items():
-            if dist.get("distribution") == "lognormal":
+        for name, dist in options["covariates"].items():  # checked by load_config
+            if dist["distribution"] == "lognormal":
                 covariates[name] = np.exp(rng.normal(np.log(dist["median"]), dist["sd_log"], n))
-            elif dist.get("distribution") == "normal":
-                covariates[name] = rng.normal(dist["mean"], dist["sd"], n)
             else:
-                raise SystemExit(f"covariate {name}: distribution must be normal or lognormal")
+                covariates[name] = rng.normal(dist["mean"], dist["sd"], n)
     start = time.perf_counter()
     result = simulate(
         config.model,
@@ -62,8 +67,6 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print("\nSimulated DV percentiles by time:")
     print(summary.round(3).to_string())
-    out_dir = Path(args.output or config.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{config.name}_simulation.csv"
     frame.to_csv(out, index=False)
     result.etas_frame().to_csv(out_dir / f"{config.name}_etas.csv", index=False)
@@ -71,17 +74,57 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_warnings(read: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+    """``read(*args, **kwargs)`` and the messages of the DatasetWarnings it
+    raised, for the command to show as its own lines; other warnings go on as usual."""
+    import warnings
+
+    from .data import DatasetWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = read(*args, **kwargs)
+    messages = []
+    for warning in caught:
+        if issubclass(warning.category, DatasetWarning):
+            messages.append(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return result, messages
+
+
+def _load_config(path: str) -> Any:
+    """The checked run specification; its dataset's warnings as ``pmx: warning:`` lines."""
+    from ._config import load_config
+
+    config, messages = _dataset_warnings(load_config, path)
+    for message in messages:
+        print(f"pmx: warning: {message}", file=sys.stderr)
+    return config
+
+
+def _output_dir(option: str | None, config) -> Path:
+    """The output folder, created and checked for writing before the run starts."""
+    from ._config import output_folder
+
+    if option is not None:
+        return output_folder(option, "--output")
+    return output_folder(config.output_dir, f"output_dir of {config.path}")
+
+
 def _fit(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from ._config import load_config
+    from ._config import ConfigError
     from .estimation import fit
 
-    config = load_config(args.config)
+    config = _load_config(args.config)
     if config.data is None:
-        print(f"{args.config}: a fit needs a [data] section", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{args.config}: a fit needs a [data] section")
+    out_dir = _output_dir(args.output, config)
     options = dict(config.fit)
     method = args.method or options.pop("method", "focei")
     options.pop("method", None)
@@ -92,8 +135,6 @@ def _fit(args: argparse.Namespace) -> int:
     result = fit(config.model, config.data, method=method, progress=True, **options)
     print()
     print(result)
-    out_dir = Path(args.output or config.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{config.name}_fit.json"
     result.to_json(out)
     result.ebes.to_csv(out_dir / f"{config.name}_ebes.csv", index=False)
@@ -152,13 +193,130 @@ def _add_report_parser(sub) -> None:
 # -- end pmx report ----------------------------------------------------------------
 
 
+# -- pmx check -----------------------------------------------------------------------
+def _check(args: argparse.Namespace) -> int:
+    """Read a dataset as `pmx fit` would and say what was derived, coded or ignored."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import ConfigError, model_class, read_options
+    from .data import read_nonmem
+
+    options: dict[str, Any] = {}
+    if args.columns:
+        options["columns"] = dict(
+            _key_value(item, "--columns", "NAME=ROLE") for item in args.columns
+        )
+    if args.covariates:
+        options["covariates"] = args.covariates
+    for item in args.option or ():
+        key, text = _key_value(item, "--option", "KEY=VALUE")
+        options[key] = _option_value(text)
+    options = read_options(options, "--option", "pmx check")
+    path = Path(args.data)
+    if not path.is_file():
+        what = "is a folder, not a data file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{path} {what}")
+    model = model_class(args.model, "pmx check", "--model")() if args.model else None
+    data, caught = _dataset_warnings(read_nonmem, path, **options)
+    print(f"{path}")
+    print(data.summary())
+    for message in caught:
+        print(f"  warning: {message}")
+    if model is not None:
+        from .likelihood import prepare, used_covariates
+
+        prepare(model, data)  # compartments, covariates and dosing events, as a fit checks them
+        covariates = used_covariates(model, data.covariate_names)
+        print(
+            f"  model {type(model).__name__}: compartments "
+            f"({', '.join(model.dynamics.compartments)}) and covariates "
+            f"({', '.join(covariates) or 'none used'}) match the dataset"
+        )
+    return 0
+
+
+def _key_value(item: str, option: str, form: str) -> tuple[str, str]:
+    from ._config import ConfigError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise ConfigError(f"{option} {item!r}: write {form}")
+    return key, value
+
+
+def _option_value(text: str) -> Any:
+    """A ``--option`` value as a TOML value (``true``, ``3``, ``["WT"]``), else as text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _add_check_parser(sub) -> None:
+    check = sub.add_parser(
+        "check",
+        help="read a dataset and show what would be derived or ignored",
+        description="Read a NONMEM-style CSV file as `pmx fit` would and print its subjects, "
+        "records, observations and doses, the role of each column, the covariates (and how "
+        "categorical ones are coded), what was derived or ignored, and every warning. "
+        "Exit code 2 when the file cannot be used.",
+    )
+    check.add_argument("data", metavar="DATA", help="the dataset, a CSV file")
+    check.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="NAME=ROLE",
+        help="the table's names of data items, e.g. --columns conc=DV dose=AMT",
+    )
+    check.add_argument(
+        "--covariates", nargs="+", metavar="NAME", help="covariate columns to keep (default: all)"
+    )
+    check.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another keyword argument of pmx_jax.data.read_nonmem, VALUE written as in TOML, "
+        "e.g. --option reset_when_time_decreases=true (repeatable)",
+    )
+    check.add_argument(
+        "--model",
+        metavar="MODULE:CLASS",
+        help="also check compartments and covariates against a model, "
+        "e.g. pmx_jax.library:Theophylline",
+    )
+    check.set_defaults(run=_check)
+
+
+# -- end pmx check -------------------------------------------------------------------
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pmx_jax")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pmx",
         description="pmx_jax: population PK/PD modelling (NONMEM-style) on CPU and GPU.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="simulate virtual subjects from a run specification")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sim = sub.add_parser(
+        "simulate",
+        help="simulate virtual subjects from a run specification",
+        description="Simulate a virtual trial from a run specification ([model], [data] or "
+        "[regimen], [simulate]) and write the simulated records and etas as CSV.",
+    )
     sim.add_argument(
         "config", help="TOML run specification, e.g. configs/theophylline_simulation.toml"
     )
@@ -167,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     sim.add_argument("--float32", action="store_true", help="simulate in float32")
     sim.set_defaults(run=_simulate)
-    fit = sub.add_parser("fit", help="estimate a population model (FO, FOCE, FOCEI, Laplace)")
+    fit = sub.add_parser(
+        "fit",
+        help="estimate a population model (FO, FOCE, FOCEI, Laplace)",
+        description="Fit the model of a run specification ([model], [data], [fit]) and write "
+        "the result (JSON), the EBEs and the per-record table (CSV). Exit code 1 when the "
+        "minimisation did not converge, 2 when the specification or data cannot be used.",
+    )
     fit.add_argument("config", help="TOML run specification, e.g. configs/theophylline.toml")
     fit.add_argument(
         "--method",
@@ -178,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     fit.set_defaults(run=_fit)
     _add_report_parser(sub)  # pmx report
+    _add_check_parser(sub)  # pmx check
     args = parser.parse_args(argv)
     try:
         return args.run(args)
     except ValueError as e:  # dataset, model and config errors carry their own message
         print(f"pmx: error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pmx: error: {e.strerror or e}{where}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
