@@ -24,6 +24,7 @@ from . import estimation as estimation
 from . import library as library
 from . import likelihood as likelihood
 from . import pk as pk
+from ._memory import ResultTooLargeError as ResultTooLargeError
 from ._results import RESULTS as RESULTS
 from .bayes import sample as sample
 from .data import Dataset as Dataset

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import UnknownCompartmentError, format_id, where_many
+from ._errors import InvalidDoseError, UnknownCompartmentError, format_id, where_many
 from ._subjects import Subjects
 
 if TYPE_CHECKING:
@@ -65,3 +65,32 @@ def check_compartments(
         f"compartments (ID "
         f"{format_id(names[bad[0]])} first)."
     )
+
+
+def check_modelled_inputs(
+    data: Dataset, parameter_names: Sequence[str], *, model: str | None = None
+) -> None:
+    """Raise :class:`InvalidDoseError` for a RATE -1 dose into compartment k when the
+    model's $PK block defines no ``R<k>`` (modelled rate), or RATE -2 without ``D<k>``
+    (modelled duration).  CMT 0 doses go to compartment 1, as in the event engine.
+    """
+    records = data.records
+    dose = records["evid"].isin((1, 4)).to_numpy()
+    rate = records["rate"].to_numpy()
+    cmt = np.maximum(records["cmt"].to_numpy(), 1)
+    names = set(parameter_names)
+    column = data.roles.get("RATE", "RATE")
+    who = model or "the model"
+    for code, prefix, what in ((-1, "R", "rate"), (-2, "D", "duration")):
+        for k in np.unique(cmt[dose & (rate == code)]):
+            if f"{prefix}{k}" in names or f"{prefix.lower()}{k}" in names:
+                continue
+            bad = np.flatnonzero(dose & (rate == code) & (cmt == k))
+            raise InvalidDoseError(
+                f"Column {column!r} (RATE) is {code} on "
+                f"{where_many(records['row'].to_numpy()[bad], records['id'].to_numpy()[bad])}: "
+                f"a zero-order input into compartment {k} whose {what} the model gives, but "
+                f"{who}'s individual parameters have no {prefix}{k} (they are "
+                f"{', '.join(sorted(names)) or 'none'}). Define {prefix}{k} in the model, or "
+                f"give the infusion rate in RATE (> 0)."
+            )

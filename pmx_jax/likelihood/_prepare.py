@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
+from ..data._checks import check_modelled_inputs
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..events._plan import EventPlan, plan_events
@@ -66,6 +67,14 @@ def used_covariates(model: Model, covariate_names: Sequence[str]) -> tuple[str, 
     """The dataset covariates the model's $PK block reads (found by tracing it
     once, abstractly); raises the data layer's MissingCovariateError for a
     covariate the dataset lacks."""
+    return _trace_pk(model, covariate_names)[0]
+
+
+def _trace_pk(
+    model: Model, covariate_names: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The covariates the $PK block reads and the names of the individual
+    parameters it returns, from one abstract trace."""
     names = tuple(covariate_names)
     seen: set[str] = set()
 
@@ -81,14 +90,17 @@ def used_covariates(model: Model, covariate_names: Sequence[str]) -> tuple[str, 
         view = EtaView(eta, model.eta_names + model.iov_eta_names)
         return model.individual(view, Recording(cov, names))
 
-    jax.eval_shape(run, jnp.zeros(model.n_eta + model.n_iov_eta), jnp.zeros(len(names)))
-    return tuple(n for n in names if n in seen)
+    params = jax.eval_shape(run, jnp.zeros(model.n_eta + model.n_iov_eta), jnp.zeros(len(names)))
+    return tuple(n for n in names if n in seen), tuple(str(k) for k in params)
 
 
 def prepare(model: Model, data: Dataset, *, dtype=None, pad_to: int | None = None) -> Prepared:
-    """Validate ``data`` against ``model`` (compartments, covariates) and batch it."""
-    data.check_compartments(model.dynamics.n_compartments, model=type(model).__name__)
-    covariates = used_covariates(model, data.covariate_names)
+    """Validate ``data`` against ``model`` (compartments, covariates, modelled
+    rates and durations) and batch it."""
+    name = type(model).__name__
+    data.check_compartments(model.dynamics.n_compartments, model=name)
+    covariates, parameters = _trace_pk(model, data.covariate_names)
+    check_modelled_inputs(data, parameters, model=name)
     subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)
     plan = plan_events(subjects)
     n_occ = max(len(data.occ_levels), 1)

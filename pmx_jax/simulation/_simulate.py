@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import PRNGKeyArray
 
+from .._memory import check_fits
 from .._sharding import pad_subjects, padded_count, shard_subjects
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
@@ -124,6 +125,11 @@ def _raise_failed(data: Dataset, ok) -> None:
         )
 
 
+#: Memory of one row of :meth:`SimulationResult.to_frame` while it is built: five
+#: 8-byte columns, the row and record indices and pandas' copies.
+_BYTES_PER_ROW = 96
+
+
 class SimulationResult(eqx.Module):
     """Simulated virtual subjects: arrays with a leading subject axis.
 
@@ -147,19 +153,44 @@ class SimulationResult(eqx.Module):
     def n_subjects(self) -> int:
         return self.dv.shape[0]
 
-    def to_frame(self, *, observations_only: bool = True) -> pd.DataFrame:
+    def to_frame(
+        self, *, observations_only: bool = True, subjects: slice | range | None = None
+    ) -> pd.DataFrame:
         """Long table: SIM_ID (virtual subject, 1-based), ID (design subject),
-        TIME, IPRED, DV."""
-        sub, rec = np.nonzero(
-            self.observed[self.template] if observations_only else np.ones_like(self.dv, dtype=bool)
+        TIME, IPRED, DV.
+
+        ``subjects`` selects virtual subjects by 0-based index (a slice or range),
+        to write a large simulation in parts; a table that would not fit in the
+        memory available raises :class:`pmx_jax.ResultTooLargeError` first.
+        """
+        every = np.arange(self.n_subjects)
+        chosen = every if subjects is None else every[subjects]
+        template = self.template[chosen]
+        n_records = self.dv.shape[1]
+        if observations_only:
+            n_rows = int(self.observed.sum(axis=1)[template].sum())
+        else:
+            n_rows = chosen.size * n_records
+        check_fits(
+            n_rows * _BYTES_PER_ROW,
+            f"A table of {n_rows:,} simulated rows",
+            "Write it in parts with to_frame(subjects=range(start, stop)), or simulate with "
+            "simulate(..., on_chunk=f) to handle each chunk as it comes.",
         )
+        keep = (
+            self.observed[template]
+            if observations_only
+            else np.ones((chosen.size, n_records), dtype=bool)
+        )
+        sub, rec = np.nonzero(keep)
+        rows = chosen[sub]
         return pd.DataFrame(
             {
-                "SIM_ID": sub + 1,
-                "ID": np.asarray(self.ids, dtype=object)[self.template[sub]],
-                "TIME": self.time[self.template[sub], rec],
-                "IPRED": self.ipred[sub, rec],
-                "DV": self.dv[sub, rec],
+                "SIM_ID": rows + 1,
+                "ID": np.asarray(self.ids, dtype=object)[self.template[rows]],
+                "TIME": self.time[self.template[rows], rec],
+                "IPRED": self.ipred[rows, rec],
+                "DV": self.dv[rows, rec],
             }
         )
 
@@ -292,6 +323,17 @@ def simulate(
         # 128 ran 2-2.5x faster than 1024 and no slower than 64 or 256.
         chunk_size = 128 if jax.default_backend() == "cpu" else 65536
     chunk = padded_count(min(chunk_size, n_subjects))
+    if on_chunk is None:
+        n_records = prepared.subjects.time.shape[1]
+        itemsize = np.dtype(prepared.subjects.time.dtype).itemsize
+        check_fits(
+            n_subjects * (2 * n_records + model.n_eta) * itemsize,
+            f"Keeping {n_subjects:,} simulated subjects x {n_records} records (IPRED and DV)",
+            "Pass simulate(..., on_chunk=f) to receive each chunk as it is simulated and keep "
+            "only what you need (summaries, or rows written to a file), simulate fewer "
+            "subjects at a time (the results depend only on the key and the subject index), "
+            "or use dtype='float32' to halve the memory.",
+        )
     override = _covariate_override(prepared, covariates, n_subjects)
     outputs: tuple[np.ndarray, ...] | None = None
     for first in range(0, n_subjects, chunk):
