@@ -213,11 +213,12 @@ def _check_keys(
     unknown = [key for key in table if key not in valid]
     if not unknown:
         return
+    by_lower = {v.lower(): v for v in valid}
     named = []
     for key in unknown:
-        close = difflib.get_close_matches(key, valid, n=1) or difflib.get_close_matches(
-            key.lower(), [v.lower() for v in valid], n=1
-        )
+        close = difflib.get_close_matches(key, valid, n=1) or [
+            by_lower[v] for v in difflib.get_close_matches(key.lower(), by_lower, n=1)
+        ]
         named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise ConfigError(
         f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)} in {label}; "
@@ -533,12 +534,12 @@ def _omega_changes(model: Model, spec: dict[str, Any], where: Path) -> dict[str,
                 f"give one of them"
             )
         block = blocks[block_name]
-        matrix = changes.get(block_name, {}).get("matrix")
-        if matrix is None:
-            matrix = np.array(block.matrix, dtype=np.float64)
+        edited = changes.setdefault(
+            block_name,
+            dict(matrix=np.array(block.matrix, dtype=np.float64), diagonal=block.diagonal),
+        )
         i = block.names.index(key)
-        matrix[i, i] = _number(value, key, "model.omega", where)
-        changes[block_name] = dict(matrix=matrix, diagonal=block.diagonal)
+        edited["matrix"][i, i] = _number(value, key, "model.omega", where)
     return changes
 
 
@@ -556,7 +557,8 @@ def _omega_block_matrix(block: Any, key: str, value: Any, where: Path) -> tuple[
     section = "model.omega"
     if not isinstance(value, list):
         if n == 1:
-            return np.array([[_number(value, key, section, where)]], dtype=np.float64), True
+            matrix = np.array([[_number(value, key, section, where)]], dtype=np.float64)
+            return matrix, block.diagonal
         raise ConfigError(f"{where}: {expected}; got {value!r}")
     if value and all(isinstance(row, list) for row in value):
         if len(value) != n or any(len(row) != n for row in value):
