@@ -458,7 +458,7 @@ def _normalized_ids(raw_ids: pd.Series) -> pd.Series:
     )
     if np.isnan(numbers).any():
         return pd.Series(texts[index], dtype=object)
-    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
+    if (np.abs(numbers) < 2**53).all() and (numbers == np.round(numbers)).all():
         return pd.Series(numbers.astype(np.int64)[index])
     return pd.Series(numbers[index])
 
