@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._memory import ResultTooLargeError
+
 
 def _simulate(args: argparse.Namespace) -> int:
     import jax
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         where = f": {e.filename}" if e.filename else ""
         print(f"pmx: error: {e.strerror or e}{where}", file=sys.stderr)
+    except ResultTooLargeError as e:  # a result refused before it exhausts the memory
+        print(f"pmx: error: {e}", file=sys.stderr)
     return 2
 
 

@@ -184,7 +184,8 @@ def read_nonmem(
         first = np.flatnonzero(dose)
         guess = [c for c, role in lookalikes.items() if role == "AMT"]
         raise MissingColumnError(
-            f"{where_many(first, id_per_row[first])} are dose records (EVID "
+            f"{where_many(first, id_per_row[first])} "
+            f"{'is a dose record' if first.size == 1 else 'are dose records'} (EVID "
             f"{evid[first[0]]}), but the dataset has no AMT column, so the doses have no "
             f"amount. Its columns are {', '.join(map(str, table.columns))}; "
             + (
