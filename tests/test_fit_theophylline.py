@@ -126,6 +126,12 @@ def test_iteration_limit_reports_not_converged(data):
     assert "NOT CONVERGED" in str(short)
 
 
+def test_a_misspelt_covariance_kind_is_refused_before_the_fit(data, monkeypatch):
+    monkeypatch.setattr(_fit, "_fit_once", None)  # the fit must not start
+    with pytest.raises(ValueError, match=r"covariance must be one of.*'sandwhich'"):
+        fit(pmx.library.Theophylline(), data, "focei", covariance="sandwhich")
+
+
 @pytest.mark.slow
 def test_fixed_parameters_stay_fixed(data):
     # add.sd fixed: a different free-parameter vector, hence its own compilation;

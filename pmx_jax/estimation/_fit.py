@@ -75,6 +75,7 @@ from ..likelihood import (
 )
 from ..model import natural_names, natural_vector
 from ..model._model import Model
+from ._covariance import KINDS as COVARIANCE_KINDS
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
 
@@ -396,6 +397,11 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if covariance is not None and covariance not in COVARIANCE_KINDS:
+        # Checked now: the covariance step runs only after the whole minimisation.
+        raise ValueError(
+            f"covariance must be one of {COVARIANCE_KINDS} or None, got {covariance!r}"
+        )
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     if starts < 1:
