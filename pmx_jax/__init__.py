@@ -7,6 +7,10 @@ Importing pmx_jax turns on JAX's 64-bit mode: estimation (Hessians, covariance)
 needs double precision, and NONMEM users expect its digits.  Large simulations
 can still ask for float32 arrays (``simulate(..., dtype="float32")``); set the
 environment variable ``PMX_JAX_X64=0`` before importing to keep JAX's default.
+
+Compiled programs are kept on disk (JAX's persistent compilation cache, in
+``~/.cache/pmx_jax/jax``), so that a second run of a job compiles nothing;
+``PMX_JAX_CACHE_DIR`` moves the folder, ``PMX_JAX_CACHE_DIR=off`` turns it off.
 """
 
 import os as _os
@@ -24,6 +28,7 @@ from . import estimation as estimation
 from . import library as library
 from . import likelihood as likelihood
 from . import pk as pk
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._memory import ResultTooLargeError as ResultTooLargeError
 from ._results import RESULTS as RESULTS
 from .bayes import sample as sample
@@ -76,5 +81,7 @@ from .simulation import predict as predict
 from .simulation import simulate as simulate
 
 ODE = AbstractODE  # the short name used in model definitions: class M(pmx.ODE)
+
+enable_compilation_cache()  # before anything is compiled; PMX_JAX_CACHE_DIR=off turns it off
 
 __version__ = "0.1.0"

@@ -6,6 +6,11 @@ from pathlib import Path
 import jax
 import pytest
 
+# The suite does not use the persistent compilation cache (pmx_jax turns it on
+# in ~/.cache by default): runs stay independent of what earlier runs left
+# there.  tests/test_compilation_cache.py tests it in subprocesses.
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "standard")
 
