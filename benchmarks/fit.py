@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import load_average as _load  # noqa: E402
 from _common import machine  # noqa: E402
 
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")  # compile times are measured cold
 import pmx_jax as pmx  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

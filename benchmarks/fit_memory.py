@@ -32,9 +32,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fit_memory.json"
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 import jax, jax.numpy as jnp, numpy as np, pandas as pd
 jax.config.update("jax_enable_x64", True)
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")  # compile times are measured cold
 import pmx_jax as pmx
 from jax.flatten_util import ravel_pytree
 from pmx_jax.likelihood import make_problem, population_ofv

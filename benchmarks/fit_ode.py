@@ -45,6 +45,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fit import _compiled_during, _load, _seconds, machine  # noqa: E402
 
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")  # compile times are measured cold
 import pmx_jax as pmx  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

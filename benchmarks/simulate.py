@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine  # noqa: E402
 
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")  # compile times are measured cold
 import pmx_jax as pmx  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simulate import machine  # noqa: E402
 
+os.environ.setdefault("PMX_JAX_CACHE_DIR", "off")  # compile times are measured cold
 import pmx_jax as pmx  # noqa: E402
 from pmx_jax.diagnostics import _npde, _vpc  # noqa: E402
 
