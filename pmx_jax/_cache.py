@@ -40,10 +40,10 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     setting = os.environ.get(ENVIRONMENT_VARIABLE, "")
     if path is None and setting.strip().lower() in OFF and setting.strip():
         return None
-    folder = Path(path or setting or default_cache_dir()).expanduser()
     try:
+        folder = Path(path or setting or default_cache_dir()).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except (OSError, RuntimeError):  # no home folder, or one that cannot be written
         return None
     if not os.access(folder, os.W_OK):
         return None
