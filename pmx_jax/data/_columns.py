@@ -137,7 +137,8 @@ def _is_number_dtype(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
-def _parse_texts(texts: np.ndarray) -> np.ndarray:
+def parse_texts(texts: np.ndarray) -> np.ndarray:
+    """Numbers of the distinct texts of :func:`text_codes` (NaN where a text is not one)."""
     return pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan
     )
@@ -148,7 +149,7 @@ def is_numeric_column(values: pd.Series) -> bool:
     if _is_number_dtype(values):
         return True
     _, texts = text_codes(values)
-    return not np.isnan(_parse_texts(texts)).any()
+    return not np.isnan(parse_texts(texts)).any()
 
 
 def numeric(
@@ -187,7 +188,7 @@ def _check_finite(
 
 def _parse_numeric_text(values: pd.Series, column: str, role: str, ids: np.ndarray) -> np.ndarray:
     index, texts = text_codes(values)
-    parsed = _parse_texts(texts)
+    parsed = parse_texts(texts)
     bad_text = np.r_[np.isnan(parsed), False]
     bad = np.flatnonzero(bad_text[index])
     if bad.size:
@@ -211,7 +212,7 @@ def levels_and_codes(values: pd.Series, use: np.ndarray) -> tuple[tuple, np.ndar
     if _is_number_dtype(values):
         return _number_levels(values.to_numpy(dtype=np.float64, na_value=np.nan), use)
     index, texts = text_codes(values)
-    parsed = _parse_texts(texts)
+    parsed = parse_texts(texts)
     if not np.isnan(parsed).any():
         return _number_levels(np.r_[parsed, np.nan][index], use)
     order = pd.unique(index[use & (index >= 0)])

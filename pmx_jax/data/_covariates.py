@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ._columns import is_numeric_column, numeric, text_codes
+from ._columns import is_numeric_column, numeric, parse_texts, text_codes
 from ._errors import NonNumericValueError, format_id, where_many
 
 
@@ -43,18 +43,19 @@ def encode_covariates(
     encoded: dict[str, np.ndarray] = {}
     for name in names:
         values = table[name]
-        if name.upper() in as_categories:
-            encoded[name], categories[name] = _category_codes(values)
-        elif is_numeric_column(values):
+        asked = name.upper() in as_categories
+        if not asked and is_numeric_column(values):
             encoded[name] = numeric(values, name, "covariate", id_per_row)
-        else:
-            _refuse_mixed(values, name, id_per_row)
-            encoded[name], categories[name] = _category_codes(values)
-        if name in categories:
-            notes.append(
-                f"covariate {name} is categorical, coded "
-                + ", ".join(f"{i} = {level!r}" for i, level in enumerate(categories[name]))
-            )
+            continue
+        index, texts = text_codes(values)
+        numbers = parse_texts(texts)
+        if not asked:
+            _refuse_mixed(index, texts, numbers, name, id_per_row)
+        encoded[name], categories[name] = _category_codes(index, texts, numbers)
+        notes.append(
+            f"covariate {name} is categorical, coded "
+            + ", ".join(f"{i} = {level!r}" for i, level in enumerate(categories[name]))
+        )
     frame = pd.DataFrame(encoded, index=table.index, columns=names)
     if not names:
         return frame, categories
@@ -83,13 +84,12 @@ def encode_covariates(
     return frame, categories
 
 
-def _category_codes(values: pd.Series) -> tuple[np.ndarray, tuple]:
+def _category_codes(
+    index: np.ndarray, texts: np.ndarray, numbers: np.ndarray
+) -> tuple[np.ndarray, tuple]:
     """Codes 0..k-1 of a categorical column (NaN where missing) and its levels:
-    numbers in increasing order, text in sorted order."""
-    index, texts = text_codes(values)
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
+    numbers in increasing order, text in sorted order.  Arguments: the column's
+    :func:`text_codes` and the :func:`parse_texts` of its texts."""
     if texts.size and not np.isnan(numbers).any():
         keys = numbers
         levels = [int(k) if float(k).is_integer() else float(k) for k in np.unique(numbers)]
@@ -100,51 +100,11 @@ def _category_codes(values: pd.Series) -> tuple[np.ndarray, tuple]:
     return np.r_[rank, np.nan][index], tuple(levels)
 
 
-def _refuse_mixed(values: pd.Series, name: str, ids: np.ndarray) -> None:
+def _refuse_mixed(
+    index: np.ndarray, texts: np.ndarray, numbers: np.ndarray, name: str, ids: np.ndarray
+) -> None:
     """A covariate with both numbers and text is a data-entry mistake ('79.6kg')
     more often than a category: name the text cells unless none is a number."""
-    index, texts = text_codes(values)
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
-    is_text = np.isnan(numbers)
-    if is_text.all():
-        return
-    rows = np.flatnonzero(np.r_[is_text, False][index])
-    examples = ", ".join(repr(t) for t in texts[is_text][:3])
-    raise NonNumericValueError(
-        f"Column {name!r} (covariate) holds numbers and text: {where_many(rows, ids[rows])} "
-        f"hold{'s' if rows.size == 1 else ''} {examples}, the other cells numbers such as "
-        f"{format_id(numbers[~is_text][0])}. Correct the text cells (a number, or '.' where "
-        f"missing), or if the column is a category, say so with "
-        f"read_nonmem(..., categorical=[{name!r}])."
-    )
-
-
-def _category_codes(values: pd.Series) -> tuple[np.ndarray, tuple]:
-    """Codes 0..k-1 of a categorical column (NaN where missing) and its levels:
-    numbers in increasing order, text in sorted order."""
-    index, texts = text_codes(values)
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
-    if texts.size and not np.isnan(numbers).any():
-        keys = numbers
-        levels = [int(k) if float(k).is_integer() else float(k) for k in np.unique(numbers)]
-    else:
-        keys = texts.astype(str)
-        levels = sorted(keys.tolist())
-    rank = np.searchsorted(np.unique(keys), keys).astype(np.float64)
-    return np.r_[rank, np.nan][index], tuple(levels)
-
-
-def _refuse_mixed(values: pd.Series, name: str, ids: np.ndarray) -> None:
-    """A covariate with both numbers and text is a data-entry mistake ('79.6kg')
-    more often than a category: name the text cells unless none is a number."""
-    index, texts = text_codes(values)
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
     is_text = np.isnan(numbers)
     if is_text.all():
         return

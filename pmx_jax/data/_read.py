@@ -25,6 +25,7 @@ from ._columns import (
     ROLES,
     levels_and_codes,
     numeric,
+    parse_texts,
     resolve_roles,
     text_codes,
 )
@@ -454,9 +455,7 @@ def _normalized_ids(raw_ids: pd.Series) -> pd.Series:
     index, texts = text_codes(raw_ids)
     if (index < 0).any():
         return pd.Series(np.r_[texts, [None]][index], dtype=object)
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
+    numbers = parse_texts(texts)
     if np.isnan(numbers).any():
         return pd.Series(texts[index], dtype=object)
     if (np.abs(numbers) < 2**53).all() and (numbers == np.round(numbers)).all():
