@@ -22,6 +22,8 @@ Two steps, both vectorised over all records:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import numpy as np
 import pandas as pd
@@ -110,13 +112,18 @@ def build_subjects(
     covariate_names: tuple[str, ...],
     n_subjects: int,
     dtype: np.dtype,
-    pad_to: int | None,
+    pad_to: int | Callable[[int], int] | None,
 ) -> Subjects:
-    """Expand ADDL, pad every subject to a common length and convert to jax arrays."""
+    """Expand ADDL, pad every subject to a common length and convert to jax arrays.
+
+    ``pad_to``: the record count (default: the longest subject), or a rule
+    giving it from the longest subject's (e.g. :func:`pmx_jax._shapes.records_bucket`)."""
     fields, covariates = expand_addl(records, covariates)
     subject = fields.pop("subject")
     counts = np.bincount(subject, minlength=n_subjects)
     longest = int(counts.max())
+    if callable(pad_to):
+        pad_to = pad_to(longest)
     n_records = longest if pad_to is None else int(pad_to)
     if n_records < longest:
         raise ValueError(

@@ -3,7 +3,7 @@ batching into the padded :class:`Subjects` pytree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -148,7 +148,7 @@ class Dataset:
         covariates: Sequence[str] | None = None,
         *,
         dtype: Any = None,
-        pad_to: int | None = None,
+        pad_to: int | Callable[[int], int] | None = None,
     ) -> Subjects:
         """The padded per-subject arrays every numerical layer consumes.
 
@@ -160,7 +160,9 @@ class Dataset:
             dtype: float dtype of real-valued fields; default float64 when jax's x64
                 mode is on (float32 otherwise).  float32 suits large simulations.
             pad_to: record count to pad every subject to (default: the longest subject
-                after ADDL expansion); a fixed value avoids recompiling across datasets.
+                after ADDL expansion); a fixed value avoids recompiling across datasets,
+                as does a rule from the longest subject's count to the padded one
+                (``pmx_jax._shapes.records_bucket``).
 
         ADDL doses are expanded here (see :mod:`pmx_jax.data._batch` for their order).
         """

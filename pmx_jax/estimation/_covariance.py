@@ -25,7 +25,8 @@ misses the derivative of the inner Hessian, so forward-over-reverse second
 derivatives are *not* exact for FOCE/FOCEI/Laplace.  ``R`` is therefore built
 column by column from central differences of the exact per-subject gradient
 (EBEs re-solved at every point, warm-started at the fit's EBEs, Newton
-tolerance 1e-12), with step ``h_k = step * max(1, |u_k|)`` (default ``step =
+tolerance 1e-12; the per-subject gradients are those of the fit's compiled
+evaluation, :mod:`._engine`), with step ``h_k = step * max(1, |u_k|)`` (default ``step =
 1e-4``: truncation error ``O(h^2)`` ~ 1e-8 relative and gradient noise from the
 inner solve ~ 1e-10 / h ~ 1e-6, both far below the 3-digit accuracy of an SE),
 then symmetrised.  The same evaluations give ``S`` at no extra cost.
@@ -36,19 +37,18 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
 from .._results import RESULTS
 from ..data._dataset import Dataset
-from ..likelihood import METHODS, Prepared, Problem, make_problem, population_ofv
+from ..likelihood import METHODS, Prepared, Problem, make_problem
 from ..model import natural_names, natural_vector
 from ..model._model import Model
+from ._engine import Engine
 
 CovarianceKind = Literal["sandwich", "r", "s"]
 KINDS: tuple[str, ...] = ("sandwich", "r", "s")
@@ -118,32 +118,6 @@ class CovarianceResult:
 _LABELS = dict(sandwich="sandwich R^-1 S R^-1", r="R^-1", s="S^-1")
 
 
-class _PerSubject(eqx.Module):
-    """Per-subject OFV as a function of the raveled unconstrained parameters."""
-
-    unravel: Any = eqx.field(static=True)
-
-    def __call__(self, y, model, problem, ebe_init, max_steps, tolerance):
-        fitted = model.from_unconstrained(self.unravel(y))
-        result = population_ofv(
-            fitted, problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
-        )
-        return result.per_subject, result.status
-
-
-@eqx.filter_jit
-def _scores(fn: _PerSubject, y, model, problem, ebe_init, max_steps, tolerance):
-    """Per-subject OFV gradients ``(n_sub, n_par)`` (exact: forward mode through
-    the implicit EBE rule) and the EBE status."""
-
-    def values(y):
-        per_subject, status = fn(y, model, problem, ebe_init, max_steps, tolerance)
-        return per_subject, status
-
-    jac, status = jax.jacfwd(values, has_aux=True)(y)
-    return problem.take(jac), problem.take(status)
-
-
 def _dominant(vector: np.ndarray, names: tuple[str, ...], k: int = 3) -> str:
     order = np.argsort(-np.abs(vector))[:k]
     return ", ".join(f"{names[i]} ({vector[i]:+.2f})" for i in order if abs(vector[i]) > 0.05)
@@ -207,16 +181,17 @@ def covariance_step(
         raise ValueError(f"ebes must have shape {shape}, got {ebe_init.shape}")
     ebe_init = problem.place(ebe_init)
 
-    y0, unravel = ravel_pytree(model.to_unconstrained())
-    y0 = np.asarray(y0, dtype)
+    # The fit's own compiled evaluation (:mod:`._engine`): per-subject
+    # gradients from one reverse pass, EBEs warm-started at the fit's.
+    engine = Engine(model, problem, ebe_max_steps, ebe_tolerance)
+    y0 = engine.y0
     n = y0.size
     names = natural_names(model)
-    fn = _PerSubject(unravel)
-    options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
 
     def scores(y):
-        jac, status = _scores(fn, jnp.asarray(y), model, problem, ebe_init, *options)
-        return np.asarray(jac), np.asarray(status)
+        evaluation = engine.at(y, ebe_init)
+        status = problem.take(evaluation.result.status)
+        return np.asarray(problem.take(evaluation.scores)), np.asarray(status)
 
     grad_i, status = scores(y0)
     # Score of subject i is 1/2 dOFV_i/du (OFV = -2 log L).
@@ -234,7 +209,7 @@ def covariance_step(
     r_matrix = 0.5 * hess_ofv
 
     def to_natural(y):
-        return natural_vector(model.from_unconstrained(unravel(y)))
+        return natural_vector(engine.to_model(y))
 
     jacobian = np.asarray(jax.jacfwd(to_natural)(jnp.asarray(y0)))
     estimate = np.asarray(to_natural(jnp.asarray(y0)))

@@ -1,8 +1,8 @@
 """Population fit: minimise NONMEM's OFV over THETA, OMEGA and SIGMA (the
 "estimation step" of ``$ESTIMATION METHOD=1 INTERACTION`` and friends).
 
-The outer problem is a quasi-Newton (BFGS, :class:`optimistix.BFGS` with a
-backtracking Armijo line search) minimisation of :func:`pmx_jax.likelihood.ofv` over the
+The outer problem is a quasi-Newton (BFGS with a backtracking Armijo line
+search, as :class:`optimistix.BFGS`) minimisation of :func:`pmx_jax.likelihood.ofv` over the
 unconstrained free parameters (:meth:`Model.to_unconstrained`: bounded THETAs
 on a logit/log scale, OMEGA blocks as log variances or log-Cholesky vectors;
 fixed parameters are not in the vector, so they stay fixed).
@@ -25,10 +25,14 @@ Design notes (why it is built this way):
   continues from there with the new EBEs (a ``check`` row in ``trace``, a
   count in ``restarts``), until the end point is a minimum of the objective
   it reports.
-- The driver is a Python loop over one jitted BFGS step (a pure function of the
-  solver state), so progress can be printed and the EBEs passed on between steps.
-  Every argument that changes between steps is an array: the step compiles once
-  (and the global evaluation once).  The warm start is an argument of the
+- **One compiled program.**  The driver is a Python loop around one jitted
+  evaluation (:mod:`._engine`: OFV, gradient and per-subject gradients from a
+  warm start of the EBEs); the BFGS update and line search run in numpy on
+  the host (a few parameters), the global EBE search is one evaluation per
+  fixed start, and the covariance step uses the same program.  Every argument
+  that changes between evaluations is an array, and the program takes the
+  problem without its host-side parts: it compiles once per model, method and
+  shape bucket (:mod:`pmx_jax._shapes`).  The warm start is an argument of the
   objective, not differentiated: the OFV gradient is the implicit (envelope)
   derivative of the OFV at the mode found, whatever the starting point.
 - The objective is divided by a constant fixed at the initial estimates (the
@@ -46,16 +50,14 @@ Design notes (why it is built this way):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
@@ -76,6 +78,7 @@ from ..likelihood import (
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ._covariance import KINDS as COVARIANCE_KINDS
+from ._engine import Engine, Evaluation
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
 
@@ -95,48 +98,6 @@ TRACE_COLUMNS = (
     "ebe_steps_mean",
     "seconds",
 )
-
-
-class _Objective(eqx.Module):
-    """The scaled OFV as a function of the unconstrained parameter vector.
-
-    ``args = (model, problem, ebe_init, scale, max_steps, tolerance)``: the
-    model supplies fixed parameters and the structure, ``ebe_init`` the warm
-    start of the EBE search (in the problem's layout).  Returns
-    ``(OFV / scale, (OFV, EBEs, EBE status, EBE steps))``.
-    """
-
-    unravel: Any = eqx.field(static=True)
-
-    def model(self, y: Array, args: tuple) -> Model:
-        return args[0].from_unconstrained(self.unravel(y))
-
-    def __call__(self, y: Array, args: tuple) -> tuple[Array, tuple]:
-        _, problem, ebe_init, scale, max_steps, tolerance = args
-        result = population_ofv(
-            self.model(y, args), problem, jax.lax.stop_gradient(ebe_init), max_steps, tolerance
-        )
-        # An infinite OFV (a failed subject) must read as "worse" to the line
-        # search, never as NaN arithmetic inside the Armijo test.
-        value = jnp.where(jnp.isfinite(result.ofv), result.ofv, jnp.inf)
-        steps = jnp.stack([jnp.max(result.n_steps), jnp.sum(result.n_steps)])
-        return value / scale, (value, result.ebes, result.status, steps)
-
-
-@eqx.filter_jit
-def _bfgs_init(solver, objective, y, args):
-    f_struct, aux_struct = jax.eval_shape(objective, y, args)
-    return solver.init(objective, y, args, {}, f_struct, aux_struct, frozenset())
-
-
-@eqx.filter_jit
-def _bfgs_step(solver, objective, y, args, state):
-    """One BFGS evaluation: a line-search trial, accepted or not.  Returns the
-    last accepted point, the new state, and the accepted OFV, EBEs, EBE status
-    and gradient (of the scaled objective)."""
-    y, state, _ = solver.step(objective, y, args, {}, state, frozenset())
-    value, ebes, status, steps = state.aux
-    return y, state, value, ebes, status, state.f_info.grad, steps
 
 
 @dataclass
@@ -163,7 +124,30 @@ class _Log:
         if self.verbose:
             print(text, flush=True)
 
+    def preparing(self) -> None:
+        """Before the first evaluation: unless progress is off, say so when it
+        takes more than 2 s (it compiles the objective on the first run of a
+        model and data size)."""
+        if self.progress is False:
+            return
+        self._timer = threading.Timer(2.0, self._compiling)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _compiling(self) -> None:
+        print(
+            f"pmx fit ({self.method}): compiling the {self.method.upper()} objective for this "
+            f"model and data size (first run; later runs reuse it) ...",
+            flush=True,
+        )
+
+    def done_preparing(self) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.cancel()
+
     def initial(self, ofv: float, compile_seconds: float) -> None:
+        self.done_preparing()
         self.initial_line = (
             f"pmx fit ({self.method}): {self.n_subjects} subjects, {self.n_parameters} "
             f"parameters; initial OFV {ofv:.6f} ({compile_seconds:.1f} s incl. compilation)"
@@ -215,15 +199,60 @@ class _Run:
     message: str
 
 
+class _BFGS:
+    """BFGS with a backtracking Armijo line search on the host, over the
+    engine's evaluations (the update and the line search of
+    :class:`optimistix.BFGS`: inverse-Hessian update, step halved until the OFV
+    falls by at least 0.1 of the decrease the gradient predicts).  The vectors
+    are the few free parameters: numpy on the host costs microseconds, and
+    only the evaluation is a compiled program, shared with the rest of the fit.
+
+    ``f``, ``g``: the scaled objective and its gradient at the accepted point
+    ``y``; ``inverse``: the inverse-Hessian approximation."""
+
+    slope = 0.1
+    decrease = 0.5
+
+    def __init__(self, y: np.ndarray, f: float, g: np.ndarray):
+        self.y, self.f, self.g = y, f, g
+        self.inverse = np.eye(y.size)
+        self.step = 1.0
+
+    def trial(self) -> np.ndarray:
+        return self.y - self.step * (self.inverse @ self.g)
+
+    def tell(self, y_trial: np.ndarray, f: float, g: np.ndarray) -> bool:
+        """Accept or reject the trial point; returns whether it was accepted."""
+        s = y_trial - self.y
+        predicted = float(self.g @ s)
+        accept = (
+            np.isfinite(f)
+            and bool(np.all(np.isfinite(g)))
+            and predicted <= 0.0
+            and f - self.f <= self.slope * predicted
+        )
+        if not accept:
+            self.step *= self.decrease
+            return False
+        change = g - self.g
+        inner = float(change @ s)
+        if inner > np.finfo(float).eps:
+            h_change = self.inverse @ change
+            self.inverse = (
+                self.inverse
+                + (inner + change @ h_change) * np.outer(s, s) / inner**2
+                - (np.outer(h_change, s) + np.outer(s, h_change)) / inner
+            )
+        self.y, self.f, self.g, self.step = y_trial, f, g, 1.0
+        return True
+
+
 def _minimise(
-    solver,
-    objective: _Objective,
-    y: Array,
+    engine: Engine,
+    y: np.ndarray,
+    start: Evaluation,
     ebes: Array,
-    arguments: Callable[[Array], tuple],
     *,
-    ofv: float,
-    gnorm: float,
     iterations: int,
     max_iterations: int,
     gradient_tolerance: float,
@@ -231,52 +260,42 @@ def _minimise(
     scale: float,
     log: _Log,
 ) -> _Run:
-    """BFGS iterations from ``y`` (warm EBEs ``ebes``) until a stopping rule."""
-    state = _bfgs_init(solver, objective, y, arguments(ebes))
-    rejected = small_changes = n_accepted = 0
+    """BFGS iterations from ``y`` (its evaluation ``start``, EBEs ``ebes``)
+    until a stopping rule."""
+    bfgs = _BFGS(y, start.ofv / scale, start.grad / scale)
+    ofv, gnorm = start.ofv, float(np.max(np.abs(start.grad)))
+    rejected = small_changes = 0
     last_ofv = ofv
-    first = True
     while True:
-        tic = time.perf_counter()
-        y, state, value, new_ebes, _, grad, steps = _bfgs_step(
-            solver, objective, y, arguments(ebes), state
+        trial = bfgs.trial()
+        evaluation = engine.at(trial, ebes)
+        value = evaluation.ofv if np.isfinite(evaluation.ofv) else np.inf
+        accepted = bfgs.tell(trial, value / scale, evaluation.grad / scale)
+        row = log.evaluation(
+            "iteration", evaluation.ofv, accepted, evaluation.steps, evaluation.seconds
         )
-        accepted = int(state.num_accepted_steps) > n_accepted
-        row = log.evaluation("iteration", float(value), accepted, steps, time.perf_counter() - tic)
-        counted = accepted and not first
         log.notify(
             row,
-            objective.model(y, arguments(ebes)),
-            iteration=iterations + (1 if counted else 0),
-            gradient_max=float(jnp.max(jnp.abs(grad))) * scale,
+            engine.model(bfgs.y),
+            iteration=iterations + (1 if accepted else 0),
+            gradient_max=float(np.max(np.abs(bfgs.g))) * scale,
         )
-        if first:
-            # optimistix's first step only evaluates the starting point.
-            first = False
-            n_accepted = int(state.num_accepted_steps)
-            ebes = new_ebes
-            continue
         if not accepted:
             rejected += 1
             if rejected >= _MAX_REJECTED:
                 return _Run(
-                    y, ebes, ofv, gnorm, iterations, RESULTS.line_search_failed,
+                    bfgs.y, ebes, ofv, gnorm, iterations, RESULTS.line_search_failed,
                     "line search failed: no OFV decrease along the quasi-Newton direction "
                     f"after {rejected} trials (gradient max {gnorm:.3g})",
                 )  # fmt: skip
             continue
         rejected = 0
-        n_accepted = int(state.num_accepted_steps)
         iterations += 1
-        ebes = new_ebes
-        ofv = float(value)
-        gnorm = float(jnp.max(jnp.abs(grad))) * scale
+        ebes = evaluation.result.ebes
+        ofv = evaluation.ofv
+        gnorm = float(np.max(np.abs(evaluation.grad)))
         log.iteration(iterations, ofv, gnorm)
-        if not np.isfinite(ofv):
-            return _Run(
-                y, ebes, ofv, gnorm, iterations, RESULTS.nonfinite_ofv,
-                f"OFV became non-finite at iteration {iterations}",
-            )  # fmt: skip
+        y = bfgs.y
         if gnorm <= gradient_tolerance:
             return _Run(
                 y, ebes, ofv, gnorm, iterations, RESULTS.successful,
@@ -497,86 +516,70 @@ def _fit_once(
     """One minimisation from the initial estimates of ``model`` (see :func:`fit`)."""
     started = time.perf_counter()
     subjects = problem.source.subjects
-    dtype = problem.dtype
-    shape = (problem.n_subjects, problem.layout.size)
-    start_ebes = jnp.zeros(shape, dtype) if ebe_init is None else jnp.asarray(ebe_init, dtype)
-    if start_ebes.shape != shape:
+    engine = Engine(model, problem, ebe_max_steps, ebe_tolerance)
+    dtype, shape = engine.dtype, engine.shape
+    if ebe_init is not None and np.shape(ebe_init) != shape:
         raise ValueError(
-            f"ebe_init must have shape {shape} (subjects, random effects), got {start_ebes.shape}"
+            f"ebe_init must have shape {shape} (subjects, random effects), got {np.shape(ebe_init)}"
         )
-
-    y0, unravel = ravel_pytree(model.to_unconstrained())
-    y0 = jnp.asarray(y0, dtype)
-    objective = _Objective(unravel)
-    options = (jnp.asarray(ebe_max_steps, jnp.int32), jnp.asarray(ebe_tolerance, dtype))
-    scale = 1.0
-
-    def arguments(ebes):
-        return (model, problem, ebes, jnp.asarray(scale, dtype), *options)
-
+    warm = None if ebe_init is None else problem.place(jnp.asarray(ebe_init, dtype))
+    y0 = engine.y0
     log = _Log(
-        method, subjects.n_subjects, int(y0.size), problem.n_padded, progress, print_every,
+        method, subjects.n_subjects, int(y0.size), problem.n_subjects, progress, print_every,
         callback, started,
     )  # fmt: skip
 
-    def fresh_evaluation(y, ebes, event, iteration=0, gradient_max=float("nan"), warm=False):
-        tic = time.perf_counter()
-        # The call pmx.ofv makes (the same compiled program).
-        model_at = objective.model(y, arguments(ebes))
-        result = population_ofv(
-            model_at, problem, ebes, *options, search=ebe_search, warm_start=warm
-        )
-        steps = (jnp.max(result.n_steps), jnp.sum(result.n_steps))
-        value = float(result.ofv)
-        row = log.evaluation(event, value, False, steps, time.perf_counter() - tic)
-        log.notify(row, model_at, iteration=iteration, gradient_max=gradient_max)
-        return result, value
+    def fresh_evaluation(y, event, iteration=0, gradient_max=float("nan"), warm=None):
+        # The objective pmx.ofv gives (its EBE search from the same starts).
+        done, made = engine.fresh(y, ebe_search, warm)
+        log.evaluation(
+            event, done.ofv, False,
+            (max(e.steps[0] for e in made), sum(e.steps[1] for e in made)),
+            sum(e.seconds for e in made),
+        )  # fmt: skip
+        log.notify(log.rows[-1], engine.model(y), iteration=iteration, gradient_max=gradient_max)
+        return done
 
-    # The initial estimates: the OFV that pmx.ofv gives there, and its EBEs.
-    fresh = problem.place(jnp.zeros(shape, dtype))  # pmx.ofv's starts alone
-    initial, ofv0 = fresh_evaluation(
-        y0, problem.place(start_ebes), "initial", warm=ebe_init is not None
-    )
-    missed: list = []
-    y, ebes, ofv_value = y0, initial.ebes, ofv0
-    gnorm, iterations, restarts = 0.0, 0, 0
+    # The initial estimates: the OFV that pmx.ofv gives there, its EBEs and gradient.
+    log.preparing()
+    initial = fresh_evaluation(y0, "initial", warm=warm)
+    ofv0 = initial.ofv
     compile_seconds = time.perf_counter() - started
+    missed: list = []
+    y, final = y0, initial
+    gnorm = float(np.max(np.abs(initial.grad), initial=0.0))
+    iterations = restarts = 0
+    ofv_value = ofv0
     if not np.isfinite(ofv0):
         outcome, message = RESULTS.nonfinite_ofv, "OFV is not finite at the initial estimates"
-        final = initial
     elif y0.size == 0:
         outcome, message = RESULTS.successful, "no parameters to estimate"
-        final = initial
     else:
-        solver = optx.BFGS(rtol=0.0, atol=0.0)
         # The gradient at the initial estimates fixes the scale of the objective.
-        state = _bfgs_init(solver, objective, y0, arguments(ebes))
-        *_, grad, _ = _bfgs_step(solver, objective, y0, arguments(ebes), state)
-        gnorm = float(np.max(np.abs(np.asarray(grad))))
         scale = max(1.0, gnorm)
-        compile_seconds = time.perf_counter() - started
         log.initial(ofv0, compile_seconds)
-        final = None
         if gnorm <= gradient_tolerance:
             outcome = RESULTS.successful
             message = f"gradient below {gradient_tolerance:g} at the initial estimates"
         elif max_iterations == 0:
             outcome, message = RESULTS.max_iterations, "maximum number of iterations (0) reached"
         else:
+            start = initial
             while True:
                 run = _minimise(
-                    solver, objective, y, ebes, arguments,
-                    ofv=ofv_value, gnorm=gnorm, iterations=iterations,
-                    max_iterations=max_iterations, gradient_tolerance=gradient_tolerance,
-                    ofv_tolerance=ofv_tolerance, scale=scale, log=log,
+                    engine, y, start, start.result.ebes,
+                    iterations=iterations, max_iterations=max_iterations,
+                    gradient_tolerance=gradient_tolerance, ofv_tolerance=ofv_tolerance,
+                    scale=scale, log=log,
                 )  # fmt: skip
-                y, ebes, iterations, gnorm = run.y, run.ebes, run.iterations, run.gnorm
+                y, iterations, gnorm = run.y, run.iterations, run.gnorm
                 outcome, message = run.outcome, run.message
                 # The end point by pmx.ofv's own EBE search (fixed starts only).
-                final, ofv_value = fresh_evaluation(y, fresh, "check", iterations, gnorm)
+                final = fresh_evaluation(y, "check", iterations, gnorm)
+                ofv_value = final.ofv
                 drop = run.ofv - ofv_value
                 if outcome == RESULTS.successful and -drop > _RESTART_DROP:
-                    missed = _missed_modes(ebes, final.ebes, problem, dataset, -drop)
+                    missed = _missed_modes(run.ebes, final.result.ebes, problem, dataset, -drop)
                 if not (
                     outcome == RESULTS.successful
                     and drop > _RESTART_DROP
@@ -595,31 +598,33 @@ def _fit_once(
                     f"  restart {restarts}: the global EBE search at the end point lowers the "
                     f"OFV from {run.ofv:.6f} to {ofv_value:.6f}; continuing from its EBEs"
                 )
-                ebes = final.ebes
-        if final is None:
-            final, ofv_value = initial, ofv0
-            if ebe_init is not None:
-                final, ofv_value = fresh_evaluation(y, fresh, "check", iterations, gnorm)
+                start = final
+    if final is initial and ebe_init is not None:
+        # The OFV reported is pmx.ofv's, from its own starts alone.
+        final = fresh_evaluation(y, "check", iterations, gnorm)
+        ofv_value = final.ofv
+    log.done_preparing()
 
-    fitted = objective.model(y, arguments(ebes))
+    fitted = engine.model(y)
+    result = final.result
     if method == "fo" and problem.layout.size:
         # FO needs no EBEs; diagnostics (CWRES, shrinkage) do: the conditional
         # modes at the final estimates, as NONMEM's POSTHOC.
-        final = population_ofv(
-            fitted, problem, final.ebes, *options, method="focei", search=ebe_search
+        result = population_ofv(
+            fitted, problem, result.ebes, *engine.options, method="focei", search=ebe_search
         )
-    result = _result(
-        model, fitted, method, problem, dataset, final, ofv_value,
+    fit_result = _result(
+        model, fitted, method, problem, dataset, result, ofv_value,
         outcome=outcome, message=message, iterations=iterations, restarts=restarts,
         gnorm=gnorm, log=log, compile_seconds=compile_seconds, missed=missed,
         ebe_search=ebe_search,
     )  # fmt: skip
     word = {RESULTS.successful: "converged", RESULTS.suspect_point: "converged at a suspect point"}
     log.say(
-        f"  {word.get(result.status, 'NOT converged')}: {message}; OFV {ofv_value:.6f} "
-        f"in {result.elapsed_seconds:.1f} s"
+        f"  {word.get(fit_result.status, 'NOT converged')}: {message}; OFV {ofv_value:.6f} "
+        f"in {fit_result.elapsed_seconds:.1f} s"
     )
-    return result
+    return fit_result
 
 
 def _floored_subjects(problem: Problem, final: OFVResult, ids: tuple) -> list[str]:

@@ -8,6 +8,8 @@ dataset without steady state skip that work entirely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -33,14 +35,20 @@ class EventPlan(eqx.Module):
     max_ss_overlap: int = eqx.field(static=True)
 
 
-def plan_events(subjects: Subjects, *, max_ss_overlap: int = 8) -> EventPlan:
-    """Build the :class:`EventPlan` of concrete (not traced) ``subjects``."""
+def plan_events(
+    subjects: Subjects, *, max_ss_overlap: int = 8, pad_doses: Callable[[int], int] | None = None
+) -> EventPlan:
+    """Build the :class:`EventPlan` of concrete (not traced) ``subjects``;
+    ``pad_doses``: a rule from the most doses of a subject to the number of
+    dose slots (default: that number)."""
     evid = np.asarray(subjects.evid)
     valid = np.asarray(subjects.valid)
     rate = np.asarray(subjects.rate)
     ss = np.asarray(subjects.ss)
     is_dose = np.isin(evid, DOSE_EVIDS) & valid
     n_dose = max(int(is_dose.sum(axis=1).max(initial=0)), 1)
+    if pad_doses is not None:
+        n_dose = max(min(int(pad_doses(n_dose)), evid.shape[1]), n_dose)
     # A stable sort of "not a dose" puts each subject's dose records first, in order.
     order = np.argsort(~is_dose, axis=1, kind="stable")[:, :n_dose]
     dose_valid = np.take_along_axis(is_dose, order, axis=1)

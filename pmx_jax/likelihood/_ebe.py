@@ -281,7 +281,7 @@ def newton_ebe(
     tolerance: float | Array = 1e-12,
     max_halvings: int = 30,
     scoring: Callable[[Array, Any], tuple[Array, Array, Array]] | None = None,
-    try_zero: bool = True,
+    try_zero: bool | Array = True,
 ) -> EBEResult:
     """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
 
@@ -304,9 +304,11 @@ def newton_ebe(
     # alone (no derivatives: much cheaper than a Newton evaluation).
     warm_value = objective(eta0, args)
     zero_value = objective(zero, args)
-    from_zero = jnp.all(eta0 == 0) | ~(warm_value <= zero_value)  # NaN: from zero
-    if not try_zero:
-        from_zero = jnp.all(eta0 == 0) | ~jnp.isfinite(warm_value)
+    # ``try_zero`` false (a Python or a traced bool): from the warm start
+    # whenever it is finite.
+    from_zero = jnp.all(eta0 == 0) | jnp.where(
+        try_zero, ~(warm_value <= zero_value), ~jnp.isfinite(warm_value)  # NaN: from zero
+    )
     eta0 = jnp.where(from_zero, zero, eta0)
     options = dict(max_steps=max_steps, tolerance=tolerance, max_halvings=max_halvings)
     n_scoring = jnp.zeros((), jnp.int32)

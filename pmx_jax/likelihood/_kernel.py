@@ -100,8 +100,12 @@ def record_terms(
     data: SubjectData,
     eta: Float[Array, " n_eta"],
     iov_eta: Float[Array, "n_occ n_iov"],
+    censoring: bool = True,
 ) -> RecordTerms:
-    """Evaluate the $PK, event and $ERROR blocks of one subject at ``eta``."""
+    """Evaluate the $PK, event and $ERROR blocks of one subject at ``eta``.
+    ``censoring=False`` (the data have no censored record) leaves the M3
+    likelihood of censored records out of the program: the log-likelihood of
+    every observation is then its normal density."""
     pred = subject_predictions(model, data, eta, iov_eta)
     subject = data.records
     normal = subject.is_obs & (subject.cens == 0)
@@ -118,7 +122,10 @@ def record_terms(
         # Transform the DV only where it is a normal observation: the table puts
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
-        loglik = error_model.censored_log_likelihood(dv, cens, limit, bound)
+        if censoring:
+            loglik = error_model.censored_log_likelihood(dv, cens, limit, bound)
+        else:
+            loglik = error_model.log_likelihood(dv)
         log_scale = jnp.asarray(error_model.log_scale)
         return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0), log_scale
 
@@ -158,10 +165,11 @@ class SubjectLikelihood(eqx.Module):
     model: Model
     data: SubjectData
     layout: Layout
+    censoring: bool = eqx.field(static=True, default=True)
 
     def terms(self, b: Float[Array, " n_b"]) -> RecordTerms:
         eta, iov = self.layout.split(b)
-        return record_terms(self.model, self.data, eta, iov)
+        return record_terms(self.model, self.data, eta, iov, self.censoring)
 
 
 def moments_and_jacobian(

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
@@ -320,7 +321,6 @@ def _diagnose(subj: SubjectLikelihood, b: Array) -> tuple[Array, Array]:
     return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32), terms.status
 
 
-@eqx.filter_jit
 def population_ofv(
     model: Model,
     problem: Problem,
@@ -331,21 +331,43 @@ def population_ofv(
     scoring: bool | None = None,
     search: str = "local",
     warm_start: bool = True,
+    try_zero: bool | Array = True,
+    copies: tuple[Callable[[Array], Model], Array] | None = None,
 ) -> OFVResult:
     """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
     unless ``method`` is given).  ``scoring``: Fisher-scoring iterations before
     the exact Newton ones in the EBE search (default: for ODE models, whose
     exact Hessian costs several times their expected information).
     ``search``: ``"local"`` runs one EBE search per subject from ``ebe_init``
-    (switching to ``b = 0`` when that starts lower: for the iterations of a
-    fit, warm-started from the last accepted point); ``"global"`` searches
-    from ``ebe_init`` (unless ``warm_start`` is false: then ``ebe_init`` only
-    gives the shape) and from every start of :func:`._ebe.prior_starts` and
-    keeps each subject's lowest mode (see :func:`._ebe.global_ebe`).
+    (switching to ``b = 0`` when that starts lower, unless ``try_zero`` is
+    false: for the iterations of a fit, warm-started from the last accepted
+    point); ``"global"`` searches from ``ebe_init`` (unless ``warm_start`` is
+    false: then ``ebe_init`` only gives the shape) and from every start of
+    :func:`._ebe.prior_starts` and keeps each subject's lowest mode (see
+    :func:`._ebe.global_ebe`).  ``copies = (to_model, y)``: every subject
+    evaluates its own copy ``to_model(y[c, i])`` of the model, where ``y``
+    holds one copy of the parameter vector per subject (the problem's
+    ``(n_chunks, chunk)`` axes in front) and ``to_model(y[c, i])`` equals
+    ``model``: the gradient of the OFV with respect to ``y`` is then every
+    subject's own gradient (its score), from the same reverse pass as the
+    total.
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
-    (padding included); the OFV sums the real subjects only."""
+    (padding included); the OFV sums the real subjects only.  The compiled
+    program takes :meth:`Problem.program`: one program per model, method and
+    shape bucket, whatever the dataset."""
     if search not in EBE_SEARCHES:
         raise ValueError(f"search must be 'local' or 'global', got {search!r}")
+    return _population_ofv(
+        model, problem.program(), ebe_init, max_steps, tolerance, method, scoring, search,
+        warm_start, try_zero, copies,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _population_ofv(
+    model, problem, ebe_init, max_steps, tolerance, method, scoring, search, warm_start,
+    try_zero, copies,
+) -> OFVResult:  # fmt: skip
     method = problem.method if method is None else method
     layout = problem.layout
     has_censoring = problem.has_censoring
@@ -366,9 +388,15 @@ def population_ofv(
             layout.n_occasions if layout.n_iov_eta else 0,
         )
 
-    def one(data, b_init):
-        subj = SubjectLikelihood(model, data, layout)
-        subj_sg = SubjectLikelihood(model_sg, data, layout)
+    def one(data, b_init, y_copy):
+        if copies is None:
+            return _one(data, b_init, model, prior)
+        model_one = copies[0](y_copy)
+        return _one(data, b_init, model_one, Prior.of(layout.omega(model_one).astype(dtype)))
+
+    def _one(data, b_init, model, prior):
+        subj = SubjectLikelihood(model, data, layout, has_censoring)
+        subj_sg = SubjectLikelihood(model_sg, data, layout, has_censoring)
         zero = jnp.zeros(layout.size, dtype)
         none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":
@@ -402,7 +430,7 @@ def population_ofv(
                 starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
             ebe, _ = global_ebe(objective, starts, args_sg, **options)
         else:
-            ebe = newton_ebe(objective, b_init, args_sg, **options)
+            ebe = newton_ebe(objective, b_init, args_sg, try_zero=try_zero, **options)
         b = implicit_ebe(
             jax.lax.stop_gradient(ebe.eta),
             jax.lax.stop_gradient(ebe.hessian),
@@ -435,7 +463,7 @@ def population_ofv(
             relative_curvature=curvature,
         )
 
-    out = map_subjects(problem, one, ebe_init)
+    out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1])
     per_subject = out.pop("per_subject")
     engine = out.pop("engine")
     finite = jnp.isfinite(per_subject)
@@ -444,8 +472,7 @@ def population_ofv(
     failed = jnp.where(engine != RESULTS.successful, engine, EBEStatus.NONFINITE)
     out["status"] = jnp.where(finite, out["status"], failed)
     per_subject = jnp.where(finite, per_subject, jnp.inf)
-    real = (jnp.arange(problem.n_padded) < problem.n_subjects).reshape(per_subject.shape)
-    total = jnp.sum(jnp.where(real, per_subject, 0.0))
+    total = jnp.sum(jnp.where(problem.real, per_subject, 0.0))
     # Everything but the OFV itself is reported, not differentiated.
     out = jax.lax.stop_gradient(out)
     return OFVResult(ofv=total, per_subject=per_subject, layout=layout, **out)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
+from .._shapes import doses_bucket, records_bucket
 from ..data._checks import check_modelled_inputs
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
@@ -94,15 +95,21 @@ def _trace_pk(
     return tuple(n for n in names if n in seen), tuple(str(k) for k in params)
 
 
-def prepare(model: Model, data: Dataset, *, dtype=None, pad_to: int | None = None) -> Prepared:
+def prepare(
+    model: Model, data: Dataset, *, dtype=None, pad_to: int | None = None, buckets: bool = False
+) -> Prepared:
     """Validate ``data`` against ``model`` (compartments, covariates, modelled
-    rates and durations) and batch it."""
+    rates and durations) and batch it.  ``buckets``: pad records per subject
+    and dose slots up to the sizes of :mod:`pmx_jax._shapes` (what estimation
+    does, so that datasets of similar size share compiled programs)."""
     name = type(model).__name__
     data.check_compartments(model.dynamics.n_compartments, model=name)
     covariates, parameters = _trace_pk(model, data.covariate_names)
     check_modelled_inputs(data, parameters, model=name)
+    if buckets and pad_to is None:
+        pad_to = records_bucket
     subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)
-    plan = plan_events(subjects)
+    plan = plan_events(subjects, pad_doses=doses_bucket if buckets else None)
     n_occ = max(len(data.occ_levels), 1)
     return Prepared(subjects=subjects, plan=plan, n_occasions=n_occ)
 

@@ -12,9 +12,14 @@ with the subject axis arranged as ``(n_chunks, chunk)``:
   recomputed in the backward pass rather than stored: ``jax.checkpoint``), so
   memory grows with the chunk size, not with the number of subjects.
 
-Subjects are padded (copies of the last subject) to fill the last chunk and to
-a multiple of the device count; padding subjects are dropped from the OFV and
-from every per-subject output.  Nothing here depends on the number of devices
+Subjects are padded (copies of the last subject) to the size ladder of
+:mod:`pmx_jax._shapes` (records per subject and dose slots too), to fill the
+last chunk and to a multiple of the device count; padding subjects are dropped
+from the OFV (the ``real`` mask, an array: not a constant of the program) and
+from every per-subject output.  Compiled programs take
+:meth:`Problem.program`, the problem without its host-side parts (the
+unpadded data and the subject count), so that every dataset of one bucket
+runs the same program.  Nothing here depends on the number of devices
 but speed: the OFV and the estimates are those of one device (up to the order
 of a floating-point sum).
 
@@ -25,6 +30,8 @@ devices of all hosts, and the same mesh spans them (see the README).
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array
 
+from .._shapes import subjects_bucket
 from .._sharding import SUBJECT_AXIS, subject_mesh
 from ..data._dataset import Dataset
 from ..model._model import Model
@@ -50,22 +58,34 @@ class Problem(eqx.Module):
     """Subjects laid out as ``(n_chunks, chunk, ...)`` and sharded over devices.
 
     ``source`` is the unpadded, unsharded :class:`Prepared` data (subject order
-    of the dataset) for per-record tables.
+    of the dataset) for per-record tables; ``real`` marks the real subjects
+    of the layout.  ``source`` and ``n_subjects`` are ``None`` in
+    :meth:`program`'s copy.
     """
 
     prepared: Prepared
-    source: Prepared
+    real: Array
+    source: Prepared | None
     layout: Layout
     method: str = eqx.field(static=True)
     has_censoring: bool = eqx.field(static=True)
-    n_subjects: int = eqx.field(static=True)
+    n_subjects: int | None = eqx.field(static=True)
     n_chunks: int = eqx.field(static=True)
     chunk: int = eqx.field(static=True)
     laplace_floor: float = eqx.field(static=True, default=LAPLACE_FLOOR)
 
     @property
     def dtype(self):
-        return self.source.subjects.time.dtype
+        return self.prepared.subjects.time.dtype
+
+    def program(self) -> Problem:
+        """What a compiled program takes: this problem without the unpadded
+        data and the subject count (host-side; both set the program apart from
+        that of another dataset of the same bucket).  Code that runs inside a
+        program reads neither: it sums with ``real``."""
+        if self.source is None:
+            return self
+        return dataclasses.replace(self, source=None, n_subjects=None)
 
     @property
     def n_padded(self) -> int:
@@ -78,6 +98,8 @@ class Problem(eqx.Module):
 
     def take(self, laid_out: Array) -> Array:
         """The inverse of :meth:`place`: real subjects only, dataset order."""
+        if self.n_subjects is None:
+            raise ValueError("Problem.take needs the host-side problem, not its program() copy")
         flat = jnp.reshape(laid_out, (self.n_padded,) + tuple(laid_out.shape[2:]))
         return flat[: self.n_subjects]
 
@@ -94,6 +116,16 @@ def _layout(x, n_chunks: int, chunk: int):
     subject), reshape to ``(n_chunks, chunk, ...)`` and shard the chunk axis."""
     if not isinstance(x, jax.Array | np.ndarray) or np.ndim(x) == 0:
         return x
+    if not isinstance(x, jax.core.Tracer):
+        # Concrete data: pad on the host and transfer once (eager jnp calls
+        # would compile a small program per array shape).
+        x = np.asarray(x)
+        extra = n_chunks * chunk - x.shape[0]
+        if extra > 0:
+            x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
+        x = x.reshape((n_chunks, chunk) + x.shape[1:])
+        sharding = _sharding(x.ndim)
+        return jnp.asarray(x) if sharding is None else jax.device_put(x, sharding)
     x = jnp.asarray(x)
     extra = n_chunks * chunk - x.shape[0]
     if extra > 0:
@@ -134,20 +166,23 @@ def make_problem(
         laplace_floor = LAPLACE_FLOOR
     if not 0.0 <= laplace_floor < 1.0:
         raise ValueError(f"laplace_floor must be in [0, 1), got {laplace_floor}")
-    source = data if isinstance(data, Prepared) else prepare(model, data)
+    source = data if isinstance(data, Prepared) else prepare(model, data, buckets=True)
     subjects = source.subjects
     n = subjects.n_subjects
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    chunk = min(n, AUTO_CHUNK) if chunk_size is None else min(int(chunk_size), n)
+    padded = subjects_bucket(n)
+    chunk = min(padded, AUTO_CHUNK) if chunk_size is None else min(int(chunk_size), padded)
     n_devices = subject_mesh().size
     chunk = -(-chunk // n_devices) * n_devices
     n_chunks = -(-n // chunk)
     is_obs = np.asarray(subjects.is_obs)
     has_censoring = bool(np.any(is_obs & (np.asarray(subjects.cens) != 0)))
     prepared = jax.tree_util.tree_map(lambda x: _layout(x, n_chunks, chunk), source)
+    real = _layout(np.arange(n_chunks * chunk) < n, n_chunks, chunk)
     return Problem(
         prepared=prepared,
+        real=real,
         source=source,
         layout=Layout.of(model, source.n_occasions),
         method=method,

@@ -1,0 +1,165 @@
+"""One compiled program for a fit: the OFV, its gradient and every subject's
+own gradient, at a parameter vector, from a warm start of the EBEs.
+
+Everything the estimation step needs is built from this one evaluation
+(:class:`Engine`): the quasi-Newton iterations (value and gradient), the global
+EBE search at the initial estimates and at each end point (one evaluation per
+fixed start, then one from each subject's lowest mode; see
+:meth:`Engine.global_search`), and the covariance step (central differences
+of the gradient for ``R``, the per-subject gradients for ``S``).  Compiling
+the population objective dominates the time to a first result on a CPU
+(tens of seconds for an event-engine model); a program per task (search,
+step, scores) compiled it three times.
+
+The per-subject gradients come from the same reverse pass as the total: every
+subject evaluates its own copy of the model, made from its own copy of the
+parameter vector (``population_ofv(..., copies=...)``), and the gradient with
+respect to those copies is the matrix of subject gradients, whose sum is the
+gradient.
+
+The program takes :meth:`Problem.program`: the same program serves every
+dataset of the model's shape bucket (:mod:`pmx_jax._shapes`), in this process
+and, through the persistent compilation cache, in the next.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array
+
+from ..likelihood import OFVResult, Problem, population_ofv, prior_starts
+from ..likelihood._ebe import EBEStatus
+from ..model._model import Model
+
+
+class _FromVector(eqx.Module):
+    """The model at an unconstrained parameter vector (``model`` supplies the
+    fixed parameters and the structure)."""
+
+    model: Model
+    unravel: Any = eqx.field(static=True)
+
+    def __call__(self, y: Array) -> Model:
+        return self.model.from_unconstrained(self.unravel(y))
+
+
+@eqx.filter_jit
+def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance):
+    """``(OFV, gradient, subject gradients (n_chunks, chunk, n_par), OFVResult)``."""
+    copies = jnp.broadcast_to(y, problem.real.shape + y.shape)
+
+    def total(copies):
+        result = population_ofv(
+            to_model(y), problem, ebe_init, max_steps, tolerance,
+            try_zero=try_zero, copies=(to_model, copies),
+        )  # fmt: skip
+        return result.ofv, result
+
+    (value, result), scores = jax.value_and_grad(total, has_aux=True)(copies)
+    scores = jnp.where(problem.real[..., None], scores, 0.0)
+    return value, jnp.sum(scores, axis=(0, 1)), scores, result
+
+
+_starts = jax.jit(prior_starts, static_argnums=2)
+
+
+class Evaluation:
+    """One evaluation on the host: ``ofv`` (float), ``grad`` (numpy,
+    unconstrained scale), ``result`` (the :class:`OFVResult`, in the problem's
+    layout), ``scores`` (per-subject gradients, layout kept), ``steps``
+    (largest and total EBE Newton evaluations over the real subjects) and
+    ``seconds``."""
+
+    def __init__(self, value, grad, scores, result, real, seconds):
+        self.ofv = float(value)
+        self.grad = np.asarray(grad)
+        self.scores = scores
+        self.result: OFVResult = result
+        n_steps = np.where(real, np.asarray(result.n_steps), 0)
+        self.steps = (int(n_steps.max(initial=0)), int(n_steps.sum()))
+        self.seconds = seconds
+
+
+class Engine:
+    """The fit's evaluations of ``model``'s structure on ``problem`` (a host-side
+    :class:`Problem`): :meth:`at` for one evaluation, :meth:`global_search`
+    and :meth:`fresh` for the objective a fit reports."""
+
+    def __init__(self, model: Model, problem: Problem, max_steps: int, tolerance: float):
+        self.problem = problem
+        self.program = problem.program()
+        self._real = np.asarray(problem.real)
+        y0, unravel = ravel_pytree(model.to_unconstrained())
+        self.dtype = problem.dtype
+        self.y0 = np.asarray(y0, self.dtype)
+        self.to_model = _FromVector(model, unravel)
+        self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
+        self.shape = (problem.n_subjects, problem.layout.size)
+        self.evaluations = 0
+
+    def model(self, y) -> Model:
+        return self.to_model(jnp.asarray(y, self.dtype))
+
+    def zeros(self) -> Array:
+        """EBEs of zero in the problem's layout."""
+        return self.problem.place(jnp.zeros(self.shape, self.dtype))
+
+    def at(self, y, ebes: Array, try_zero: bool = True) -> Evaluation:
+        """Evaluate at ``y`` with each subject's EBE search from ``ebes`` (laid
+        out), switching to ``b = 0`` where that starts lower if ``try_zero``."""
+        tic = time.perf_counter()
+        value, grad, scores, result = _evaluate(
+            self.to_model, jnp.asarray(y, self.dtype), self.program, ebes,
+            jnp.asarray(try_zero), *self.options,
+        )  # fmt: skip
+        value = jax.block_until_ready(value)
+        self.evaluations += 1
+        return Evaluation(value, grad, scores, result, self._real, time.perf_counter() - tic)
+
+    def global_search(self, y, warm: Array | None = None) -> tuple[Evaluation, list]:
+        """The OFV by :func:`pmx_jax.ofv`'s global EBE search at ``y``: one
+        search from every fixed start of :func:`prior_starts` (and from
+        ``warm`` first, when given), each subject keeping its lowest mode (a
+        converged search before an unfinished one, ties to the earlier start,
+        as :func:`pmx_jax.likelihood.global_ebe`), then the evaluation from
+        those modes.  Returns it and the evaluations made."""
+        model = self.model(y)
+        if self.problem.method == "fo" or self.problem.layout.size == 0:
+            done = self.at(y, self.zeros())
+            return done, [done]
+        layout = self.problem.layout
+        starts = np.asarray(
+            _starts(
+                jnp.asarray(model.omega_matrix(), self.dtype),
+                jnp.asarray(model.iov_omega_matrix(), self.dtype),
+                layout.n_occasions if layout.n_iov_eta else 0,
+            )
+        )
+        lanes = [] if warm is None else [warm]
+        lanes += [np.broadcast_to(row, self._real.shape + row.shape) for row in starts]
+        searches = [self.at(y, jnp.asarray(lane, self.dtype), try_zero=False) for lane in lanes]
+        objective = np.stack([np.asarray(s.result.ebe_objective) for s in searches])
+        etas = np.stack([np.asarray(s.result.ebes) for s in searches])
+        status = np.stack([np.asarray(s.result.status) for s in searches])
+        finite = np.isfinite(objective) & np.all(np.isfinite(etas), axis=-1)
+        converged = finite & (status == EBEStatus.CONVERGED)
+        eligible = np.where(np.any(converged, axis=0), converged, finite)
+        best = np.argmin(np.where(eligible, objective, np.inf), axis=0)
+        chosen = np.take_along_axis(etas, best[None, ..., None], axis=0)[0]
+        done = self.at(y, jnp.asarray(chosen, self.dtype), try_zero=False)
+        return done, searches + [done]
+
+    def fresh(self, y, search: str, warm: Array | None = None) -> tuple[Evaluation, list]:
+        """The OFV :func:`pmx_jax.ofv` gives at ``y`` with ``ebe_search=search``
+        (``warm``: its ``ebe_init``, laid out)."""
+        if search == "global":
+            return self.global_search(y, warm)
+        done = self.at(y, self.zeros() if warm is None else warm, try_zero=True)
+        return done, [done]
