@@ -278,3 +278,49 @@ def test_local_ebe_search_reports_its_own_objective(result, data):
     assert json.loads(local.to_json())["ebe_search"] == "local"
     with pytest.raises(ValueError, match="ebe_search"):
         fit(pmx.library.Theophylline(), data, "focei", ebe_search="everywhere")
+
+
+def test_subject_gradients_are_finite_differences_of_subject_ofvs(result, data):
+    # The engine's per-subject gradients (one reverse pass through per-subject
+    # copies of the parameters) against central differences of each
+    # subject's OFV by pmx.ofv, EBEs re-solved at every point; and their sum
+    # is the gradient the fit uses.
+    engine = _engine.Engine(result.model, result._problem, 100, 1e-12)
+    warm = result._problem.place(result.ebe_matrix)
+    evaluation = engine.at(engine.y0, warm)
+    scores = np.asarray(result._problem.take(evaluation.scores))
+    np.testing.assert_allclose(scores.sum(axis=0), evaluation.grad, rtol=1e-12, atol=1e-12)
+    unravel = engine.to_model.unravel
+    h = 1e-5
+    for k in range(engine.y0.size):
+        per_subject = []
+        for sign in (1, -1):
+            y = engine.y0.copy()
+            y[k] += sign * h
+            model = result.model.from_unconstrained(unravel(y))
+            per_subject.append(np.asarray(pmx.ofv(model, data, "focei").per_subject))
+        numeric = (per_subject[0] - per_subject[1]) / (2 * h)
+        np.testing.assert_allclose(scores[:, k], numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_the_host_bfgs_minimises_rosenbrock():
+    # The quasi-Newton iteration alone, on a function with a known minimum (1, 1).
+    def f(y):
+        return (1 - y[0]) ** 2 + 100 * (y[1] - y[0] ** 2) ** 2
+
+    def g(y):
+        bend = y[1] - y[0] ** 2
+        return np.array([-2 * (1 - y[0]) - 400 * y[0] * bend, 200 * bend])
+
+    y = np.array([-1.2, 1.0])
+    bfgs = _fit._BFGS(y, f(y), g(y))
+    for _ in range(500):
+        trial = bfgs.trial()
+        bfgs.tell(trial, f(trial), g(trial))
+        if np.max(np.abs(bfgs.g)) < 1e-10:
+            break
+    np.testing.assert_allclose(bfgs.y, [1.0, 1.0], atol=1e-8)
+    # A non-finite trial is rejected and the step halved.
+    step = bfgs.step
+    assert not bfgs.tell(bfgs.trial(), np.inf, bfgs.g)
+    assert bfgs.step == step / 2

@@ -107,7 +107,7 @@ class Posterior(eqx.Module):
         layout = problem.layout
 
         def one(data, b_i):
-            terms = SubjectLikelihood(model, data, layout).terms(b_i)
+            terms = SubjectLikelihood(model, data, layout, problem.has_censoring).terms(b_i)
             value = jnp.sum(terms.log_likelihood)
             return jnp.where(terms.ok & jnp.isfinite(value), value, -jnp.inf)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import equinox as eqx
-import jax.numpy as jnp
+import jax
 import numpy as np
 from jaxtyping import Array, Bool, Int
 
@@ -57,8 +57,9 @@ def plan_events(
     has_ss = bool(ss_dose.any())
     has_ss_infusion = bool((ss_dose & (rate != 0)).any())
     return EventPlan(
-        dose_record=jnp.asarray(dose_record),
-        dose_valid=jnp.asarray(dose_valid),
+        # device_put, not jnp.asarray: no program to compile per array shape.
+        dose_record=jax.device_put(dose_record),
+        dose_valid=jax.device_put(dose_valid),
         has_ss=has_ss,
         max_ss_overlap=max_ss_overlap if has_ss_infusion else 0,
     )

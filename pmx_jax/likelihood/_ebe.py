@@ -307,7 +307,9 @@ def newton_ebe(
     # ``try_zero`` false (a Python or a traced bool): from the warm start
     # whenever it is finite.
     from_zero = jnp.all(eta0 == 0) | jnp.where(
-        try_zero, ~(warm_value <= zero_value), ~jnp.isfinite(warm_value)  # NaN: from zero
+        try_zero,
+        ~(warm_value <= zero_value),
+        ~jnp.isfinite(warm_value),  # NaN: from zero
     )
     eta0 = jnp.where(from_zero, zero, eta0)
     options = dict(max_steps=max_steps, tolerance=tolerance, max_halvings=max_halvings)

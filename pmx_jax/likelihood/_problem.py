@@ -100,8 +100,11 @@ class Problem(eqx.Module):
         """The inverse of :meth:`place`: real subjects only, dataset order."""
         if self.n_subjects is None:
             raise ValueError("Problem.take needs the host-side problem, not its program() copy")
-        flat = jnp.reshape(laid_out, (self.n_padded,) + tuple(laid_out.shape[2:]))
-        return flat[: self.n_subjects]
+        shape = (self.n_padded,) + tuple(laid_out.shape[2:])
+        if isinstance(laid_out, jax.core.Tracer):
+            return jnp.reshape(laid_out, shape)[: self.n_subjects]
+        # Concrete: slice on the host (an eager slice compiles a program per size).
+        return jax.device_put(np.reshape(np.asarray(laid_out), shape)[: self.n_subjects])
 
 
 def _sharding(ndim: int) -> NamedSharding | None:
@@ -125,7 +128,7 @@ def _layout(x, n_chunks: int, chunk: int):
             x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
         x = x.reshape((n_chunks, chunk) + x.shape[1:])
         sharding = _sharding(x.ndim)
-        return jnp.asarray(x) if sharding is None else jax.device_put(x, sharding)
+        return jax.device_put(x, sharding)
     x = jnp.asarray(x)
     extra = n_chunks * chunk - x.shape[0]
     if extra > 0:
