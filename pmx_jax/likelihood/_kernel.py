@@ -145,6 +145,13 @@ def record_terms(
     )
 
 
+# The individual model traced once per program: the EBE search, the implicit
+# derivative and the OFV formulas call it with the same shapes, and JAX's trace
+# cache hands every later call the same jaxpr (transformed by vmap/jvp rules
+# instead of tracing the model's Python again).
+_record_terms_once = eqx.filter_jit(record_terms)
+
+
 def conditional_log_likelihood(
     model: Model,
     data: SubjectData,
@@ -169,7 +176,7 @@ class SubjectLikelihood(eqx.Module):
 
     def terms(self, b: Float[Array, " n_b"]) -> RecordTerms:
         eta, iov = self.layout.split(b)
-        return record_terms(self.model, self.data, eta, iov, self.censoring)
+        return _record_terms_once(self.model, self.data, eta, iov, self.censoring)
 
 
 def moments_and_jacobian(
