@@ -125,9 +125,9 @@ class _Log:
             print(text, flush=True)
 
     def preparing(self) -> None:
-        """Before the first evaluation: unless progress is off, say so when it
-        takes more than 2 s (it compiles the objective on the first run of a
-        model and data size)."""
+        """Before the first evaluation: unless progress is off, say what is
+        happening when it takes more than 2 s (on the first run of a model
+        and data size, compiling the objective)."""
         if self.progress is False:
             return
         self._timer = threading.Timer(2.0, self._compiling)
@@ -136,8 +136,9 @@ class _Log:
 
     def _compiling(self) -> None:
         print(
-            f"pmx fit ({self.method}): compiling the {self.method.upper()} objective for this "
-            f"model and data size (first run; later runs reuse it) ...",
+            f"pmx fit ({self.method}): evaluating the {self.method.upper()} objective at the "
+            f"initial estimates (the first run for a model and data size compiles it; later "
+            f"runs reuse the compiled program) ...",
             flush=True,
         )
 

@@ -392,7 +392,20 @@ def _population_ofv(
         if copies is None:
             return _one(data, b_init, model, prior)
         model_one = copies[0](y_copy)
-        return _one(data, b_init, model_one, Prior.of(layout.omega(model_one).astype(dtype)))
+        if not layout.size:
+            return _one(data, b_init, model_one, prior)
+        # The subject's OMEGA equals the population's (``delta`` is zero), so
+        # the population's factorisation serves; the first-order terms in
+        # ``delta`` give the derivatives with respect to the subject's copy
+        # (d Omega^-1 = -Omega^-1 dOmega Omega^-1, d log det = tr(Omega^-1
+        # dOmega)) by matrix products, not one Cholesky factorisation per
+        # subject (a batched LAPACK call, which XLA:CPU was seen to deadlock
+        # in at 10,240 subjects).
+        omega_one = layout.omega(model_one).astype(dtype)
+        delta = omega_one - jax.lax.stop_gradient(omega_one)
+        inverse = prior_sg.inverse - prior_sg.inverse @ delta @ prior_sg.inverse
+        log_det = prior_sg.logdet + jnp.sum(prior_sg.inverse * delta.T)
+        return _one(data, b_init, model_one, Prior(inverse, log_det))
 
     def _one(data, b_init, model, prior):
         subj = SubjectLikelihood(model, data, layout, has_censoring)
