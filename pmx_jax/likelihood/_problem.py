@@ -119,23 +119,17 @@ def _layout(x, n_chunks: int, chunk: int):
     subject), reshape to ``(n_chunks, chunk, ...)`` and shard the chunk axis."""
     if not isinstance(x, jax.Array | np.ndarray) or np.ndim(x) == 0:
         return x
-    if not isinstance(x, jax.core.Tracer):
-        # Concrete data: pad on the host and transfer once (eager jnp calls
-        # would compile a small program per array shape).
-        x = np.asarray(x)
-        extra = n_chunks * chunk - x.shape[0]
-        if extra > 0:
-            x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
-        x = x.reshape((n_chunks, chunk) + x.shape[1:])
-        sharding = _sharding(x.ndim)
-        return jax.device_put(x, sharding)
-    x = jnp.asarray(x)
+    # Concrete data are padded on the host and transferred once (eager jnp
+    # calls would compile a small program per array shape); traced data in jnp.
+    concrete = not isinstance(x, jax.core.Tracer)
+    xp = np if concrete else jnp
+    x = xp.asarray(x)
     extra = n_chunks * chunk - x.shape[0]
     if extra > 0:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+        x = xp.concatenate([x, xp.repeat(x[-1:], extra, axis=0)], axis=0)
     x = x.reshape((n_chunks, chunk) + x.shape[1:])
     sharding = _sharding(x.ndim)
-    return x if sharding is None else jax.device_put(x, sharding)
+    return x if sharding is None and not concrete else jax.device_put(x, sharding)
 
 
 def make_problem(
