@@ -102,7 +102,6 @@ class Engine:
         self.to_model = _FromVector(model, unravel)
         self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
         self.shape = (problem.n_subjects, problem.layout.size)
-        self.evaluations = 0
 
     def model(self, y) -> Model:
         return self.to_model(jnp.asarray(y, self.dtype))
@@ -120,7 +119,6 @@ class Engine:
             jnp.asarray(try_zero), *self.options,
         )  # fmt: skip
         value = jax.block_until_ready(value)
-        self.evaluations += 1
         return Evaluation(value, grad, scores, result, self._real, time.perf_counter() - tic)
 
     def global_search(self, y, warm: Array | None = None) -> tuple[Evaluation, list]:
@@ -130,10 +128,10 @@ class Engine:
         converged search before an unfinished one, ties to the earlier start,
         as :func:`pmx_jax.likelihood.global_ebe`), then the evaluation from
         those modes.  Returns it and the evaluations made."""
-        model = self.model(y)
         if self.problem.method == "fo" or self.problem.layout.size == 0:
             done = self.at(y, self.zeros())
             return done, [done]
+        model = self.model(y)
         layout = self.problem.layout
         starts = np.asarray(
             _starts(

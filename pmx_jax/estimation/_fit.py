@@ -108,7 +108,6 @@ class _Log:
     method: str
     n_subjects: int
     n_parameters: int
-    n_padded: int
     progress: bool | None
     print_every: int
     callback: Callable[[dict, Model], Any] | None
@@ -165,7 +164,7 @@ class _Log:
             ofv=ofv,
             accepted=accepted,
             ebe_steps_max=int(steps[0]),
-            ebe_steps_mean=float(steps[1]) / self.n_padded,
+            ebe_steps_mean=float(steps[1]) / self.n_subjects,
             seconds=seconds,
         )
         self.rows.append(row)
@@ -252,7 +251,6 @@ def _minimise(
     engine: Engine,
     y: np.ndarray,
     start: Evaluation,
-    ebes: Array,
     *,
     iterations: int,
     max_iterations: int,
@@ -261,9 +259,10 @@ def _minimise(
     scale: float,
     log: _Log,
 ) -> _Run:
-    """BFGS iterations from ``y`` (its evaluation ``start``, EBEs ``ebes``)
-    until a stopping rule."""
+    """BFGS iterations from ``y`` (its evaluation ``start``, whose EBEs warm-start
+    the next) until a stopping rule."""
     bfgs = _BFGS(y, start.ofv / scale, start.grad / scale)
+    ebes = start.result.ebes
     ofv, gnorm = start.ofv, float(np.max(np.abs(start.grad)))
     rejected = small_changes = 0
     last_ofv = ofv
@@ -526,8 +525,7 @@ def _fit_once(
     warm = None if ebe_init is None else problem.place(jnp.asarray(ebe_init, dtype))
     y0 = engine.y0
     log = _Log(
-        method, subjects.n_subjects, int(y0.size), problem.n_subjects, progress, print_every,
-        callback, started,
+        method, subjects.n_subjects, int(y0.size), progress, print_every, callback, started,
     )  # fmt: skip
 
     def fresh_evaluation(y, event, iteration=0, gradient_max=float("nan"), warm=None):
@@ -568,7 +566,7 @@ def _fit_once(
             start = initial
             while True:
                 run = _minimise(
-                    engine, y, start, start.result.ebes,
+                    engine, y, start,
                     iterations=iterations, max_iterations=max_iterations,
                     gradient_tolerance=gradient_tolerance, ofv_tolerance=ofv_tolerance,
                     scale=scale, log=log,

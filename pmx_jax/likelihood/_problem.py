@@ -100,11 +100,13 @@ class Problem(eqx.Module):
         """The inverse of :meth:`place`: real subjects only, dataset order."""
         if self.n_subjects is None:
             raise ValueError("Problem.take needs the host-side problem, not its program() copy")
+        # Concrete arrays are sliced on the host (an eager slice compiles a
+        # program per size), traced ones in jnp.
+        concrete = not isinstance(laid_out, jax.core.Tracer)
+        xp = np if concrete else jnp
         shape = (self.n_padded,) + tuple(laid_out.shape[2:])
-        if isinstance(laid_out, jax.core.Tracer):
-            return jnp.reshape(laid_out, shape)[: self.n_subjects]
-        # Concrete: slice on the host (an eager slice compiles a program per size).
-        return jax.device_put(np.reshape(np.asarray(laid_out), shape)[: self.n_subjects])
+        flat = xp.reshape(xp.asarray(laid_out), shape)[: self.n_subjects]
+        return jax.device_put(flat) if concrete else flat
 
 
 def _sharding(ndim: int) -> NamedSharding | None:
