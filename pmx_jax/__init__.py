@@ -65,6 +65,15 @@ _NAMES = {
     "ofv": ".estimation",
     "AbstractErrorModel": ".model",
     "Additive": ".model",
+    "Bernoulli": ".model",
+    "Binomial": ".model",
+    "LogLikelihood": ".model",
+    "NegativeBinomial": ".model",
+    "OrderedCategorical": ".model",
+    "Poisson": ".model",
+    "TimeToEvent": ".model",
+    "ZeroInflatedPoisson": ".model",
+    "AbstractLikelihood": ".model",
     "AmountsView": ".model",
     "Combined1": ".model",
     "Combined2": ".model",
@@ -147,20 +156,29 @@ if TYPE_CHECKING:
     from .estimation import fit as fit
     from .estimation import ofv as ofv
     from .model import AbstractErrorModel as AbstractErrorModel
+    from .model import AbstractLikelihood as AbstractLikelihood
     from .model import Additive as Additive
     from .model import AmountsView as AmountsView
+    from .model import Bernoulli as Bernoulli
+    from .model import Binomial as Binomial
     from .model import Combined1 as Combined1
     from .model import Combined2 as Combined2
     from .model import CovariateView as CovariateView
     from .model import EtaView as EtaView
     from .model import Exponential as Exponential
+    from .model import LogLikelihood as LogLikelihood
     from .model import LogNormal as LogNormal
     from .model import Model as Model
+    from .model import NegativeBinomial as NegativeBinomial
     from .model import Normal as Normal
     from .model import Omega as Omega
+    from .model import OrderedCategorical as OrderedCategorical
+    from .model import Poisson as Poisson
     from .model import Proportional as Proportional
     from .model import SelectedEndpoint as SelectedEndpoint
     from .model import Theta as Theta
+    from .model import TimeToEvent as TimeToEvent
+    from .model import ZeroInflatedPoisson as ZeroInflatedPoisson
     from .model import allometric as allometric
     from .model import categorical as categorical
     from .model import exponential as exponential

@@ -15,7 +15,8 @@ transit-compartment absorption
 disposition (``TMDDFull``, ``TMDDQSS``, ``TMDDMM``; ``TwoCompartmentTMDDQSS``
 with peripheral distribution), ``ParentMetabolite``
 (``...Oral``) and a flow-limited ``MinimalPBPK``.  Zero-order absorption needs
-no model: dose with RATE=-2 and return ``D1`` from ``individual``.
+no model: dose with RATE=-2 and return ``D1`` from ``individual``.  ``Pred``
+has no compartments (NONMEM's ``$PRED``).
 """
 
 from .dynamics import (
@@ -32,6 +33,7 @@ from .dynamics import (
     OneCompartmentOralODE,
     ParentMetabolite,
     ParentMetaboliteOral,
+    Pred,
     SavicTransit,
     ThreeCompartment,
     ThreeCompartmentODE,
@@ -54,6 +56,7 @@ __all__ = [
     "OneCompartmentOralMixedElimination",
     "ParentMetabolite",
     "ParentMetaboliteOral",
+    "Pred",
     "SavicTransit",
     "TMDDFull",
     "TMDDMM",

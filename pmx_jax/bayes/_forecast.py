@@ -40,6 +40,7 @@ from ..likelihood import (
     prepare,
     subject_predictions,
 )
+from ..likelihood._predictions import record_parameters
 from ..model._model import Model
 from ..simulation import Regimen
 
@@ -262,14 +263,9 @@ class Forecast:
         subjects = self._patient.prepared.subjects
         eta, iov = self._patient.layout.split(jnp.asarray(self.eta))
         last = int(np.asarray(subjects.valid[0]).sum()) - 1
-        occ = int(subjects.occ[0, last])
-        params = self.model.individual_parameters(
-            eta,
-            subjects.cov[0, last],
-            subjects.covariate_names,
-            iov[occ] if self.model.n_iov_eta else None,
-        )
-        return pd.Series({k: float(v) for k, v in params.items()})
+        patient = jax.tree_util.tree_map(lambda x: x[0], subjects)
+        params = record_parameters(self.model, patient, eta, iov if self.model.n_iov_eta else None)
+        return pd.Series({k: float(v[last]) for k, v in params.items()})
 
     # -- predictions ---------------------------------------------------------------------
     def _random_effects(self, layout: Layout) -> tuple[jax.Array, jax.Array]:

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import InvalidDoseError, UnknownCompartmentError, format_id, where_many
+from ._errors import (
+    InvalidDoseError,
+    InvalidValueError,
+    UnknownCompartmentError,
+    format_id,
+    where_many,
+)
 from ._subjects import Subjects
 
 if TYPE_CHECKING:
@@ -94,3 +100,57 @@ def check_modelled_inputs(
                 f"{', '.join(sorted(names)) or 'none'}). Define {prefix}{k} in the model, or "
                 f"give the infusion rate in RATE (> 0)."
             )
+
+
+def check_endpoint_values(
+    data: Dataset, endpoints: Sequence[Any], *, model: str | None = None
+) -> None:
+    """Check every observation against its endpoint's observation model
+    (``endpoints[k]`` for DVID level ``k``): raise :class:`InvalidValueError`
+    for a DV the model cannot produce (a category outside the declared set, a
+    negative or fractional count, a time-to-event code other than 0/1/2), for
+    a censoring flag on a non-Gaussian endpoint, and for an interval-censored
+    event (DV 2) with no earlier time at risk."""
+    records = data.records
+    observation = ((records["evid"] == 0) & (records["mdv"] == 0)).to_numpy()
+    dvid = records["dvid"].to_numpy()
+    dv = records["dv"].to_numpy(dtype=float)
+    cens = records["cens"].to_numpy()
+    rows = records["row"].to_numpy()
+    ids = records["id"].to_numpy()
+    time = records["event_time"].to_numpy(dtype=float)
+    who = model or "the model"
+    dv_column = data.roles.get("DV", "DV")
+    for level, endpoint in enumerate(endpoints):
+        if getattr(endpoint, "gaussian", True):
+            continue
+        name = type(endpoint).__name__
+        on = observation & (dvid == level)
+        label = "" if len(endpoints) == 1 else f" (DVID {data.dvid_levels[level]})"
+        censored = np.flatnonzero(on & (cens != 0))
+        if censored.size:
+            raise InvalidValueError(
+                f"{where_many(rows[censored], ids[censored])}{label} is censored (CENS "
+                f"{int(cens[censored[0]])}), but {who} observes this endpoint with {name}, "
+                "which has no censoring limit (M3 is for Gaussian endpoints). Code the "
+                "record's DV as the endpoint expects, or set CENS to 0."
+            )
+        check = endpoint.dv_problem()
+        if check is not None:
+            impossible, allowed = check
+            bad = np.flatnonzero(on & impossible(dv))
+            if bad.size:
+                raise InvalidValueError(
+                    f"Column {dv_column!r} (DV) is {dv[bad[0]]:g} on "
+                    f"{where_many(rows[bad], ids[bad])}{label}, but {who} observes this "
+                    f"endpoint with {name}, whose DV must be {allowed}."
+                )
+        if getattr(endpoint, "time_to_event", False):
+            first_time = records.groupby("subject")["event_time"].transform("min").to_numpy()
+            bad = np.flatnonzero(on & (dv == 2) & (time <= first_time))
+            if bad.size:
+                raise InvalidValueError(
+                    f"{where_many(rows[bad], ids[bad])}{label} is an interval-censored event "
+                    "(DV 2) at the subject's first time: the interval since the start is "
+                    "empty. Give the subject a record at the start of follow-up."
+                )

@@ -36,6 +36,7 @@ def _data_signature(fit: Any) -> tuple:
         int(fit.n_subjects),
         int(fit.n_observations),
         int(getattr(fit, "n_censored", 0)),
+        int(getattr(fit, "n_general", 0)),
     )
 
 

@@ -41,3 +41,4 @@ from ._ode_models import ThreeCompartmentODE as ThreeCompartmentODE
 from ._ode_models import ThreeCompartmentOralODE as ThreeCompartmentOralODE
 from ._ode_models import TwoCompartmentODE as TwoCompartmentODE
 from ._ode_models import TwoCompartmentOralODE as TwoCompartmentOralODE
+from ._pred import Pred as Pred

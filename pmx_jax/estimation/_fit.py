@@ -685,7 +685,8 @@ def _result(
     subjects = problem.source.subjects
     is_obs = np.asarray(subjects.is_obs)
     cens = np.asarray(subjects.cens)
-    n_normal = int(np.sum(is_obs & (cens == 0)))
+    gaussian = problem.source.gaussian_records()
+    n_normal = int(np.sum(is_obs & (cens == 0) & gaussian))
     ids = dataset.ids if dataset is not None else tuple(range(1, subjects.n_subjects + 1))
     notes = []
     if method == "laplace":
@@ -696,7 +697,8 @@ def _result(
         ofv=ofv_value,
         n_subjects=subjects.n_subjects,
         n_observations=n_normal,
-        n_censored=int(np.sum(is_obs & (cens != 0))),
+        n_censored=int(np.sum(is_obs & (cens != 0) & gaussian)),
+        n_general=int(np.sum(is_obs & ~gaussian)),
         iterations=iterations,
         n_evaluations=len(log.rows),
         status=outcome,

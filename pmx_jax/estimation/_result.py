@@ -36,6 +36,9 @@ class FitResult:
         n_subjects, n_observations: subjects, and normally distributed
             observations (N of the OFV constant; BLQ records under M3 excluded).
         n_censored: censored (M3) observations.
+        n_general: observations of non-Gaussian endpoints (counts, categories,
+            binary, time to event): their part of the OFV is ``-2 log L``
+            itself, with no ``log 2 pi`` constant to add.
         iterations: accepted quasi-Newton iterations; ``n_evaluations``: OFV
             evaluations (line-search trials and global EBE checks included).
         status: a :class:`pmx_jax.RESULTS` member: ``successful`` (converged:
@@ -76,6 +79,7 @@ class FitResult:
         n_observations: int,
         n_censored: int,
         iterations: int,
+        n_general: int = 0,
         n_evaluations: int,
         status: RESULTS,
         message: str,
@@ -103,6 +107,7 @@ class FitResult:
             n_subjects=n_subjects,
             n_observations=n_observations,
             n_censored=n_censored,
+            n_general=n_general,
             iterations=iterations,
             n_evaluations=n_evaluations,
             status=RESULTS(status),
@@ -218,7 +223,7 @@ class FitResult:
     def bic(self) -> float:
         """BIC with the number of observations as sample size (as nlmixr2)."""
         return self.minus_two_log_likelihood + self.n_parameters * math.log(
-            max(self.n_observations, 1)
+            max(self.n_observations + self.n_general, 1)
         )
 
     # -- random effects ---------------------------------------------------------
@@ -314,6 +319,7 @@ class FitResult:
             bic=self.bic,
             n_subjects=self.n_subjects,
             n_observations=self.n_observations,
+            n_general=self.n_general,
             n_parameters=self.n_parameters,
             iterations=self.iterations,
             converged=self.converged,
@@ -374,7 +380,8 @@ class FitResult:
             "",
             f"  OFV {self.ofv:.4f}   -2LL {self.minus_two_log_likelihood:.4f}   "
             f"AIC {self.aic:.4f}   BIC {self.bic:.4f}",
-            f"  subjects {self.n_subjects}   observations {self.n_observations}"
+            f"  subjects {self.n_subjects}   observations "
+            f"{self.n_observations + self.n_general}"
             + (f" (+{self.n_censored} censored)" if self.n_censored else "")
             + f"   estimated parameters {self.n_parameters}",
         ]

@@ -366,6 +366,12 @@ def record_amounts(
     n_rec = subject.time.shape[0]
     n_cmt = dynamics.n_compartments
     dtype = subject.time.dtype
+    if n_cmt == 0:
+        # $PRED: nothing to move (a dose into no compartment is refused by
+        # the data checks: its CMT is out of range).
+        return EngineResult(
+            jnp.zeros((n_rec, 0), dtype), jnp.asarray(RESULTS.successful, jnp.int32)
+        )
     doses = _dose_table(subject, dose_record, dose_valid, params, n_cmt)
     n_virtual = max_ss_overlap if has_ss else 0
     doses = _check_overlap(doses, n_virtual)

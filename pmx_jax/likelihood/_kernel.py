@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..model._model import Model
+from ..model._observations import event_log_likelihood
 from ._predictions import subject_predictions
 from ._prepare import SubjectData
 
@@ -76,7 +77,10 @@ class RecordTerms(eqx.Module):
     ``observed`` is the transformed DV on normal records (the mean
     elsewhere, so that residuals vanish there).  ``log_likelihood`` is the
     record's log density (with the ``log 2 pi`` constant) or, for BLQ records,
-    its M3 log probability; 0 on records that are not observations.
+    its M3 log probability, or the log-likelihood of a non-Gaussian endpoint
+    (its probability mass, or its time-to-event term); 0 on records that are
+    not observations.  ``mean``/``variance``/``observed`` are those of the
+    normal records only (0, 1 and 0 elsewhere).
     """
 
     mean: Float[Array, " n_rec"]
@@ -85,8 +89,9 @@ class RecordTerms(eqx.Module):
     observed: Float[Array, " n_rec"]
     log_likelihood: Float[Array, " n_rec"]
     log_scale: Bool[Array, " n_rec"]  # ``mean`` is log(prediction) (a log-scale error model)
-    normal: Bool[Array, " n_rec"]  # observation, not censored
-    censored: Bool[Array, " n_rec"]  # observation, M3 (below or above a limit)
+    normal: Bool[Array, " n_rec"]  # Gaussian observation, not censored
+    censored: Bool[Array, " n_rec"]  # Gaussian observation, M3 (below or above a limit)
+    general: Bool[Array, " n_rec"]  # observation of a non-Gaussian endpoint (counts, TTE...)
     status: Int[Array, ""]  # the event engine's RESULTS code
 
     @property
@@ -108,11 +113,15 @@ def record_terms(
     every observation is then its normal density."""
     pred = subject_predictions(model, data, eta, iov_eta)
     subject = data.records
-    normal = subject.is_obs & (subject.cens == 0)
-    censored = subject.is_obs & (subject.cens != 0)
+    uncensored = subject.is_obs & (subject.cens == 0)
+    kinds = {"events": False}
 
-    def observe(amounts, params, dvid, dv, cens, limit, bound, is_normal, is_obs):
+    def observe(amounts, params, dvid, dv, cens, limit, bound, is_uncensored, is_obs):
         error_model = model.observation(amounts, params, dvid)
+        endpoints = getattr(error_model, "endpoints", (error_model,))
+        kinds["events"] = any(e.time_to_event for e in endpoints)
+        gaussian = error_model.is_gaussian()
+        is_normal = is_uncensored & gaussian
         # The mean on the error model's scale, where the record is a normal
         # observation (0 elsewhere).  On a log scale, a dose record's prediction
         # is often 0 (nothing absorbed yet): log 0 would put NaN into every
@@ -127,9 +136,12 @@ def record_terms(
         else:
             loglik = error_model.log_likelihood(dv)
         log_scale = jnp.asarray(error_model.log_scale)
-        return mean, error_model.variance(), observed, jnp.where(is_obs, loglik, 0.0), log_scale
+        variance = jnp.where(gaussian, error_model.variance(), 1.0)
+        events = error_model.event_terms() if kinds["events"] else None
+        loglik = jnp.where(is_obs, loglik, 0.0)
+        return mean, variance, observed, loglik, log_scale, gaussian, events
 
-    mean, variance, observed, loglik, log_scale = jax.vmap(observe)(
+    mean, variance, observed, loglik, log_scale, gaussian, events = jax.vmap(observe)(
         pred.amounts,
         pred.params,
         subject.dvid,
@@ -137,12 +149,42 @@ def record_terms(
         subject.cens,
         subject.limit,
         subject.bound,
-        normal,
+        uncensored,
         subject.is_obs,
     )
+    if events is not None:
+        loglik = _event_log_likelihood(subject, loglik, *events)
+    normal = uncensored & gaussian
+    censored = subject.is_obs & (subject.cens != 0) & gaussian
+    general = subject.is_obs & ~gaussian
     return RecordTerms(
-        mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, pred.status
+        mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, general,
+        pred.status,
+    )  # fmt: skip
+
+
+def _event_log_likelihood(
+    subject: Subjects, loglik: Array, is_event: Array, log_hazard: Array, cumulative: Array
+) -> Array:
+    """The log-likelihood of every time-to-event record from the cumulative
+    hazard accrued since the previous observed record of the same endpoint
+    after the last reset (see :mod:`pmx_jax.model._observations`)."""
+    records = jnp.arange(loglik.shape[0])
+    event_obs = is_event & subject.is_obs
+    # A reset (EVID 3/4) starts a new history: the dynamics restart there
+    # (a cumulative-hazard compartment returns to 0), and so does the chain.
+    reset = (subject.evid == 3) | (subject.evid == 4)
+    last_reset = jax.lax.cummax(jnp.where(reset, records, -1))
+    earlier = (
+        event_obs[None, :]
+        & (subject.dvid[None, :] == subject.dvid[:, None])
+        & (records[None, :] < records[:, None])
+        & (records[None, :] > last_reset[:, None])
     )
+    previous = jnp.max(jnp.where(earlier, records[None, :], -1), axis=1)
+    start = jnp.where(previous >= 0, cumulative[jnp.maximum(previous, 0)], 0.0)
+    value = event_log_likelihood(subject.dv, log_hazard, cumulative - start)
+    return jnp.where(event_obs, value, loglik)
 
 
 # The individual model traced once per program: the EBE search, the implicit
@@ -173,6 +215,8 @@ class SubjectLikelihood(eqx.Module):
     data: SubjectData
     layout: Layout
     censoring: bool = eqx.field(static=True, default=True)
+    # Some endpoint is not Gaussian (see RecordTerms.general).
+    general: bool = eqx.field(static=True, default=False)
 
     def terms(self, b: Float[Array, " n_b"]) -> RecordTerms:
         eta, iov = self.layout.split(b)
@@ -240,8 +284,3 @@ def logdet(matrix: Float[Array, "n n"]) -> Float[Array, ""]:
         return jnp.zeros((), dtype=matrix.dtype)
     chol = jnp.linalg.cholesky(matrix)
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
-
-
-def n_normal_observations(subject: Subjects) -> Int[Array, ""]:
-    """Observations counted in NONMEM's ``N log(2 pi)`` constant."""
-    return jnp.sum(subject.is_obs & (subject.cens == 0))

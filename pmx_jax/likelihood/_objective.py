@@ -194,13 +194,16 @@ def _first_order_information(prior, terms, g_mean, g_var, variance, interaction)
     return info, w
 
 
-def _scoring(objective):
+def _scoring(objective, general_products: bool = True):
     """The Fisher-scoring evaluator of an inner objective (see
     :func:`._ebe.newton_ebe`): the objective and its gradient, exact, from one
     forward pass with a tangent per random effect, and the expected
     information ``2 (Omega^-1 + G^T W G + 1/2 G_v^T W^2 G_v)`` (no ``G_v`` term
     for FOCE, whose variance is held) in place of the Hessian, with
-    ``2 sum s s^T`` of the censored records' scores ``s``.  No second
+    ``2 sum s s^T`` of the censored records' scores ``s`` (and of the
+    non-Gaussian endpoints' records, unless ``general_products`` is false:
+    their outer products are the BHHH approximation of their information).
+    No second
     derivatives of the model: for ODE models, whose exact Hessian integrates a
     second-order variational system, an evaluation costs several times less."""
     foce = objective is _foce_objective
@@ -215,8 +218,8 @@ def _scoring(objective):
         (g_mean, g_var, g_loglik), terms = jax.jacfwd(moments, has_aux=True)(b)
         held = args[2] if foce else terms.variance
         info, w = _first_order_information(prior, terms, g_mean, g_var, held, not foce)
-        censored = terms.censored[:, None]
-        score = jnp.where(censored, g_loglik, 0.0)
+        products = terms.censored | terms.general if general_products else terms.censored
+        score = jnp.where(products[:, None], g_loglik, 0.0)
         if foce:
             r = jnp.where(terms.normal, terms.observed - terms.mean, 0.0)
             data = _normal_m2ll(terms, held) + _censored_m2ll(terms)
@@ -270,9 +273,24 @@ def _laplace_ofv(subj, prior, b, floor: float, materialize: bool = False):
 def _curvatures(b, subj, prior):
     """Half the exact Hessian of the interaction objective at ``b`` and the
     expected information it is compared with (that of Fisher scoring, with
-    the censored records' score products)."""
+    the censored records' score products).  Non-Gaussian endpoints enter the
+    information with the positive part of their exact curvature: where it
+    is positive definite (a GLM with its canonical link) their records
+    leave the relative curvature at 1, and the floor never moves the
+    textbook Laplace value."""
     hess = 0.5 * jax.hessian(_interaction_objective)(b, (subj, prior))
-    information = 0.5 * _scoring(_interaction_objective)(b, (subj, prior))[2]
+    information = (
+        0.5 * _scoring(_interaction_objective, general_products=False)(b, (subj, prior))[2]
+    )
+    if subj.general:
+
+        def general_m2ll(b):
+            terms = subj.terms(b)
+            return -2.0 * jnp.sum(jnp.where(terms.general, terms.log_likelihood, 0.0))
+
+        curvature = 0.5 * jax.hessian(general_m2ll)(b)
+        values, vectors = jnp.linalg.eigh(0.5 * (curvature + curvature.T))
+        information = information + (vectors * jnp.maximum(values, 0.0)) @ vectors.T
     return 0.5 * (hess + hess.T), information
 
 
@@ -371,6 +389,7 @@ def _population_ofv(
     method = problem.method if method is None else method
     layout = problem.layout
     has_censoring = problem.has_censoring
+    has_general = problem.prepared.has_general
     dtype = problem.dtype
     prior = Prior.of(layout.omega(model).astype(dtype))
     prior_sg = jax.lax.stop_gradient(prior)
@@ -408,8 +427,8 @@ def _population_ofv(
         return _one(data, b_init, model_one, Prior(inverse, log_det))
 
     def _one(data, b_init, model, prior):
-        subj = SubjectLikelihood(model, data, layout, has_censoring)
-        subj_sg = SubjectLikelihood(model_sg, data, layout, has_censoring)
+        subj = SubjectLikelihood(model, data, layout, has_censoring, has_general)
+        subj_sg = SubjectLikelihood(model_sg, data, layout, has_censoring, has_general)
         zero = jnp.zeros(layout.size, dtype)
         none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":

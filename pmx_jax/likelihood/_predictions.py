@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..events._engine import record_amounts
 from ..model._model import Model
-from ._prepare import SubjectData
+from ._prepare import SubjectData, with_time
 
 
 class SubjectPrediction(eqx.Module):
@@ -39,13 +40,16 @@ def record_parameters(
     iov_eta: Float[Array, "n_occ n_iov"] | None,
 ) -> dict[str, Float[Array, " n_rec"]]:
     """The $PK block evaluated at every record of one subject."""
-    names = records.covariate_names
+    names = with_time(records.covariate_names)
+    cov = records.cov
+    if len(names) > cov.shape[-1]:
+        cov = jnp.concatenate([cov, records.time[:, None].astype(cov.dtype)], axis=-1)
 
     def one(cov, occ):
         iov = None if iov_eta is None else iov_eta[occ]
         return model.individual_parameters(eta, cov, names, iov)
 
-    return jax.vmap(one)(records.cov, records.occ)
+    return jax.vmap(one)(cov, records.occ)
 
 
 def subject_predictions(

@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from .._shapes import doses_bucket, records_bucket
-from ..data._checks import check_modelled_inputs
+from ..data._checks import check_endpoint_values, check_modelled_inputs
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..events._plan import EventPlan, plan_events
@@ -50,6 +50,19 @@ class Prepared(eqx.Module):
     subjects: Subjects
     plan: EventPlan
     n_occasions: int = eqx.field(static=True)
+    # Per DVID level: whether its observation model is Gaussian (an error
+    # model), and whether it is a time-to-event endpoint.
+    gaussian_levels: tuple[bool, ...] = eqx.field(static=True, default=(True,))
+    event_levels: tuple[bool, ...] = eqx.field(static=True, default=(False,))
+
+    def gaussian_records(self) -> np.ndarray:
+        """Per record (``(n_subjects, n_records)``, numpy): its endpoint is Gaussian."""
+        return np.asarray(self.gaussian_levels)[np.asarray(self.subjects.dvid)]
+
+    @property
+    def has_general(self) -> bool:
+        """Some endpoint is not Gaussian (counts, categories, time to event...)."""
+        return not all(self.gaussian_levels)
 
     def subject_data(self) -> SubjectData:
         """Every subject as one batched :class:`SubjectData` (leading axis:
@@ -76,7 +89,7 @@ def _trace_pk(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The covariates the $PK block reads and the names of the individual
     parameters it returns, from one abstract trace."""
-    names = tuple(covariate_names)
+    names = with_time(covariate_names)
     seen: set[str] = set()
 
     class Recording(CovariateView):
@@ -92,7 +105,34 @@ def _trace_pk(
         return model.individual(view, Recording(cov, names))
 
     params = jax.eval_shape(run, jnp.zeros(model.n_eta + model.n_iov_eta), jnp.zeros(len(names)))
-    return tuple(n for n in names if n in seen), tuple(str(k) for k in params)
+    used = tuple(n for n in covariate_names if n in seen)
+    return used, tuple(str(k) for k in params)
+
+
+def with_time(covariate_names: Sequence[str]) -> tuple[str, ...]:
+    """The names the $PK block's ``cov`` offers: the dataset's covariates and
+    ``TIME``, the record's time (as in NONMEM's $PK), unless a covariate is
+    already called so."""
+    names = tuple(covariate_names)
+    if any(n.casefold() == "time" for n in names):
+        return names
+    return (*names, "TIME")
+
+
+def observation_models(model: Model, parameter_names: Sequence[str]) -> tuple:
+    """The observation model of every endpoint (DVID level order), from one
+    abstract trace of the $ERROR block: only their classes and static
+    settings (categories, links) are meaningful."""
+    found: list = []
+
+    def run(amounts, params):
+        _, models = model._observe(amounts, params)
+        found.extend(models)
+        return jnp.zeros(())
+
+    params = {name: jnp.zeros(()) for name in parameter_names}
+    jax.eval_shape(run, jnp.zeros(model.dynamics.n_compartments), params)
+    return tuple(found)
 
 
 def prepare(
@@ -106,12 +146,20 @@ def prepare(
     data.check_compartments(model.dynamics.n_compartments, model=name)
     covariates, parameters = _trace_pk(model, data.covariate_names)
     check_modelled_inputs(data, parameters, model=name)
+    endpoints = observation_models(model, parameters)
+    check_endpoint_values(data, endpoints, model=name)
     if buckets and pad_to is None:
         pad_to = records_bucket
     subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)
     plan = plan_events(subjects, pad_doses=doses_bucket if buckets else None)
     n_occ = max(len(data.occ_levels), 1)
-    return Prepared(subjects=subjects, plan=plan, n_occasions=n_occ)
+    return Prepared(
+        subjects=subjects,
+        plan=plan,
+        n_occasions=n_occ,
+        gaussian_levels=tuple(bool(e.gaussian) for e in endpoints),
+        event_levels=tuple(bool(e.time_to_event) for e in endpoints),
+    )
 
 
 def record_frame_index(subjects: Subjects) -> tuple[np.ndarray, np.ndarray]:

@@ -166,6 +166,8 @@ def make_problem(
     if not 0.0 <= laplace_floor < 1.0:
         raise ValueError(f"laplace_floor must be in [0, 1), got {laplace_floor}")
     source = data if isinstance(data, Prepared) else prepare(model, data, buckets=True)
+    if source.has_general and method in ("fo", "foce", "focei"):
+        raise ValueError(non_gaussian_message(model, source, method))
     subjects = source.subjects
     n = subjects.n_subjects
     if chunk_size is not None and chunk_size < 1:
@@ -190,6 +192,18 @@ def make_problem(
         n_chunks=n_chunks,
         chunk=chunk,
         laplace_floor=float(laplace_floor),
+    )
+
+
+def non_gaussian_message(model: Model, source: Prepared, method: str) -> str:
+    """Why ``method`` cannot fit a model with non-Gaussian endpoints, and what can."""
+    levels = [k for k, gaussian in enumerate(source.gaussian_levels) if not gaussian]
+    which = "endpoint" if len(source.gaussian_levels) == 1 else f"DVID level(s) {levels}"
+    return (
+        f"{type(model).__name__} observes {which} with a non-Gaussian model (counts, "
+        f"categories, binary or time-to-event data); {method.upper()} linearises a normal "
+        "residual and cannot fit it. Use method='laplace' (exact eta-Hessian), or "
+        "pmx.sample for NUTS."
     )
 
 

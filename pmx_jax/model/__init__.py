@@ -25,6 +25,15 @@ from ._errors import UnknownEtaError as UnknownEtaError
 from ._model import Model as Model
 from ._natural import natural_names as natural_names
 from ._natural import natural_vector as natural_vector
+from ._observations import AbstractLikelihood as AbstractLikelihood
+from ._observations import Bernoulli as Bernoulli
+from ._observations import Binomial as Binomial
+from ._observations import LogLikelihood as LogLikelihood
+from ._observations import NegativeBinomial as NegativeBinomial
+from ._observations import OrderedCategorical as OrderedCategorical
+from ._observations import Poisson as Poisson
+from ._observations import TimeToEvent as TimeToEvent
+from ._observations import ZeroInflatedPoisson as ZeroInflatedPoisson
 from ._parameters import Omega as Omega
 from ._parameters import Theta as Theta
 from ._parameters import omega as omega

@@ -108,6 +108,19 @@ class SelectedEndpoint(AbstractErrorModel):
             )
         )
 
+    def is_gaussian(self) -> Array:
+        return self._select(lambda k, e, s: e.is_gaussian())
+
+    def event_terms(self) -> tuple[Array, Array, Array]:
+        return (
+            self._select(lambda k, e, s: e.event_terms()[0]),
+            self._select(lambda k, e, s: e.event_terms()[1]),
+            self._select(lambda k, e, s: e.event_terms()[2]),
+        )
+
+    def cdf(self, y: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        return self._select(lambda k, e, s: e.cdf(jnp.where(s, y, 1.0)))
+
     def sample(self, key: PRNGKeyArray) -> Float[Array, "*shape"]:
         # One key for all endpoints: only one of them is kept per record.
         return self._select(lambda k, e, s: e.sample(key))

@@ -53,6 +53,10 @@ class AbstractErrorModel(eqx.Module):
     prediction: eqx.AbstractVar[Float[Array, "*shape"]]
     # True for models whose residual is normal on the log scale.
     log_scale: ClassVar[bool] = False
+    # False for the observation models of pmx_jax.model._observations (binary,
+    # counts, categories, time to event): no normal residual to linearise.
+    gaussian: ClassVar[bool] = True
+    time_to_event: ClassVar[bool] = False
 
     @abc.abstractmethod
     def variance(self) -> Float[Array, "*shape"]:
@@ -70,6 +74,17 @@ class AbstractErrorModel(eqx.Module):
     def mean(self) -> Float[Array, "*shape"]:
         """Mean of ``transform(y)``: ``transform(prediction)``."""
         return self.transform(self.prediction)
+
+    def is_gaussian(self) -> Array:
+        """Whether the observation is normal on the transformed scale (an
+        array: per record for :class:`SelectedEndpoint`)."""
+        return jnp.asarray(self.gaussian)
+
+    def event_terms(self) -> tuple[Array, Array, Array]:
+        """(is a time-to-event record, log hazard, cumulative hazard) at the
+        record's time; ``(False, 0, 0)`` for other endpoints."""
+        zero = jnp.zeros(jnp.shape(jnp.asarray(self.prediction)))
+        return jnp.asarray(False), zero, zero
 
     def standard_deviation(self) -> Float[Array, "*shape"]:
         """Residual standard deviation on the transformed scale."""
@@ -125,6 +140,10 @@ class AbstractErrorModel(eqx.Module):
     def log_sf(self, limit: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
         """``log P(Y > limit)``: the likelihood of a record above the ULOQ."""
         return self._log_probability(jnp.asarray(limit), below=False)
+
+    def cdf(self, y: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
+        """``P(Y <= y)``."""
+        return jnp.exp(self.log_cdf(y))
 
     def log_between(
         self, lower: Float[ArrayLike, "*shape"], upper: Float[ArrayLike, "*shape"]
