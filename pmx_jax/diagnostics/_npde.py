@@ -107,7 +107,7 @@ def simulate_replicates(
     def keep(first: int, chunk: tuple[np.ndarray, ...]) -> None:
         # Only DV is kept: IPRED and etas of 10^6 virtual subjects are not needed.
         nonlocal dv
-        _, chunk_dv, _, ok = chunk
+        _, chunk_dv, _, ok = chunk[:4]
         if dv is None:
             dv = np.empty((total, chunk_dv.shape[1]), dtype=chunk_dv.dtype)
         dv[first : first + len(chunk_dv)] = chunk_dv

@@ -136,18 +136,27 @@ def observation_models(model: Model, parameter_names: Sequence[str]) -> tuple:
 
 
 def prepare(
-    model: Model, data: Dataset, *, dtype=None, pad_to: int | None = None, buckets: bool = False
+    model: Model,
+    data: Dataset,
+    *,
+    dtype=None,
+    pad_to: int | None = None,
+    buckets: bool = False,
+    check_values: bool = True,
 ) -> Prepared:
     """Validate ``data`` against ``model`` (compartments, covariates, modelled
-    rates and durations) and batch it.  ``buckets``: pad records per subject
-    and dose slots up to the sizes of :mod:`pmx_jax._shapes` (what estimation
-    does, so that datasets of similar size share compiled programs)."""
+    rates and durations, and, unless ``check_values`` is false (a simulation
+    design), the observed values against each endpoint) and batch it.
+    ``buckets``: pad records per subject and dose slots up to the sizes of
+    :mod:`pmx_jax._shapes` (what estimation does, so that datasets of similar
+    size share compiled programs)."""
     name = type(model).__name__
     data.check_compartments(model.dynamics.n_compartments, model=name)
     covariates, parameters = _trace_pk(model, data.covariate_names)
     check_modelled_inputs(data, parameters, model=name)
     endpoints = observation_models(model, parameters)
-    check_endpoint_values(data, endpoints, model=name)
+    if check_values:
+        check_endpoint_values(data, endpoints, model=name)
     if buckets and pad_to is None:
         pad_to = records_bucket
     subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)

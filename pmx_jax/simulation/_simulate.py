@@ -18,6 +18,7 @@ from ..data._dataset import Dataset
 from ..data._read import read_nonmem
 from ..likelihood import Prepared, prepare, record_frame_index, subject_predictions
 from ..model._model import Model
+from ._events import simulate_events
 from ._regimen import Regimen
 
 
@@ -135,6 +136,9 @@ class SimulationResult(eqx.Module):
 
     ``ipred`` and ``dv`` have shape ``(n_subjects, n_records)`` (the design's
     records after ADDL expansion); ``observed`` marks the sampling records;
+    ``event_time`` (time-to-event endpoints only, else None): at each record
+    of such an endpoint, the simulated event's exact time (DV 1) or the
+    record's time (DV 0), NaN on other records;
     ``etas`` is ``(n_subjects, n_eta)``; ``template`` maps each virtual subject to
     the dataset subject whose design it used.
     """
@@ -148,6 +152,7 @@ class SimulationResult(eqx.Module):
     template: np.ndarray
     eta_names: tuple[str, ...] = eqx.field(static=True)
     ids: tuple = eqx.field(static=True)
+    event_time: np.ndarray | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -184,15 +189,16 @@ class SimulationResult(eqx.Module):
         )
         sub, rec = np.nonzero(keep)
         rows = chosen[sub]
-        return pd.DataFrame(
-            {
-                "SIM_ID": rows + 1,
-                "ID": np.asarray(self.ids, dtype=object)[self.template[rows]],
-                "TIME": self.time[self.template[rows], rec],
-                "IPRED": self.ipred[rows, rec],
-                "DV": self.dv[rows, rec],
-            }
-        )
+        columns = {
+            "SIM_ID": rows + 1,
+            "ID": np.asarray(self.ids, dtype=object)[self.template[rows]],
+            "TIME": self.time[self.template[rows], rec],
+            "IPRED": self.ipred[rows, rec],
+            "DV": self.dv[rows, rec],
+        }
+        if self.event_time is not None:
+            columns["EVENT_TIME"] = self.event_time[rows, rec]
+        return pd.DataFrame(columns)
 
     def etas_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.etas, columns=list(self.eta_names))
@@ -203,7 +209,8 @@ class SimulationResult(eqx.Module):
 def _simulate_subject(
     model: Model, prepared: Prepared, covariate_values, covariate_mask, index, template, key
 ):
-    """One virtual subject: etas, IOV etas, predictions and residual draws."""
+    """One virtual subject: etas, IOV etas, predictions and residual draws
+    (and event times of time-to-event endpoints, see :mod:`._events`)."""
     data = prepared.subject(template)
     subject = data.records
     if covariate_values is not None:
@@ -220,7 +227,29 @@ def _simulate_subject(
     keys = jax.random.split(k_eps, subject.time.shape[0])
     dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
     dv = jnp.where(subject.is_obs | (subject.evid == 0), dv, 0.0)
-    return result.prediction, dv.astype(dtype), eta, result.ok
+    event_time = jnp.full(subject.time.shape, jnp.nan, dtype)
+    for level, is_event in enumerate(prepared.event_levels):
+        if not is_event:
+            continue
+
+        def terms(amounts, params, level=level):
+            _, log_hazard, cumulative = model.observation(amounts, params, level).event_terms()
+            return jnp.exp(log_hazard), cumulative
+
+        hazard, cumulative = jax.vmap(terms)(result.amounts, result.params)
+        reported = subject.is_obs & (subject.dvid == level)
+        simulated, when = simulate_events(
+            jax.random.fold_in(k_eps, level),
+            subject.time,
+            cumulative.astype(dtype),
+            hazard.astype(dtype),
+            reported,
+            (subject.evid == 3) | (subject.evid == 4),
+            subject.valid,
+        )
+        dv = jnp.where(reported, simulated, dv)
+        event_time = jnp.where(reported, when, event_time)
+    return result.prediction, dv.astype(dtype), eta, result.ok, event_time
 
 
 def _correlated_normal(key, covariance, batch):
@@ -304,12 +333,15 @@ def simulate(
             intermediates in cache, and 65536 on accelerators).  Each chunk is
             split over all local devices.
         dtype: float dtype (float32 halves memory and is faster on GPUs).
-        on_chunk: if given, called as ``on_chunk(first_index, (ipred, dv, etas, ok))``
+        on_chunk: if given, called as
+            ``on_chunk(first_index, (ipred, dv, etas, ok, event_time))``
             for each chunk and nothing is accumulated (the function returns None):
             the way to summarise 10^6+ subjects without holding them all.
     """
     data = _as_dataset(design)
-    prepared = prepare(model, data, dtype=dtype)
+    # The design's DVs are not simulated from: placeholders need not be
+    # values the endpoints can produce.
+    prepared = prepare(model, data, dtype=dtype, check_values=False)
     # THETA/OMEGA values are float64 under x64: compute in the design's dtype so
     # that dtype=float32 really simulates in float32 (and the event scan's carry
     # keeps one dtype).
@@ -345,8 +377,8 @@ def simulate(
             values, mask = override
             values = pad_subjects(values[first : first + count], chunk)
         values, indices, templates = shard_subjects((values, jnp.asarray(indices), templates))
-        ipred, dv, eta, ok = _simulate_chunk(model, prepared, values, mask, indices, templates, key)
-        result = tuple(np.asarray(x)[:count] for x in jax.device_get((ipred, dv, eta, ok)))
+        out = _simulate_chunk(model, prepared, values, mask, indices, templates, key)
+        result = tuple(np.asarray(x)[:count] for x in jax.device_get(out))
         if on_chunk is not None:
             on_chunk(first, result)
             continue
@@ -359,7 +391,7 @@ def simulate(
     if on_chunk is not None:
         return None
     assert outputs is not None
-    ipred, dv, eta, ok = outputs
+    ipred, dv, eta, ok, event_time = outputs
     subjects = prepared.subjects
     return SimulationResult(
         ipred=ipred,
@@ -371,4 +403,5 @@ def simulate(
         template=np.arange(n_subjects) % n_template,
         eta_names=model.eta_names,
         ids=data.ids,
+        event_time=event_time if any(prepared.event_levels) else None,
     )
