@@ -208,3 +208,27 @@ def test_censoring_flag_on_a_count_endpoint_is_refused():
     data = pmx.read_nonmem(_table([0, 3, 1, 2], CENS=[0, 1, 0, 0]))
     with pytest.raises(InvalidValueError, match=r"row 2 \(ID 1\) is censored"):
         pmx.ofv(CountModel(), data, "laplace")
+
+
+def test_nuts_samples_a_count_model_near_its_laplace_fit():
+    # 20 subjects x 8 Poisson counts, log rate 1.0 + b, b ~ N(0, 0.25).
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.0, 0.5, 20)
+    rows = [
+        (i + 1, float(j), float(rng.poisson(np.exp(1.0 + b[i]))))
+        for i in range(20)
+        for j in range(8)
+    ]
+    data = pmx.read_nonmem(pd.DataFrame(rows, columns=["ID", "TIME", "DV"]))
+    fit = pmx.fit(CountModel(), data, "laplace")
+    draws = pmx.sample(
+        CountModel(), data, n_warmup=300, n_samples=300, n_chains=2, seed=1, init=fit
+    )
+    summary = draws.summary()
+    # With flat-ish priors the posterior mean of the fixed effect is within a
+    # posterior SD of the marginal maximum likelihood estimate (the posterior
+    # of a location parameter is nearly normal here: 160 counts).
+    assert summary.loc["b0", "mean"] == pytest.approx(
+        float(fit.model.b0), abs=summary.loc["b0", "sd"]
+    )
+    assert summary["rhat"].max() < 1.05

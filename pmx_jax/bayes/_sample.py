@@ -115,7 +115,7 @@ def sample(
             iterations and kept draws per chain.
         seed: the random seed (chains, jitter); results are reproducible.
         init: ``"fit"`` (default) starts every chain at a FOCEI fit's estimates
-            and EBEs (fitted here), a :class:`~pmx_jax.FitResult` starts there,
+            and EBEs (fitted here; Laplace for models with non-Gaussian endpoints), a :class:`~pmx_jax.FitResult` starts there,
             ``None`` at the model's values with zero etas.  Each chain then gets
             ``jitter``: normal noise of that SD on the unconstrained population
             vector and on the standardised random effects.
@@ -149,13 +149,16 @@ def sample(
     if progress is None:
         progress = sys.stderr.isatty()
     start_time = time.perf_counter()
+    problem = make_problem(model, data, "laplace", chunk_size=chunk_size)
     fit: FitResult | None = None
     if isinstance(init, FitResult):
         fit = init
     elif init == "fit":
         from ..estimation import fit as fit_model
 
-        fit = fit_model(model, data, "focei", covariance=None, progress=False)
+        # FOCEI, or Laplace where an endpoint is not Gaussian (FOCEI refuses it).
+        method = "laplace" if problem.prepared.has_general else "focei"
+        fit = fit_model(model, data, method, covariance=None, progress=False)
     elif init is not None:
         raise ValueError(f"init must be 'fit', a FitResult or None, got {init!r}")
     fit_seconds = time.perf_counter() - start_time
@@ -172,7 +175,6 @@ def sample(
         )
     start_model = fit.model if fit is not None else model
 
-    problem = make_problem(model, data, "laplace", chunk_size=chunk_size)
     b0 = np.zeros((problem.n_subjects, problem.layout.size))
     if fit is not None:
         if fit.ebe_matrix.shape != b0.shape or tuple(fit.ids) != tuple(data.ids):
