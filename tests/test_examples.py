@@ -214,3 +214,17 @@ def test_tmdd_fit_recovers_the_simulation_truth():
     slope = fitted["kint"] * fitted["r0"] / fitted["kss"]
     assert abs(np.log(slope / (truth["kint"] * truth["r0"] / truth["kss"]))) < 0.3
     assert abs(fitted["sd"] / truth["sd"] - 1.0) < 0.3
+
+
+@pytest.mark.slow
+def test_joint_pk_tte_recovers_the_exposure_hazard(tmp_path):
+    # About 50 s (35 s of it compiling the joint Laplace objective).
+    path = tmp_path / "km_vpc.png"
+    fit, truth, n_events = _load("joint_pk_tte").main(40, seed=2026, path=str(path), n_sim=20)
+    assert fit.converged, fit.message
+    assert n_events > 5
+    estimates = fit.estimates().set_index("parameter")
+    for name, value in truth.items():
+        # 3.5 standard errors: 6 parameters, a fixed seed (|z| <= 0.9 seen).
+        assert abs(estimates.loc[name, "estimate"] - value) < 3.5 * estimates.loc[name, "se"], name
+    assert path.stat().st_size > 10_000

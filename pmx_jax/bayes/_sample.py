@@ -115,8 +115,9 @@ def sample(
             iterations and kept draws per chain.
         seed: the random seed (chains, jitter); results are reproducible.
         init: ``"fit"`` (default) starts every chain at a FOCEI fit's estimates
-            and EBEs (fitted here; Laplace for models with non-Gaussian endpoints), a :class:`~pmx_jax.FitResult` starts there,
-            ``None`` at the model's values with zero etas.  Each chain then gets
+            and EBEs (fitted here; Laplace for models with non-Gaussian
+            endpoints), a :class:`~pmx_jax.FitResult` starts there, ``None``
+            at the model's values with zero etas.  Each chain then gets
             ``jitter``: normal noise of that SD on the unconstrained population
             vector and on the standardised random effects.
         priors: overrides by parameter name (a NumPyro distribution for a

@@ -18,6 +18,13 @@ _NAMES = {
     "LikelihoodRatioTest": "._compare",
     "compare": "._compare",
     "likelihood_ratio_test": "._compare",
+    "CategoricalVPCResult": "._discrete",
+    "KaplanMeierVPCResult": "._discrete",
+    "categorical_vpc": "._discrete",
+    "count_vpc": "._discrete",
+    "kaplan_meier": "._discrete",
+    "kaplan_meier_vpc": "._discrete",
+    "quantile_residuals": "._discrete",
     "npde": "._npde",
     "eta_distributions": "._plots",
     "eta_vs_covariates": "._plots",
@@ -54,6 +61,13 @@ if TYPE_CHECKING:
     from ._compare import LikelihoodRatioTest as LikelihoodRatioTest
     from ._compare import compare as compare
     from ._compare import likelihood_ratio_test as likelihood_ratio_test
+    from ._discrete import CategoricalVPCResult as CategoricalVPCResult
+    from ._discrete import KaplanMeierVPCResult as KaplanMeierVPCResult
+    from ._discrete import categorical_vpc as categorical_vpc
+    from ._discrete import count_vpc as count_vpc
+    from ._discrete import kaplan_meier as kaplan_meier
+    from ._discrete import kaplan_meier_vpc as kaplan_meier_vpc
+    from ._discrete import quantile_residuals as quantile_residuals
     from ._npde import npde as npde
     from ._plots import eta_distributions as eta_distributions
     from ._plots import eta_vs_covariates as eta_vs_covariates

@@ -99,3 +99,31 @@ def _spectral_log_jvp(floor, primals, tangents):
     effective, slope = _effective(mu, floor)
     along = jnp.einsum("ji,jk,ki->i", vectors, 0.5 * (dm + dm.T), vectors)
     return jnp.sum(jnp.log(effective)), jnp.sum(slope / effective * along)
+
+
+@jax.custom_jvp
+def positive_part(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """The positive semidefinite part of a symmetric matrix (its negative
+    eigenvalues set to 0).  Its derivative is the Daleckii-Krein formula with
+    divided differences of ``max(mu, 0)``, finite where eigenvalues repeat
+    (where ``eigh``'s own derivative divides by zero: e.g. a rank-one
+    curvature in three dimensions)."""
+    mu, vectors = jnp.linalg.eigh(matrix)
+    return (vectors * jnp.maximum(mu, 0.0)) @ vectors.T
+
+
+@positive_part.defjvp
+def _positive_part_jvp(primals, tangents):
+    (matrix,), (tangent,) = primals, tangents
+    mu, vectors = jnp.linalg.eigh(matrix)
+    value = jnp.maximum(mu, 0.0)
+    gap = mu[:, None] - mu[None, :]
+    close = jnp.abs(gap) <= 1e-12 * (1.0 + jnp.abs(mu[:, None]) + jnp.abs(mu[None, :]))
+    slope = jnp.where(mu > 0, 1.0, 0.0)
+    divided = jnp.where(
+        close,
+        0.5 * (slope[:, None] + slope[None, :]),
+        (value[:, None] - value[None, :]) / jnp.where(close, 1.0, gap),
+    )
+    rotated = vectors.T @ (0.5 * (tangent + tangent.T)) @ vectors
+    return (vectors * value) @ vectors.T, vectors @ (divided * rotated) @ vectors.T

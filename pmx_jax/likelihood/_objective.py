@@ -61,7 +61,7 @@ from ..data._dataset import Dataset
 from ..dynamics._ode import AbstractODE
 from ..model._model import Model
 from ..model._parameters import Omega
-from ._curvature import floored_logdet, smallest_relative_curvature
+from ._curvature import floored_logdet, positive_part, smallest_relative_curvature
 from ._ebe import EBEStatus, global_ebe, newton_ebe, prior_starts
 from ._implicit import forward_only, implicit_ebe
 from ._kernel import (
@@ -289,8 +289,7 @@ def _curvatures(b, subj, prior):
             return -2.0 * jnp.sum(jnp.where(terms.general, terms.log_likelihood, 0.0))
 
         curvature = 0.5 * jax.hessian(general_m2ll)(b)
-        values, vectors = jnp.linalg.eigh(0.5 * (curvature + curvature.T))
-        information = information + (vectors * jnp.maximum(values, 0.0)) @ vectors.T
+        information = information + positive_part(0.5 * (curvature + curvature.T))
     return 0.5 * (hess + hess.T), information
 
 

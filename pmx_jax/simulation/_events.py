@@ -75,12 +75,15 @@ def simulate_events(
     hazard: Float[Array, " n_rec"],
     reported: Bool[Array, " n_rec"],
     reset: Bool[Array, " n_rec"],
-    valid: Bool[Array, " n_rec"],
+    usable: Bool[Array, " n_rec"],
 ) -> tuple[Float[Array, " n_rec"], Float[Array, " n_rec"]]:
     """One endpoint of one subject: ``(dv, event_time)`` per record; at the
     ``reported`` records (the endpoint's observation records) DV is 1 if an
     event happened since the previous reported record and ``event_time`` the
-    first such event's time, else DV 0 and the record's time; NaN elsewhere."""
+    first such event's time, else DV 0 and the record's time; NaN elsewhere.
+    ``usable``: the records whose cumulative hazard is a point of the
+    process (not padding, and not dose records, whose amounts are those
+    before the dose: the record after the dose has the same time)."""
     dtype = cumulative.dtype
     nan = jnp.asarray(jnp.nan, dtype)
 
@@ -133,6 +136,6 @@ def simulate_events(
         key,
     )
     _, (dv, event_time) = jax.lax.scan(
-        step, start, (time, cumulative, hazard, reported, reset, valid)
+        step, start, (time, cumulative, hazard, reported, reset, usable)
     )
     return dv, event_time

@@ -245,7 +245,7 @@ def _simulate_subject(
             hazard.astype(dtype),
             reported,
             (subject.evid == 3) | (subject.evid == 4),
-            subject.valid,
+            subject.valid & (subject.evid != 1) & (subject.evid != 4),
         )
         dv = jnp.where(reported, simulated, dv)
         event_time = jnp.where(reported, when, event_time)
