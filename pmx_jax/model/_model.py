@@ -304,7 +304,7 @@ class Model(eqx.Module):
             jnp.concatenate([eta, iov_eta.astype(eta.dtype)]),
             self.eta_names + self.iov_eta_names,
         )
-        result = self.individual(eta_view, CovariateView(cov, covariate_names))
+        result = self._as_numbers().individual(eta_view, CovariateView(cov, covariate_names))
         if not isinstance(result, Mapping):
             raise IndividualParametersError(
                 f"{cls_name}.individual must return a dict of individual parameters, "
@@ -331,6 +331,17 @@ class Model(eqx.Module):
             params[key] = array
         return params
 
+    def _as_numbers(self) -> Model:
+        """This model with every THETA field replaced by its value (an array),
+        for the user's blocks: ``self.tcl`` is then a plain JAX array there, so
+        every JAX function takes it (``jax.nn.sigmoid(self.logit)``; JAX no
+        longer converts objects through ``__jax_array__`` everywhere)."""
+        names = [name for name, _ in self._fields_of(Theta)]
+        if not names:
+            return self
+        values = [jnp.asarray(getattr(self, name).value) for name in names]
+        return eqx.tree_at(lambda m: [getattr(m, n) for n in names], self, values)
+
     def endpoints(
         self, amounts: Float[ArrayLike, " n_cmt"], params: Params
     ) -> dict[Any, AbstractErrorModel]:
@@ -344,7 +355,7 @@ class Model(eqx.Module):
         self, amounts: ArrayLike, params: Params
     ) -> tuple[tuple[Any, ...], tuple[AbstractErrorModel, ...]]:
         view = AmountsView(amounts, self.dynamics.compartments)
-        observed = self.observe(view, params)
+        observed = self._as_numbers().observe(view, params)
         return normalise_endpoints(observed, f"{type(self).__name__}.observe")
 
     def observation(
