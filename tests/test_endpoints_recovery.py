@@ -244,7 +244,7 @@ class ZeroInflatedCounts(Counts):
     logit_zero: pmx.Theta = pmx.theta(-1.0)
 
     def observe(self, amounts, p):
-        zero = jax.nn.sigmoid(jnp.asarray(self.logit_zero))
+        zero = jax.nn.sigmoid(self.logit_zero)
         return pmx.ZeroInflatedPoisson(jnp.exp(p["log_mean"]), zero)
 
 
