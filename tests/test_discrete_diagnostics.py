@@ -439,3 +439,44 @@ def test_docstring_examples():
     from pmx_jax.diagnostics import _discrete
 
     assert doctest.testmod(_discrete).failed == 0
+
+
+def test_write_report_of_a_count_and_event_model_writes_their_checks(tmp_path):
+    from pmx_jax.diagnostics import write_report
+
+    class CountsAndEvents(pmx.Model):
+        log_rate: pmx.Theta = pmx.theta(0.5)
+        log_hazard: pmx.Theta = pmx.theta(-2.0)
+        iiv: pmx.Omega = pmx.omega(b=0.2)
+        dynamics = pmx.pk.Pred()
+
+        def individual(self, eta, cov):
+            return dict(b=eta.b, t=cov.TIME)
+
+        def observe(self, amounts, p):
+            hazard = jnp.exp(self.log_hazard + p["b"])
+            return {
+                1: pmx.Poisson(jnp.exp(self.log_rate + p["b"])),
+                2: pmx.TimeToEvent(hazard=hazard, cumulative_hazard=hazard * p["t"]),
+            }
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(1, 21):
+        b = rng.normal(0, 0.45)
+        rows += [(i, t, float(rng.poisson(np.exp(0.5 + b))), 1) for t in (1.0, 2.0, 3.0)]
+        event = rng.exponential(1 / np.exp(-2.0 + b))
+        rows.append((i, min(event, 4.0), float(event < 4.0), 2))
+    table = pd.DataFrame(rows, columns=["ID", "TIME", "DV", "DVID"]).sort_values(
+        ["ID", "TIME"], kind="stable"
+    )
+    fit = pmx.fit(CountsAndEvents(), pmx.read_nonmem(table), "laplace", covariance=None)
+    written = {path.stem for path in write_report(fit, tmp_path, n_sim=20)}
+    # No CWRES (no Gaussian endpoint): quantile residuals instead, and one
+    # check per endpoint of its kind.
+    assert written == {
+        "qq_quantile_residuals",
+        "eta_distributions",
+        "categorical_vpc_dvid1",
+        "km_vpc_dvid2",
+    }

@@ -178,7 +178,10 @@ def write_report(
 ) -> list[Path]:
     """Write every goodness-of-fit plot of ``fit`` into ``out_dir``, and the
     simulation-based ones: a VPC and the QQ plot of NPDE (``n_sim`` replicates
-    of the dataset; ``n_sim=0`` leaves them out).
+    of the dataset; ``n_sim=0`` leaves them out).  A model with non-Gaussian
+    endpoints gets, instead of the plots of continuous data, the QQ plot of
+    its randomized quantile residuals and, per endpoint, a Kaplan-Meier VPC
+    (time to event) or a categorical VPC (binary, categories, counts).
 
     Args:
         fit: a :class:`~pmx_jax.estimation.FitResult` or a :class:`FittedRun`.
@@ -215,25 +218,73 @@ def write_report(
             figure.savefig(path, dpi=120 if fmt == "png" else None)
             written.append(path)
 
-    save(gof_panel(fit, units=units, log=log_y), "gof_panel")
-    cwres = fit.table()["CWRES"].to_numpy(dtype=float)
-    save(qq_plot(cwres, "CWRES"), "qq_cwres")
-    pages = individual_fits(fit, per_page=per_page, units=units, log_y=log_y)
-    for i, page in enumerate(pages, start=1):
-        save(page, f"individual_fits_{i:02d}" if len(pages) > 1 else "individual_fits")
+    dataset = dataset_of(fit)
+    kinds = _endpoint_kinds(fit.model, dataset)
+    gaussian_only = all(kind == "gaussian" for kind in kinds.values())
+    if gaussian_only:
+        save(gof_panel(fit, units=units, log=log_y), "gof_panel")
+        cwres = fit.table()["CWRES"].to_numpy(dtype=float)
+        save(qq_plot(cwres, "CWRES"), "qq_cwres")
+        pages = individual_fits(fit, per_page=per_page, units=units, log_y=log_y)
+        for i, page in enumerate(pages, start=1):
+            save(page, f"individual_fits_{i:02d}" if len(pages) > 1 else "individual_fits")
+    else:
+        # Counts, categories and event times have no CWRES, and curves of a
+        # continuous prediction do not describe them: their randomized
+        # quantile residuals (standardised residuals for Gaussian endpoints)
+        # are N(0, 1) under the model.
+        from ._discrete import quantile_residuals
+
+        values = quantile_residuals(fit, seed=seed)["RESIDUAL"].to_numpy(dtype=float)
+        save(qq_plot(values, "quantile residual"), "qq_quantile_residuals")
     save(eta_distributions(fit), "eta_distributions")
-    if dataset_of(fit).covariate_names:
+    if dataset.covariate_names:
         save(eta_vs_covariates(fit), "eta_vs_covariates")
-    if n_sim:
+    if n_sim and gaussian_only:
         from ._npde import npde
         from ._vpc import vpc
 
-        dataset = dataset_of(fit)
         checks = vpc(fit.model, dataset, n_sim=n_sim, seed=seed)
         save(checks.plot(units=units, log_y=log_y), "vpc")
         normalised = npde(fit.model, dataset, n_sim=max(n_sim, 100), seed=seed)
         save(qq_plot(normalised["NPDE"].to_numpy(dtype=float), "NPDE"), "qq_npde")
+    elif n_sim:
+        # One simulation-based check per non-Gaussian endpoint, of its kind.
+        from ._discrete import categorical_vpc, kaplan_meier_vpc
+
+        several = len(kinds) > 1
+        for dvid, kind in kinds.items():
+            suffix = f"_dvid{dvid}" if several else ""
+            if kind == "event":
+                check = kaplan_meier_vpc(fit.model, dataset, n_sim=n_sim, dvid=dvid, seed=seed)
+                save(check.plot(units=units), f"km_vpc{suffix}")
+            elif kind == "categorical":
+                check = categorical_vpc(fit.model, dataset, n_sim=n_sim, dvid=dvid, seed=seed)
+                save(check.plot(units=units), f"categorical_vpc{suffix}")
     return written
+
+
+def _endpoint_kinds(model: Any, dataset: Any) -> dict[Any, str]:
+    """Per DVID value of the data: ``"gaussian"`` (an error model),
+    ``"event"`` (time to event), ``"categorical"`` (binary, categories,
+    counts) or ``"other"`` (a user's log-likelihood)."""
+    from ..likelihood._prepare import _trace_pk, observation_models
+    from ..model._observations import LogLikelihood
+
+    _, parameters = _trace_pk(model, dataset.covariate_names)
+    endpoints = observation_models(model, parameters)
+    kinds = {}
+    for level, value in enumerate(dataset.dvid_levels):
+        endpoint = endpoints[level] if len(endpoints) > 1 else endpoints[0]
+        if endpoint.gaussian:
+            kinds[value] = "gaussian"
+        elif endpoint.time_to_event:
+            kinds[value] = "event"
+        elif isinstance(endpoint, LogLikelihood):
+            kinds[value] = "other"
+        else:
+            kinds[value] = "categorical"
+    return kinds
 
 
 def report(
