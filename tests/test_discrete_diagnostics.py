@@ -480,3 +480,25 @@ def test_write_report_of_a_count_and_event_model_writes_their_checks(tmp_path):
         "categorical_vpc_dvid1",
         "km_vpc_dvid2",
     }
+
+
+def test_pmx_fit_and_report_of_a_count_model(tmp_path):
+    # The command line end to end: a Laplace fit of a Poisson model from a
+    # run specification, then `pmx report` reading the run back from disk.
+    from pmx_jax._cli import main
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(1, 31):
+        b = rng.normal(0, 0.5)
+        rows += [(i, float(t), float(rng.poisson(np.exp(1 + b)))) for t in range(5)]
+    pd.DataFrame(rows, columns=["ID", "TIME", "DV"]).to_csv(tmp_path / "counts.csv", index=False)
+    (tmp_path / "counts.toml").write_text(
+        'name = "counts"\n[model]\nuse = "test_observation_models:CountModel"\n'
+        '[data]\npath = "counts.csv"\n[fit]\nmethod = "laplace"\n'
+    )
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "counts.toml"), "--output", str(run)]) == 0
+    assert main(["report", str(run)]) == 0
+    written = {path.stem for path in (run / "plots").iterdir()}
+    assert written == {"qq_quantile_residuals", "eta_distributions", "categorical_vpc"}

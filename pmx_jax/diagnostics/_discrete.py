@@ -247,9 +247,13 @@ def _random_effects(fit_or_model, dataset: Dataset, layout: Layout) -> np.ndarra
     """The EBEs of a fit for the dataset's subjects (by ID), or zeros."""
     from ..estimation import FitResult
 
-    if not isinstance(fit_or_model, FitResult):
+    if isinstance(fit_or_model, Model):
         return np.zeros((dataset.n_subjects, layout.size))
-    ebes = fit_or_model.ebe_matrix
+    if isinstance(fit_or_model, FitResult):
+        ebes = fit_or_model.ebe_matrix
+    else:
+        # A run read back from disk keeps the IIV etas by name.
+        ebes = fit_or_model.ebes[list(fit_or_model.model.eta_names)].to_numpy(dtype=float)
     if ebes.shape[1] != layout.size:
         raise ValueError(
             f"the fit has {ebes.shape[1]} random effects per subject, but the model on this "

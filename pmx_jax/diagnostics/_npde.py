@@ -64,6 +64,12 @@ def model_and_dataset(fit_or_model: Any, data: Any) -> tuple[Model, Dataset]:
                     "this FitResult keeps no dataset (the fit was given prepared data): "
                     "pass the Dataset as the second argument"
                 )
+    elif isinstance(getattr(fit_or_model, "model", None), Model) and isinstance(
+        getattr(fit_or_model, "dataset", None), Dataset
+    ):
+        # A finished run read back from disk (pmx report's FittedRun).
+        model = fit_or_model.model
+        data = fit_or_model.dataset if data is None else data
     elif isinstance(fit_or_model, Model):
         model = fit_or_model
         if data is None:
