@@ -165,3 +165,68 @@ def test_lung_weibull_as_survreg():
     coefficients = [float(fit.model.b0), float(fit.model.b_age), float(fit.model.b_sex)]
     np.testing.assert_allclose(coefficients, [6.274853, -0.012257, 0.382085], atol=2e-5)
     assert float(np.exp(fit.model.log_scale)) == pytest.approx(0.754051, abs=2e-5)
+
+
+class InstitutionWeibull(pmx.Model):
+    """The survreg model with a log-normal institution effect on the time
+    scale: ``log T = mu + eta_inst + sigma W``.  Each institution is an ID;
+    its patients follow one another, each after a reset (EVID 3) that starts
+    a new history, with the patient's own follow-up time in column T."""
+
+    b0: pmx.Theta = pmx.theta(6.0)
+    b_age: pmx.Theta = pmx.theta(0.0)
+    b_sex: pmx.Theta = pmx.theta(0.0)
+    log_scale: pmx.Theta = pmx.theta(0.0)
+    inst: pmx.Omega = pmx.omega(inst=0.1)
+    dynamics = pmx.pk.Pred()
+
+    def individual(self, eta, cov):
+        mu = self.b0 + self.b_age * cov.AGE + self.b_sex * cov.SEX + eta.inst
+        return dict(mu=mu, t=cov.T)
+
+    def observe(self, amounts, p):
+        sigma = jnp.exp(self.log_scale)
+        cumulative = (p["t"] * jnp.exp(-p["mu"])) ** (1.0 / sigma)
+        return pmx.TimeToEvent(hazard=cumulative / (sigma * p["t"]), cumulative_hazard=cumulative)
+
+
+def test_weibull_with_an_institution_effect_is_recovered():
+    # Truth: survreg's lung estimates (G3) and an institution variance of
+    # 0.15 on the log-time scale; 40 institutions of 15 patients with lung's
+    # ages and sexes resampled, administrative censoring uniform on
+    # (200, 1000) days (about 30% censored).  Generated with numpy by
+    # inverting the survival function, independently of pmx.simulate.
+    rng = np.random.default_rng(11)
+    n_inst, per_inst = 40, 15
+    age = rng.integers(39, 83, size=(n_inst, per_inst)).astype(float)
+    sex = rng.integers(1, 3, size=(n_inst, per_inst)).astype(float)
+    b0, b_age, b_sex, sigma, omega = 6.274853, -0.012257, 0.382085, 0.754051, 0.15
+    eta = rng.normal(0.0, np.sqrt(omega), n_inst)
+    mu = b0 + b_age * age + b_sex * sex + eta[:, None]
+    event = np.exp(mu + sigma * np.log(-np.log(rng.uniform(size=mu.shape))))
+    censor = rng.uniform(200.0, 1000.0, size=mu.shape)
+    rows = []
+    for i in range(n_inst):
+        for j in range(per_inst):
+            time = 2.0 * j + 1.0
+            if j:
+                rows.append((i + 1, time, 3, 1, 0.0, 1.0, 60.0, 1.0))  # reset
+            died = event[i, j] <= censor[i, j]
+            follow_up = min(event[i, j], censor[i, j])
+            rows.append((i + 1, time, 0, 0, float(died), follow_up, age[i, j], sex[i, j]))
+    table = pd.DataFrame(rows, columns=["ID", "TIME", "EVID", "MDV", "DV", "T", "AGE", "SEX"])
+    fit = pmx.fit(InstitutionWeibull(), pmx.read_nonmem(table), "laplace")
+    assert fit.converged
+    estimates = fit.estimates().set_index("parameter")
+    truth = dict(b0=b0, b_age=b_age, b_sex=b_sex, log_scale=np.log(sigma), **{"inst.inst": omega})
+    for name, value in truth.items():
+        # 3 SE: a 99.7% interval for each of 5 parameters.  Seed fixed; the
+        # z-scores are 0.45, -0.30, 0.13, -1.41 and 2.32 (the institution
+        # variance, estimated 0.33 from 40 institutions).  Calibration,
+        # measured on 60 other seeds with an exact (Gauss-Hermite) marginal
+        # likelihood maximised by scipy: SEs 7-10% below the spread of the
+        # fixed effects (mean z^2 of the sex effect 1.14); on seed 26 the
+        # Laplace fit here and that exact fit agree to 3e-4 in every fixed
+        # effect (OFV 0.16 above the exact -2LL).
+        z = (estimates.loc[name, "estimate"] - value) / estimates.loc[name, "se"]
+        assert abs(z) < 3.0, (name, z)
