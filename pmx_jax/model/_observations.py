@@ -32,8 +32,14 @@ censoring).  Each such record contributes the survival over the interval
 since the previous one, ``exp(-(H(t) - H(t_prev)))`` (``H(t_prev) = 0`` for
 the first), times ``h(t)`` for an exact event, or the probability of an
 event in the interval, ``1 - exp(-(H(t) - H(t_prev)))``, for DV 2.  Repeated
-events are successive records; the hazard may depend on anything the model
-computes (exposure, covariates, time).
+events are successive records; a reset (EVID 3/4) starts a new history
+(``H`` counts from 0 again: a cumulative-hazard compartment is reset with
+the others), so several independent histories can share an ID, e.g. the
+patients of one centre under a centre effect.  ``H`` counts from the start
+of the subject's records: start them at the origin of the hazard (TIME 0 for
+a hazard written in ``TIME``).  The hazard may depend on anything the model
+computes (exposure, covariates, time).  ``prediction`` (IPRED) is the
+survival ``exp(-H(t))``.
 """
 
 from __future__ import annotations
