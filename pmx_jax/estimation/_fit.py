@@ -348,7 +348,9 @@ def fit(
         model: the population model; its current values are the initial
             estimates, and its fixed THETAs/OMEGAs stay fixed.
         data: a Dataset (:func:`pmx_jax.read_nonmem`) or ``prepare(model, data)``.
-        method: ``"fo"``, ``"foce"``, ``"focei"`` (default) or ``"laplace"``.
+        method: ``"fo"``, ``"foce"``, ``"focei"`` (default) or ``"laplace"``.  A model with
+            non-Gaussian endpoints (counts, categories, binary, time to
+            event) needs ``"laplace"``: the others linearise a normal residual.
         max_iterations: limit on accepted quasi-Newton iterations (over all
             restarts).
         gradient_tolerance: converged when every component of the OFV gradient

@@ -528,7 +528,9 @@ def ofv(
         model: the population model at the parameter values to evaluate.
         data: a Dataset (from :func:`pmx_jax.read_nonmem`) or the result of
             ``prepare(model, data)`` (prepare once when evaluating many times).
-        method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
+        method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.  A model with
+            non-Gaussian endpoints (counts, categories, binary, time to
+            event) needs ``"laplace"``: the others linearise a normal residual.
         ebe_init: a further EBE start per subject, ``(n_subjects, n_b)`` (e.g.
             the ``ebes`` of a previous call or of a fit); zeros by default.
         ebe_search: ``"global"`` (default): every subject's EBE is the lowest
