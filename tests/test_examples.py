@@ -124,8 +124,15 @@ def test_every_example_is_tested():
         "model_library_tour",
         "bayesian_tdm",
         "tmdd_fit",
-        "nimotuzumab_fit",
-    }  # in test_fit_library_tmdd.py (reference data)
+        "nimotuzumab_fit",  # in test_fit_library_tmdd.py (reference data)
+        "joint_pk_tte",
+        # in test_examples_endpoints.py:
+        "binary_exposure_response",
+        "ordinal_sedation_score",
+        "count_models",
+        "repeated_time_to_event",
+        "custom_likelihood",
+    }
     assert scripts == tested, f"examples without a test: {scripts - tested}"
 
 

@@ -232,3 +232,51 @@ def test_nuts_samples_a_count_model_near_its_laplace_fit():
         float(fit.model.b0), abs=summary.loc["b0", "sd"]
     )
     assert summary["rhat"].max() < 1.05
+
+
+class GammaObservation(pmx.Model):
+    """A user's log-likelihood that is not finite at DV 0 (a gamma density)."""
+
+    log_shape: pmx.Theta = pmx.theta(np.log(2.0))
+    iiv: pmx.Omega = pmx.omega(b=0.1)
+    dynamics = pmx.pk.Pred()
+    guard = False
+
+    def individual(self, eta, cov):
+        return dict(shape=jnp.exp(self.log_shape + eta.b))
+
+    def observe(self, amounts, p):
+        shape = p["shape"]
+
+        def log_density(y):
+            if self.guard:
+                y = jnp.where(y > 0, y, 1.0)
+            return -jax.scipy.special.gammaln(shape) + (shape - 1.0) * jnp.log(y) - y
+
+        return pmx.LogLikelihood(log_density, prediction=shape)
+
+
+class GuardedGammaObservation(GammaObservation):
+    guard = True
+
+
+def test_user_log_likelihood_is_not_evaluated_at_the_zeros_of_records_without_data():
+    # 4 records per subject are padded to 8 (and an MDV 1 record has DV 0):
+    # the density at DV 0 is -inf there, masked, but its derivative would
+    # make every subject's OFV infinite.  The kernel evaluates such records at
+    # an observed value instead; a density guarded by hand gives the same OFV.
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        dict(
+            ID=np.repeat(np.arange(1, 21), 4),
+            TIME=np.tile(np.arange(4.0), 20),
+            DV=rng.gamma(2.0, 1.0, 80),
+        )
+    )
+    table.loc[table["TIME"] == 0, ["DV", "MDV"]] = [0.0, 1]
+    data = pmx.read_nonmem(table)
+    value = float(pmx.ofv(GammaObservation(), data, "laplace").ofv)
+    assert np.isfinite(value)
+    assert value == pytest.approx(
+        float(pmx.ofv(GuardedGammaObservation(), data, "laplace").ofv), abs=1e-9
+    )

@@ -114,6 +114,7 @@ def record_terms(
     pred = subject_predictions(model, data, eta, iov_eta)
     subject = data.records
     uncensored = subject.is_obs & (subject.cens == 0)
+    dv = _stand_in_values(model, pred, subject)
     kinds = {"events": False}
 
     def observe(amounts, params, dvid, dv, cens, limit, bound, is_uncensored, is_obs):
@@ -145,7 +146,7 @@ def record_terms(
         pred.amounts,
         pred.params,
         subject.dvid,
-        subject.dv,
+        dv,
         subject.cens,
         subject.limit,
         subject.bound,
@@ -161,6 +162,27 @@ def record_terms(
         mean, variance, pred.prediction, observed, loglik, log_scale, normal, censored, general,
         pred.status,
     )  # fmt: skip
+
+
+def _stand_in_values(model: Model, pred, subject: Subjects) -> Array:
+    """The DVs the $ERROR block's log-likelihoods are evaluated at: the data's
+    on observation records, and elsewhere (doses, MDV 1, padding: DV 0) an
+    observed value of the same endpoint, for models with a non-Gaussian
+    endpoint.  Their log-likelihood is masked there, but a density that is
+    not finite at 0 (a user's log-likelihood of a positive quantity, a
+    category that is not 0) would put NaN into every derivative.  Gaussian
+    error models guard their domain themselves: no change for them."""
+    first = jax.tree_util.tree_map(lambda v: v[0], pred.params)
+    _, endpoints = model._observe(pred.amounts[0], first)
+    if all(e.gaussian for e in endpoints):
+        return subject.dv
+    dv = subject.dv
+    for level in range(len(endpoints)):
+        observed = subject.is_obs & (subject.dvid == level)
+        value = dv[jnp.argmax(observed)]
+        stand_in = jnp.where(jnp.any(observed), value, dv)
+        dv = jnp.where(~subject.is_obs & (subject.dvid == level), stand_in, dv)
+    return dv
 
 
 def _event_log_likelihood(
