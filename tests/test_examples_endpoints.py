@@ -20,6 +20,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg")
 
@@ -69,6 +70,7 @@ def test_binary_exposure_response_recovers_the_slope_and_predicts_the_rates():
     assert np.all((check["observed"] >= check["lower"]) & (check["observed"] <= check["upper"]))
 
 
+@pytest.mark.slow  # about 15 s on 2 cores; the default run covers the family elsewhere
 def test_ordinal_sedation_score_recovers_the_cutpoints_and_its_vpc_follows_the_data(tmp_path):
     # About 10 s.  z-scores: slope +2.03, cut0 +0.69, log_gap1 +0.44,
     # log_gap2 +1.94, iiv.sensitivity +1.33.
@@ -95,6 +97,7 @@ def test_ordinal_sedation_score_recovers_the_cutpoints_and_its_vpc_follows_the_d
     assert path.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # about 31 s on 2 cores; the default run covers the family elsewhere
 def test_count_models_tell_overdispersion_apart():
     # About 21 s (three models compiled).  Negative binomial z-scores:
     # log_base -0.66, drug_effect +1.08, log_alpha +1.65, iiv.base -0.43.
@@ -154,6 +157,7 @@ def test_repeated_time_to_event_recovers_the_weibull_and_frailty(tmp_path):
     assert path.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # about 17 s on 2 cores; the default run covers the family elsewhere
 def test_custom_beta_likelihood_fits_and_simulates_with_its_sampler():
     # About 11 s.  z-scores: logit_base +0.28, progression -1.48, log_phi -0.60,
     # iiv.base -0.47, iiv.prog -0.63.
