@@ -78,3 +78,22 @@ def test_report_errors_name_what_is_missing(fitted_run, tmp_path, capsys):
         (old / name).write_text("{}")
     with pytest.raises(RunRecordError, match="several runs"):
         load_run(old)
+
+
+def test_run_record_says_where_the_fit_came_from(fitted_run):
+    import hashlib
+
+    import pmx_jax as pmx
+
+    record = json.loads((fitted_run / "theophylline_run.json").read_text())
+    provenance = record["provenance"]
+    assert provenance["versions"]["pmx_jax"] == pmx.__version__
+    assert provenance["versions"]["jax"] and provenance["versions"]["numpy"]
+    assert provenance["backend"] == "cpu" and provenance["n_subjects"] == 12
+    # The hash is that of the table as read (here the bundled data set).
+    table = pmx.datasets.load("theophylline").table
+    expected = hashlib.sha256(table.to_csv(index=False, lineterminator="\n").encode())
+    assert provenance["data_sha256"] == expected.hexdigest()
+    seconds = provenance["seconds"]
+    assert 0 < seconds["compilation"] <= seconds["total"]
+    assert provenance["created"].endswith("+00:00")

@@ -47,10 +47,53 @@ def write_run_record(path: str | Path, config_path: str | Path, result: Any) -> 
             for name, block in model.omega_blocks()
         },
         ids=[i if isinstance(i, int | float | str) else str(i) for i in result.ids],
+        provenance=provenance(result),
     )
     path = Path(path)
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+def provenance(result: Any) -> dict[str, Any]:
+    """Where a fit came from, for its run record: when and by which command
+    it ran, the versions of pmx_jax and of the libraries that computed it,
+    the device, a SHA-256 of the data table (the same data give the same
+    hash whatever file or bundled name they came from), and the run time
+    split into compilation and the rest."""
+    import datetime
+    import hashlib
+    import platform
+    import sys
+    from importlib import metadata
+
+    import jax
+
+    from .. import __version__
+
+    versions = {"pmx_jax": __version__, "python": platform.python_version()}
+    for package in ("jax", "jaxlib", "numpy", "equinox", "diffrax", "optimistix", "pandas"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    dataset = getattr(result, "dataset", None)
+    data_hash = None
+    if dataset is not None:
+        csv = dataset.table.to_csv(index=False, lineterminator="\n").encode()
+        data_hash = hashlib.sha256(csv).hexdigest()
+    return dict(
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        command=" ".join(sys.argv),
+        versions=versions,
+        backend=jax.default_backend(),
+        devices=[str(device) for device in jax.devices()],
+        data_sha256=data_hash,
+        n_subjects=int(result.n_subjects),
+        seconds=dict(
+            total=round(float(result.elapsed_seconds), 3),
+            compilation=round(float(result.compile_seconds), 3),
+        ),
+    )
 
 
 class FittedRun:
