@@ -324,3 +324,15 @@ def test_the_host_bfgs_minimises_rosenbrock():
     step = bfgs.step
     assert not bfgs.tell(bfgs.trial(), np.inf, bfgs.g)
     assert bfgs.step == step / 2
+
+
+def test_notebooks_show_the_fit_as_html(result):
+    import html.parser
+
+    page = result._repr_html_()
+    assert f"OFV {result.ofv:.4f}" in page and "converged" in page
+    for name in ("tka", "tcl", "tv", "add_sd", "iiv.ka", "iiv.cl", "iiv.v"):
+        assert f"<th>{name}</th>" in page
+    shrinkage = 100 * result.eta_shrinkage["cl"]
+    assert f"{shrinkage:.1f}%" in page
+    html.parser.HTMLParser().feed(page)  # well-formed enough to parse

@@ -59,6 +59,13 @@ class FitResult:
             unconstrained scale).
         trace: one row per OFV evaluation (``event``: ``initial``, ``iteration``,
             ``check`` for the global EBE search at an end point, ``final``).
+        iteration_estimates: one row per accepted iteration (``iteration`` 0:
+            the initial estimates, then 1 to ``iterations``): its ``ofv``
+            (iteration 0: the OFV of :func:`pmx.ofv` there; then as the search
+            evaluated it, EBEs warm-started) and every THETA and OMEGA element
+            on the natural scale, fixed ones included, in columns named as the
+            ``parameter`` column of :meth:`estimates` (NONMEM's ext-file
+            iterations; empty for a result not made by :func:`pmx.fit`).
         elapsed_seconds, compile_seconds: wall time of the whole fit, and of its
             first OFV evaluations (mostly compilation).
         covariance: the covariance step (:class:`CovarianceResult`) or None,
@@ -92,6 +99,7 @@ class FitResult:
         suspect: tuple[str, ...] = (),
         restarts: int = 0,
         trace: pd.DataFrame | None = None,
+        iteration_estimates: pd.DataFrame | None = None,
         dataset: Any = None,
         problem: Any = None,
         covariance: Any = None,
@@ -120,6 +128,9 @@ class FitResult:
             elapsed_seconds=elapsed_seconds,
             compile_seconds=compile_seconds,
             trace=trace if trace is not None else pd.DataFrame(),
+            iteration_estimates=(
+                iteration_estimates if iteration_estimates is not None else pd.DataFrame()
+            ),
             covariance=covariance,
             covariance_note=covariance_note,
             starts=starts,
@@ -428,6 +439,34 @@ class FitResult:
 
     def __repr__(self) -> str:
         return self.__str__()
+
+    def _repr_html_(self) -> str:
+        """The fit as notebooks show it: status, OFV and information
+        criteria, then the estimates table with SEs and shrinkage."""
+        import html
+
+        status = "converged" if self.converged else html.escape(self.status.label)
+        estimates = self.estimates().set_index("parameter")
+        shrinkage = self.eta_shrinkage
+        estimates["shrinkage"] = [
+            f"{100 * shrinkage[name.split('.', 1)[1]]:.1f}%"
+            if kind == "omega" and name.split(".", 1)[-1] in shrinkage.index
+            else ""
+            for name, kind in zip(estimates.index, estimates["kind"], strict=True)
+        ]
+        table = estimates.drop(columns=["kind"]).to_html(
+            float_format=lambda x: f"{x:.5g}", na_rep="-", border=0, classes="pmx-estimates"
+        )
+        header = (
+            f"<b>{html.escape(type(self.model).__name__)}</b>: "
+            f"{self.method.upper()} fit, {status}; {self.iterations} iterations, "
+            f"{self.elapsed_seconds:.1f} s ({self.compile_seconds:.1f} s compiling)<br>"
+            f"OFV {self.ofv:.4f} &nbsp; -2LL {self.minus_two_log_likelihood:.4f} &nbsp; "
+            f"AIC {self.aic:.4f} &nbsp; BIC {self.bic:.4f}<br>"
+            f"{self.n_subjects} subjects, {self.n_observations + self.n_general} observations"
+        )
+        notes = "".join(f"<br><i>{html.escape(str(n))}</i>" for n in self.suspect)
+        return f"<div class='pmx-fit'>{header}{notes}{table}</div>"
 
 
 def _strong_correlations(
