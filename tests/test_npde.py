@@ -234,3 +234,19 @@ def test_npde_of_a_fit(refdata):
     fit = pmx.fit(model, pmx.read_nonmem(wang_table(refdata)), "focei", covariance=None)
     result = npde(fit, n_sim=300)
     assert result.NPDE[result.EVID == 0].notna().all()
+
+
+def test_npde_of_a_subset_names_its_own_records():
+    # Dataset.subset keeps the original row numbers: NPDE must map its
+    # records by them (it indexed by position and failed past the subset).
+    data = pmx.datasets.load("theophylline")
+    subset = data.subset([11, 12])
+    result = npde(pmx.library.Theophylline(), subset, n_sim=50)
+    records = subset.records
+    pd.testing.assert_series_equal(
+        result["TIME"].reset_index(drop=True),
+        records["time"].reset_index(drop=True),
+        check_names=False,
+    )
+    assert list(result["ID"]) == list(records["id"]) and set(result["ID"]) == {11, 12}
+    assert list(result["row"]) == list(records["row"])

@@ -245,12 +245,15 @@ def npde(
     pd_full, pde_full = scatter(pd_values), scatter(pde_values)
     records = dataset.records
     rows = np.asarray(subjects.row)[sub, rec]
+    # ``row`` numbers the table as first read (a subset keeps it): positions
+    # in ``records`` differ from it after Dataset.subset.
+    positions = dataset.record_positions(rows)
     frame = pd.DataFrame(
         {
-            "ID": records["id"].to_numpy()[rows],
-            "TIME": records["time"].to_numpy()[rows],
-            "EVID": records["evid"].to_numpy()[rows],
-            "DV": records["dv"].to_numpy()[rows],
+            "ID": records["id"].to_numpy()[positions],
+            "TIME": records["time"].to_numpy()[positions],
+            "EVID": records["evid"].to_numpy()[positions],
+            "DV": records["dv"].to_numpy()[positions],
             "EPRED": np.where(is_obs, epred_all, np.nan)[sub, rec],
             "PD": pd_full[sub, rec],
             "NPD": _probit(pd_full[sub, rec]),
