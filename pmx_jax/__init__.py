@@ -42,6 +42,7 @@ _SUBMODULES = (
     "library",
     "likelihood",
     "model",
+    "nonmem",
     "pk",
     "simulation",
 )
@@ -137,6 +138,7 @@ if TYPE_CHECKING:
     from . import estimation as estimation
     from . import library as library
     from . import likelihood as likelihood
+    from . import nonmem as nonmem
     from . import pk as pk
     from ._cache import enable_compilation_cache as enable_compilation_cache
     from ._memory import ResultTooLargeError as ResultTooLargeError

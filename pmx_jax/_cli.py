@@ -146,9 +146,15 @@ def _fit(args: argparse.Namespace) -> int:
 
     write_run_record(out_dir / f"{config.name}_run.json", args.config, result)
     # -- end pmx report -----------------------------------------------------------
+    # The files NONMEM writes, for Pharmpy, Xpose, PsN and Pirana.
+    from .nonmem import write_nonmem_results, write_tables
+
+    nonmem = write_nonmem_results(result, out_dir, config.name)
+    nonmem += write_tables(result, out_dir)
     print(
         f"\nwrote {out}, {config.name}_ebes.csv, {config.name}_table.csv and {config.name}_run.json"
     )
+    print(f"NONMEM-format files: {', '.join(path.name for path in nonmem)}")
     return 0 if result.converged else 1
 
 

@@ -41,7 +41,7 @@ def _release_compiled_programs():
 # they run in one worker, so that the compiled fit is shared (about 40 s each).
 _THEOPHYLLINE_FOCEI = {
     "test_cli", "test_covariance_reference", "test_examples", "test_fit_theophylline",
-    "test_plots", "test_report",
+    "test_plots", "test_report", "test_nonmem_results", "test_nonmem_tables",
 }  # fmt: skip
 
 

@@ -97,3 +97,19 @@ def test_run_record_says_where_the_fit_came_from(fitted_run):
     seconds = provenance["seconds"]
     assert 0 < seconds["compilation"] <= seconds["total"]
     assert provenance["created"].endswith("+00:00")
+
+
+def test_fit_writes_the_files_nonmem_writes(fitted_run):
+    import pandas as pd
+
+    names = {path.name for path in fitted_run.iterdir()}
+    for suffix in (".ext", ".phi", ".cov", ".cor", ".coi", ".shk"):
+        assert f"theophylline{suffix}" in names
+    assert {"sdtab1", "patab1"} <= names
+    fit = json.loads((fitted_run / "theophylline_fit.json").read_text())
+    ext = pd.read_csv(fitted_run / "theophylline.ext", sep=r"\s+", skiprows=1)
+    final = ext[ext["ITERATION"] == -1000000000].iloc[0]
+    assert final["OBJ"] == pytest.approx(fit["ofv"], rel=1e-12)
+    # one row per accepted iteration, 0 to the last
+    iterations = ext[ext["ITERATION"] >= 0]["ITERATION"].tolist()
+    assert iterations == list(range(fit["iterations"] + 1))

@@ -103,7 +103,8 @@ TRACE_COLUMNS = (
 @dataclass
 class _Log:
     """Everything the driver records and prints: the trace (one row per OFV
-    evaluation), the callback, and progress lines (from here only)."""
+    evaluation), the estimates of every accepted iteration, the callback, and
+    progress lines (from here only)."""
 
     method: str
     n_subjects: int
@@ -113,6 +114,7 @@ class _Log:
     callback: Callable[[dict, Model], Any] | None
     started: float = field(default_factory=time.perf_counter)
     rows: list = field(default_factory=list)
+    estimates: list = field(default_factory=list)
     verbose: bool = False
     initial_line: str = ""
 
@@ -184,6 +186,13 @@ class _Log:
 
     def trace(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(TRACE_COLUMNS))
+
+    def accepted(self, iteration: int, ofv: float, model: Model) -> None:
+        """Records the point of an accepted iteration (0: the initial estimates)."""
+        self.estimates.append(dict(iteration=iteration, ofv=ofv, **parameter_values(model)))
+
+    def iteration_estimates(self) -> pd.DataFrame:
+        return pd.DataFrame(self.estimates)
 
 
 @dataclass
@@ -294,6 +303,7 @@ def _minimise(
         ebes = evaluation.result.ebes
         ofv = evaluation.ofv
         gnorm = float(np.max(np.abs(evaluation.grad)))
+        log.accepted(iterations, ofv, engine.model(bfgs.y))
         log.iteration(iterations, ofv, gnorm)
         y = bfgs.y
         if gnorm <= gradient_tolerance:
@@ -497,6 +507,23 @@ def _natural(model: Model) -> dict[str, float]:
     return dict(zip(natural_names(model), np.asarray(natural_vector(model)), strict=True))
 
 
+def parameter_values(model: Model) -> dict[str, float]:
+    """Every THETA and OMEGA element of ``model`` on the natural scale, fixed
+    ones included, by the names of :meth:`FitResult.estimates` (THETAs in
+    field order, then each OMEGA block's lower triangle row by row: variances
+    ``iiv.cl``, covariances ``iiv.cl,v`` of full blocks)."""
+    values = {name: float(theta) for name, theta in model.thetas().items()}
+    for name, block in model.omega_blocks():
+        matrix = np.asarray(block.matrix)
+        for i, eta_i in enumerate(block.names):
+            for j in range(i + 1):
+                if i == j:
+                    values[f"{name}.{eta_i}"] = float(matrix[i, i])
+                elif not block.diagonal:
+                    values[f"{name}.{block.names[j]},{eta_i}"] = float(matrix[i, j])
+    return values
+
+
 def _fit_once(
     model: Model,
     problem: Problem,
@@ -545,6 +572,7 @@ def _fit_once(
     log.preparing()
     initial = fresh_evaluation(y0, "initial", warm=warm)
     ofv0 = initial.ofv
+    log.accepted(0, ofv0, engine.model(y0))
     compile_seconds = time.perf_counter() - started
     missed: list = []
     y, final = y0, initial
@@ -713,6 +741,7 @@ def _result(
         elapsed_seconds=time.perf_counter() - log.started,
         compile_seconds=compile_seconds,
         trace=log.trace(),
+        iteration_estimates=log.iteration_estimates(),
         dataset=dataset,
         problem=problem,
         notes=tuple(notes),

@@ -1,0 +1,21 @@
+"""NONMEM interoperability: a fit's results in the files NONMEM writes, so that
+the NONMEM ecosystem (Pharmpy, Xpose, PsN, Pirana) reads a pmx run.
+
+:func:`write_nonmem_results` writes the run files (``.ext`` with one row per
+iteration and the special rows, ``.phi``, ``.cov``/``.cor``/``.coi``, ``.shk``);
+:func:`write_tables` the ``$TABLE`` files in Xpose's naming (``sdtab``,
+``patab``, ``cotab``, ``catab``).  ``pmx fit`` writes both into its run folder.
+"""
+
+from ._results import write_covariance as write_covariance
+from ._results import write_ext as write_ext
+from ._results import write_nonmem_results as write_nonmem_results
+from ._results import write_phi as write_phi
+from ._results import write_shk as write_shk
+from ._tables import catab as catab
+from ._tables import cotab as cotab
+from ._tables import patab as patab
+from ._tables import sdtab as sdtab
+from ._tables import time_after_dose as time_after_dose
+from ._tables import write_table as write_table
+from ._tables import write_tables as write_tables
