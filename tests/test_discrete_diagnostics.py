@@ -441,6 +441,7 @@ def test_docstring_examples():
     assert doctest.testmod(_discrete).failed == 0
 
 
+@pytest.mark.slow  # about 16 s; test_pmx_fit_and_report_of_a_count_model covers the report path
 def test_write_report_of_a_count_and_event_model_writes_their_checks(tmp_path):
     from pmx_jax.diagnostics import write_report
 
