@@ -1,5 +1,11 @@
-"""NONMEM interoperability: a fit's results in the files NONMEM writes, so that
-the NONMEM ecosystem (Pharmpy, Xpose, PsN, Pirana) reads a pmx run.
+"""NONMEM interoperability: control streams in, and a fit's results in the files
+NONMEM writes, so that the NONMEM ecosystem (Pharmpy, Xpose, PsN, Pirana) reads
+a pmx run.
+
+:func:`read_model` reads a control stream (``$INPUT``/``$DATA`` by position,
+``$SUBROUTINES`` ADVAN1-4/6/13, abbreviated code, ``$THETA``/``$OMEGA``/
+``$SIGMA``, ``$ESTIMATION``) into a pmx model, its dataset and the estimation
+settings, and refuses what it does not cover with the record and line.
 
 :func:`write_nonmem_results` writes the run files (``.ext`` with one row per
 iteration and the special rows, ``.phi``, ``.cov``/``.cor``/``.coi``, ``.shk``);
@@ -7,6 +13,8 @@ iteration and the special rows, ``.phi``, ``.cov``/``.cor``/``.coi``, ``.shk``);
 ``patab``, ``cotab``, ``catab``).  ``pmx fit`` writes both into its run folder.
 """
 
+from ._control import ControlStreamError as ControlStreamError
+from ._control import read_model as read_model
 from ._results import write_covariance as write_covariance
 from ._results import write_ext as write_ext
 from ._results import write_nonmem_results as write_nonmem_results
