@@ -48,6 +48,15 @@ Supported (everything else is refused with the record, line and construct):
   (exact for ``Y`` linear in the EPSs), as :class:`LinearisedNormal`.  A ``W``
   written as ``SQRT(...)`` that is 0 where ``F = 0`` (purely proportional)
   has an infinite derivative there: write ``W = THETA(k)*F`` instead.
+
+Why a small reader of our own rather than pharmpy-core's NM-TRAN parser:
+pharmpy turns the abbreviated code into a sympy model (its dependencies and
+import time are a large part of a run, and its symbolic statements would
+still have to be translated into JAX), whereas the subset NONMEM users
+write in practice (assignments, IF blocks, the intrinsic functions) maps
+directly onto ``jax.numpy`` expressions in a few hundred lines, with errors
+that name our own record and line.  pharmpy-core stays a test client: it
+reads the files of :mod:`pmx_jax.nonmem._results` back.
 """
 
 from __future__ import annotations
