@@ -158,6 +158,35 @@ def _fit(args: argparse.Namespace) -> int:
     return 0 if result.converged else 1
 
 
+# -- pmx run --------------------------------------------------------------------------
+def _run_control_stream(args: argparse.Namespace) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from ._config import output_folder
+    from .estimation import fit
+    from .nonmem import read_model, write_nonmem_results, write_tables
+
+    control = Path(args.control)
+    model, data, settings = read_model(control, data=args.data)
+    out_dir = output_folder(args.output or control.parent, "--output")
+    method = settings["method"]
+    options: dict = dict(covariance="sandwich" if settings.get("covariance") is not None else None)
+    if settings.get("maxeval"):
+        options["max_iterations"] = int(settings["maxeval"])
+    print(f"{settings.get('problem') or control.stem}: fitting by {method.upper()} ...")
+    result = fit(model, data, method=method, progress=True, **options)
+    print()
+    print(result)
+    stem = control.stem
+    result.to_json(out_dir / f"{stem}_fit.json")
+    written = write_nonmem_results(result, out_dir, stem) + write_tables(result, out_dir)
+    print(f"\nwrote {stem}_fit.json, {', '.join(path.name for path in written)} to {out_dir}")
+    # NONMEM's summary line, for scripts that read it.
+    print(f"OFV {result.ofv:.6f}")
+    return 0 if result.converged else 1
+
+
 # -- pmx report ------------------------------------------------------------------
 def _report(args: argparse.Namespace) -> int:
     import matplotlib
@@ -349,6 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit.add_argument("--output", default=None, help="output folder (default: output_dir or runs/)")
     fit.set_defaults(run=_fit)
+    run = sub.add_parser(
+        "run",
+        help="fit a NONMEM control stream",
+        description="Read a NONMEM control stream (pmx.nonmem.read_model), fit it by its "
+        "$ESTIMATION method, print the result ending with NONMEM's line `OFV <value>`, and "
+        "write the run's files (JSON, NONMEM's .ext/.phi/.cov/.shk and sdtab/patab tables) "
+        "next to it or to --output. Exit code 1 when the minimisation did not converge, 2 "
+        "when the control stream or data cannot be used.",
+    )
+    run.add_argument("control", help="the control stream, e.g. run1.ctl")
+    run.add_argument("--data", default=None, help="data file to read instead of $DATA's")
+    run.add_argument("--output", default=None, help="output folder (default: the stream's)")
+    run.set_defaults(run=_run_control_stream)
     _add_report_parser(sub)  # pmx report
     _add_check_parser(sub)  # pmx check
     args = parser.parse_args(argv)

@@ -424,3 +424,19 @@ def test_runode032_advan13_initial_ofv_matches_nonmem(refdata):
     assert model.dynamics.compartments == ("central", "peri")
     assert (data.n_subjects, data.n_observations) == (120, 2280)
     assert ofv(model, data) == pytest.approx(20783.393, abs=1e-3)
+
+
+def test_pmx_run_fits_a_control_stream_and_prints_the_ofv(tmp_path, theo_csv, capsys):
+    # The command line: the stream's $DATA file sits next to it; the fit ends
+    # with NONMEM's `OFV <value>` line and writes the run's NONMEM files.
+    # FOCEI of the library model on these data: nlmixr2's OFV 116.8038
+    # (REFERENCE_CASES R2; tests/test_fit_theophylline.py asserts it to 0.01).
+    from pmx_jax._cli import main
+
+    control = write(tmp_path, THEO + "    $COV\n")  # $COV: the covariance step runs
+    assert main(["run", str(control), "--output", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("OFV ")
+    assert float(lines[-1].split()[1]) == pytest.approx(116.8038, abs=0.01)
+    written = {path.name for path in (tmp_path / "out").iterdir()}
+    assert {"run_fit.json", "run.ext", "run.phi", "run.cov", "run.shk", "sdtab1"} <= written
