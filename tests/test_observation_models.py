@@ -280,3 +280,24 @@ def test_user_log_likelihood_is_not_evaluated_at_the_zeros_of_records_without_da
     assert value == pytest.approx(
         float(pmx.ofv(GuardedGammaObservation(), data, "laplace").ofv), abs=1e-9
     )
+
+
+def test_every_dvid_level_is_checked_against_its_endpoint():
+    # A single endpoint serves every DVID level of the data: the count on the
+    # second level is checked too (it was not, and the fit's per-level flags
+    # assumed one level per endpoint).
+    table = _table([1, 2.5, 3, 4], DVID=[1, 2, 1, 2])
+    with pytest.raises(InvalidValueError, match=r"is 2.5 on row 2 \(ID 1\) \(DVID 2\)"):
+        pmx.ofv(CountModel(), pmx.read_nonmem(table), "laplace")
+    fit = pmx.fit(CountModel(), pmx.read_nonmem(_table([1, 2, 3, 4], DVID=[1, 2, 1, 2])), "laplace")
+    assert fit.n_general == 4 and fit.n_observations == 0
+
+
+def test_fewer_endpoints_than_dvid_levels_is_an_error():
+    class TwoEndpoints(CountModel):
+        def observe(self, amounts, p):
+            return {1: pmx.Poisson(jnp.exp(p["log_rate"])), 2: pmx.Bernoulli(p["log_rate"])}
+
+    table = _table([1, 0, 3, 1, 2, 1], DVID=[1, 2, 3, 1, 2, 3])
+    with pytest.raises(pmx.ObservationError, match=r"3 DVID levels.*returns 2 endpoints"):
+        pmx.ofv(TwoEndpoints(), pmx.read_nonmem(table), "laplace")

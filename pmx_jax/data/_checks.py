@@ -106,7 +106,8 @@ def check_endpoint_values(
     data: Dataset, endpoints: Sequence[Any], *, model: str | None = None
 ) -> None:
     """Check every observation against its endpoint's observation model
-    (``endpoints[k]`` for DVID level ``k``): raise :class:`InvalidValueError`
+    (``endpoints[k]`` for DVID level ``k``, as ``likelihood.level_endpoints``
+    gives them): raise :class:`InvalidValueError`
     for a DV the model cannot produce (a category outside the declared set, a
     negative or fractional count, a time-to-event code other than 0/1/2), for
     a censoring flag on a non-Gaussian endpoint, and for an interval-censored
@@ -126,7 +127,7 @@ def check_endpoint_values(
             continue
         name = type(endpoint).__name__
         on = observation & (dvid == level)
-        label = "" if len(endpoints) == 1 else f" (DVID {data.dvid_levels[level]})"
+        label = "" if len(data.dvid_levels) <= 1 else f" (DVID {data.dvid_levels[level]})"
         censored = np.flatnonzero(on & (cens != 0))
         if censored.size:
             raise InvalidValueError(

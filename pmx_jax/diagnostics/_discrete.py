@@ -74,7 +74,7 @@ from scipy.special import ndtri
 
 from ..data._dataset import Dataset
 from ..likelihood import Layout, prepare, record_frame_index, subject_predictions
-from ..likelihood._prepare import _trace_pk, observation_models
+from ..likelihood._prepare import level_endpoints
 from ..model._model import Model
 from ..model._observations import (
     CENSORED,
@@ -101,8 +101,7 @@ _COLOURS = {"observed": "#c0392b", "simulated": "#2c6fbb"}
 # -- endpoints -------------------------------------------------------------------------
 def _endpoint_models(model: Model, dataset: Dataset) -> tuple:
     """The observation model of every DVID level (classes and static settings)."""
-    parameters = _trace_pk(model, dataset.covariate_names)[1]
-    return observation_models(model, parameters)
+    return level_endpoints(model, dataset)
 
 
 def _describe(endpoints: tuple, dataset: Dataset) -> str:

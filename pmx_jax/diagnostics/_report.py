@@ -311,14 +311,11 @@ def _endpoint_kinds(model: Any, dataset: Any) -> dict[Any, str]:
     """Per DVID value of the data: ``"gaussian"`` (an error model),
     ``"event"`` (time to event), ``"categorical"`` (binary, categories,
     counts) or ``"other"`` (a user's log-likelihood)."""
-    from ..likelihood._prepare import _trace_pk, observation_models
+    from ..likelihood._prepare import level_endpoints
     from ..model._observations import LogLikelihood
 
-    _, parameters = _trace_pk(model, dataset.covariate_names)
-    endpoints = observation_models(model, parameters)
     kinds = {}
-    for level, value in enumerate(dataset.dvid_levels):
-        endpoint = endpoints[level] if len(endpoints) > 1 else endpoints[0]
+    for value, endpoint in zip(dataset.dvid_levels, level_endpoints(model, dataset), strict=True):
         if endpoint.gaussian:
             kinds[value] = "gaussian"
         elif endpoint.time_to_event:

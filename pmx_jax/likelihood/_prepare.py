@@ -21,6 +21,7 @@ from ..data._checks import check_endpoint_values, check_modelled_inputs
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
 from ..events._plan import EventPlan, plan_events
+from ..model._errors import ObservationError
 from ..model._model import Model
 from ..model._views import CovariateView, EtaView
 
@@ -50,8 +51,9 @@ class Prepared(eqx.Module):
     subjects: Subjects
     plan: EventPlan
     n_occasions: int = eqx.field(static=True)
-    # Per DVID level: whether its observation model is Gaussian (an error
-    # model), and whether it is a time-to-event endpoint.
+    # Per DVID level of the data (``level_endpoints``): whether its
+    # observation model is Gaussian (an error model), and whether it is a
+    # time-to-event endpoint.
     gaussian_levels: tuple[bool, ...] = eqx.field(static=True, default=(True,))
     event_levels: tuple[bool, ...] = eqx.field(static=True, default=(False,))
 
@@ -135,6 +137,28 @@ def observation_models(model: Model, parameter_names: Sequence[str]) -> tuple:
     return tuple(found)
 
 
+def level_endpoints(
+    model: Model, data: Dataset, parameter_names: Sequence[str] | None = None
+) -> tuple:
+    """The observation model of each DVID level of ``data`` (level order): a
+    model's single endpoint serves every level (``observe`` ignores DVID
+    then), endpoint ``k`` level ``k`` otherwise.  ``parameter_names``: the
+    $PK block's outputs, when the caller has traced it already."""
+    if parameter_names is None:
+        parameter_names = _trace_pk(model, data.covariate_names)[1]
+    endpoints = observation_models(model, parameter_names)
+    n_levels = max(len(data.dvid_levels), 1)
+    if len(endpoints) == 1:
+        return endpoints * n_levels
+    if len(endpoints) < n_levels:
+        raise ObservationError(
+            f"the data have {n_levels} DVID levels {data.dvid_levels} but "
+            f"{type(model).__name__}.observe returns {len(endpoints)} endpoints; return one "
+            "error model per DVID level (in the order of the sorted DVID values)"
+        )
+    return endpoints[:n_levels]
+
+
 def prepare(
     model: Model,
     data: Dataset,
@@ -154,7 +178,7 @@ def prepare(
     data.check_compartments(model.dynamics.n_compartments, model=name)
     covariates, parameters = _trace_pk(model, data.covariate_names)
     check_modelled_inputs(data, parameters, model=name)
-    endpoints = observation_models(model, parameters)
+    endpoints = level_endpoints(model, data, parameters)
     if check_values:
         check_endpoint_values(data, endpoints, model=name)
     if buckets and pad_to is None:
