@@ -74,6 +74,10 @@ class FitResult:
             initial estimates, initial and final OFV, status); None otherwise.
         notes: what a reader of the estimates should know that is not a
             failure (e.g. subjects whose Laplace curvature was floored).
+        stochastic: for a SAEM fit, its Monte-Carlo side
+            (:class:`pmx_jax.estimation.SAEMDetails`: the OFV's Monte-Carlo
+            standard error, conditional means, the parameter trajectories,
+            the Monte-Carlo score at the end); None otherwise.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class FitResult:
         starts: pd.DataFrame | None = None,
         notes: tuple[str, ...] = (),
         ebe_search: str = "global",
+        stochastic: Any = None,
     ) -> None:
         fields = dict(
             model=model,
@@ -136,6 +141,7 @@ class FitResult:
             starts=starts,
             notes=tuple(notes),
             ebe_search=ebe_search,
+            stochastic=stochastic,
             _ebe_matrix=np.asarray(ebe_matrix),
             _dataset=dataset,
             _problem=problem,
