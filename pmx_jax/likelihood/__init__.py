@@ -50,6 +50,7 @@ from ._kernel import log_prior as log_prior
 from ._kernel import logdet as logdet
 from ._kernel import moments_and_jacobian as moments_and_jacobian
 from ._kernel import record_terms as record_terms
+from ._mu import mu_referenced_thetas as mu_referenced_thetas
 from ._objective import METHODS as METHODS
 from ._objective import Method as Method
 from ._objective import NonFiniteOFVWarning as NonFiniteOFVWarning
