@@ -7,6 +7,10 @@ a pmx run.
 ``$SIGMA``, ``$ESTIMATION``) into a pmx model, its dataset and the estimation
 settings, and refuses what it does not cover with the record and line.
 
+:func:`write_model` writes a pmx model as a control stream (its blocks traced
+with JAX and translated into abbreviated code; the data file beside it), which
+:func:`read_model` reads back with the same objective function.
+
 :func:`write_nonmem_results` writes the run files (``.ext`` with one row per
 iteration and the special rows, ``.phi``, ``.cov``/``.cor``/``.coi``, ``.shk``);
 :func:`write_tables` the ``$TABLE`` files in Xpose's naming (``sdtab``,
@@ -27,3 +31,5 @@ from ._tables import sdtab as sdtab
 from ._tables import time_after_dose as time_after_dose
 from ._tables import write_table as write_table
 from ._tables import write_tables as write_tables
+from ._write import ExportError as ExportError
+from ._write import write_model as write_model
