@@ -264,6 +264,28 @@ class FitResult:
         shrink = 1.0 - np.std(eta, axis=0, ddof=ddof) / np.sqrt(omega)
         return pd.Series(shrink, index=list(names), name="eta_shrinkage")
 
+    def etabar(self) -> pd.DataFrame:
+        """NONMEM's ETABAR test, one row per IIV eta: ``etabar`` (the mean
+        EBE), ``se`` (``sd / sqrt(n)``, sd with divisor n), ``n`` (subjects)
+        and ``p_value``, two-sided, of the hypothesis that the true mean is 0.
+        The reference distribution is the normal (NONMEM's P VAL.: its pheno
+        report is reproduced by the normal, not by Student's t), the rows of
+        :func:`pmx_jax.nonmem._results.shrinkage_table`."""
+        from ..nonmem._results import shrinkage_table
+
+        names = list(self.model.eta_names)
+        omega = np.diagonal(np.asarray(self.model.omega_matrix()))
+        table = shrinkage_table(self._ebe_matrix[:, : len(names)], omega)
+        return pd.DataFrame(
+            {
+                "etabar": table.loc[1].to_numpy(),
+                "se": table.loc[2].to_numpy(),
+                "n": table.loc[7].to_numpy().astype(int),
+                "p_value": table.loc[3].to_numpy(),
+            },
+            index=pd.Index(names, name="eta"),
+        )
+
     # -- estimates table ----------------------------------------------------------
     def estimates(self) -> pd.DataFrame:
         """Parameter estimates (NONMEM's final estimates), one row per THETA and

@@ -88,6 +88,11 @@ class Theta(eqx.Module):
     fixed: excluded from estimation (NONMEM's FIX).
     prior: an optional NumPyro-like distribution on the natural scale, used by
         Bayesian estimation (static; stored, not interpreted here).
+    label, unit: what the parameter is and its unit, for reports (static;
+        NONMEM's ``$THETA`` comment, e.g. ``"KA"`` and ``"1/h"``).  The unit is
+        that of the quantity the THETA stands for: for ``tka`` in ``ka =
+        exp(tka + eta.ka)`` the unit of KA, printed next to the back-transformed
+        value.
     """
 
     value: Float[ArrayLike, ""] = eqx.field(converter=_as_leaf)
@@ -95,6 +100,8 @@ class Theta(eqx.Module):
     upper: float = eqx.field(static=True, default=math.inf, converter=float)
     fixed: bool = eqx.field(static=True, default=False, converter=bool)
     prior: Any = eqx.field(static=True, default=None, converter=_as_prior)
+    label: str | None = eqx.field(static=True, default=None)
+    unit: str | None = eqx.field(static=True, default=None)
 
     # NumPy must defer to our reflected operators (``np_array * theta``), which
     # also work on tracers.
@@ -230,6 +237,10 @@ class Theta(eqx.Module):
             parts.append("fixed=True")
         if self.prior is not None:
             parts.append(f"prior={self.prior!r}")
+        if self.label is not None:
+            parts.append(f"label={self.label!r}")
+        if self.unit is not None:
+            parts.append(f"unit={self.unit!r}")
         return f"Theta({', '.join(parts)})"
 
 
@@ -247,12 +258,16 @@ def theta(
     *,
     fixed: bool = False,
     prior: Any = None,
+    label: str | None = None,
+    unit: str | None = None,
 ) -> Theta:
     """Declare a THETA with its initial estimate and optional bounds.
 
     ``lower < init < upper`` must hold strictly (``<=`` for a fixed THETA); this
     is checked with the parameter's name when the THETA is attached to a
-    :class:`~pmx_jax.Model` class.
+    :class:`~pmx_jax.Model` class.  ``label`` and ``unit`` are for reports
+    (NONMEM's ``$THETA 0.45 ; KA (1/h)``): the unit of the quantity the THETA
+    stands for, e.g. of KA for a log-scale ``tka``.
 
     Example
     -------
@@ -261,12 +276,17 @@ def theta(
     1.4
     >>> t.transform_kind
     'log'
+    >>> theta(0.45, label="KA", unit="1/h").unit
+    '1/h'
     """
     if isinstance(init, bool) or not isinstance(init, int | float | np.number | np.ndarray):
         raise TypeError(f"theta(init=...) must be a number, got {type(init).__name__}")
     if np.ndim(init) != 0:
         raise TypeError(f"theta(init=...) must be a scalar, got shape {np.shape(init)}")
-    return Theta(init, lower, upper, fixed, prior)
+    for name, text in (("label", label), ("unit", unit)):
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"theta({name}=...) must be text, got {type(text).__name__}")
+    return Theta(init, lower, upper, fixed, prior, label, unit)
 
 
 def check_theta(theta: Theta, where: str) -> None:
