@@ -63,6 +63,8 @@ _NAMES = {
     "FitResult": ".estimation",
     "fisher_information": ".estimation",
     "fit": ".estimation",
+    "importance_ofv": ".estimation",
+    "saem": ".estimation",
     "ofv": ".estimation",
     "AbstractErrorModel": ".model",
     "Additive": ".model",
@@ -156,7 +158,9 @@ if TYPE_CHECKING:
     from .estimation import FitResult as FitResult
     from .estimation import fisher_information as fisher_information
     from .estimation import fit as fit
+    from .estimation import importance_ofv as importance_ofv
     from .estimation import ofv as ofv
+    from .estimation import saem as saem
     from .model import AbstractErrorModel as AbstractErrorModel
     from .model import AbstractLikelihood as AbstractLikelihood
     from .model import Additive as Additive

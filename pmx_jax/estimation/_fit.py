@@ -350,17 +350,23 @@ def fit(
     covariance: str | None = "sandwich",
     chunk_size: int | None = None,
     laplace_floor: float | None = None,
+    **options: Any,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
-    maximum likelihood (FO, FOCE, FOCEI or Laplace approximation).
+    maximum likelihood (FO, FOCE, FOCEI or Laplace approximation, or SAEM).
 
     Args:
         model: the population model; its current values are the initial
             estimates, and its fixed THETAs/OMEGAs stay fixed.
         data: a Dataset (:func:`pmx_jax.read_nonmem`) or ``prepare(model, data)``.
-        method: ``"fo"``, ``"foce"``, ``"focei"`` (default) or ``"laplace"``.  A model with
-            non-Gaussian endpoints (counts, categories, binary, time to
-            event) needs ``"laplace"``: the others linearise a normal residual.
+        method: ``"fo"``, ``"foce"``, ``"focei"`` (default), ``"laplace"`` or
+            ``"saem"``.  A model with non-Gaussian endpoints (counts,
+            categories, binary, time to event) needs ``"laplace"`` or
+            ``"saem"``: the others linearise a normal residual.  ``"saem"``
+            runs :func:`pmx_jax.estimation.saem` with ``seed``, ``progress``,
+            ``print_every``, ``chunk_size`` and ``options`` (``iterations``,
+            ``chains``, ``kernels``, ...); the other arguments are those of
+            the quasi-Newton methods.
         max_iterations: limit on accepted quasi-Newton iterations (over all
             restarts).
         gradient_tolerance: converged when every component of the OFV gradient
@@ -426,8 +432,20 @@ def fit(
         >>> # result = pmx.fit(pmx.library.Theophylline(), data, "focei")
         >>> # print(result)
     """
+    if method == "saem":
+        from ._saem import saem
+
+        return saem(
+            model, data, seed=seed, progress=progress, print_every=print_every,
+            chunk_size=chunk_size, **options,
+        )  # fmt: skip
+    if options:
+        raise TypeError(
+            f"pmx.fit: unknown option(s) {sorted(options)} for method {method!r} "
+            "(they are SAEM's: method='saem')"
+        )
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {METHODS + ('saem',)}, got {method!r}")
     if covariance is not None and covariance not in COVARIANCE_KINDS:
         # Checked now: the covariance step runs only after the whole minimisation.
         raise ValueError(
