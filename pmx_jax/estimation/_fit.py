@@ -337,7 +337,7 @@ def fit(
     gradient_tolerance: float = 1e-3,
     ofv_tolerance: float = 1e-10,
     progress: bool | None = None,
-    print_every: int = 10,
+    print_every: int | None = None,
     callback: Callable[[dict, Model], Any] | None = None,
     ebe_init: Array | None = None,
     ebe_search: str = "global",
@@ -374,9 +374,9 @@ def fit(
         ofv_tolerance: also converged when two consecutive accepted iterations
             each change the OFV by less than this, relative to ``max(1, |OFV|)``.
         progress: print iteration, OFV and gradient norm every ``print_every``
-            iterations (compile time is printed separately); ``None`` (default):
-            only for long fits, from the first iteration that ends more than
-            10 s after the start.
+            iterations (default 10; SAEM: 50; compile time is printed
+            separately); ``None`` (default): only for long fits, from the
+            first iteration that ends more than 10 s after the start.
         callback: called after every OFV evaluation of the search with the
             evaluation's entry of ``FitResult.trace`` (plus ``iteration``, the
             accepted iterations so far, and ``gradient_max`` at the last
@@ -439,6 +439,7 @@ def fit(
             model, data, seed=seed, progress=progress, print_every=print_every,
             chunk_size=chunk_size, **options,
         )  # fmt: skip
+    print_every = 10 if print_every is None else print_every
     if options:
         raise TypeError(
             f"pmx.fit: unknown option(s) {sorted(options)} for method {method!r} "

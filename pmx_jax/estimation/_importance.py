@@ -13,12 +13,15 @@ summed over subjects, which are independent).
 The proposal ``q_i`` is a multivariate t (``df`` degrees of freedom, default 4;
 ``df=None``: normal) centred at the subject's conditional mode with the
 inverse curvature of ``-log p(y_i, b)`` there as its scale (the Laplace
-approximation's Gaussian), refined once (``stages=2``, the default) to the
+approximation's Gaussian).  ``stages=2`` refines it to the
 importance-weighted conditional mean and covariance of the first stage's
-draws, as NONMEM's IMP iterations refine theirs.  Heavy tails keep the
-weights bounded where the conditional density has heavier tails than the
-Gaussian; the effective sample size per subject (``ess``) says how well the
-proposal fitted.
+draws, as NONMEM's IMP iterations refine theirs; with few samples those
+moments are noisy and a covariance estimated too small makes the weights
+heavy-tailed (a linear Gaussian model, whose Laplace proposal is exact,
+measured 0.17 OFV off with 200 samples), so one stage is the default.
+Heavy tails keep the weights bounded where the conditional density has
+heavier tails than the Gaussian; the effective sample size per subject
+(``ess``) says how well the proposal fitted.
 
 Everything is a function of the model, the data and ``seed``: the same call
 gives the same OFV, so the OFV a SAEM fit reports is a fresh evaluation of
@@ -198,7 +201,7 @@ def importance_ofv(
     data: Dataset | Prepared | Problem | None = None,
     *,
     samples: int = 1000,
-    stages: int = 2,
+    stages: int = 1,
     df: float | None = 4.0,
     seed: int = 0,
     start: np.ndarray | None = None,
@@ -212,7 +215,8 @@ def importance_ofv(
             EBEs are used) or a model at the parameters to evaluate.
         data: the data, with a model.
         samples: draws per subject and stage (NONMEM's ``ISAMPLE``; default 1000).
-        stages: proposal refinements; the OFV comes from the last stage.
+        stages: proposals (1: the Laplace one; each further stage refines it to
+            the previous stage's weighted moments); the OFV comes from the last.
         df: degrees of freedom of the t proposal (``None``: normal).
         seed: the random seed (the result is a function of it).
         start: where each subject's mode search starts, ``(n, n_b)``
