@@ -167,7 +167,8 @@ def test_saem_theophylline_within_two_standard_errors_of_focei(theophylline_saem
     # nlmixr2's OMEGA (0.40463, 0.068796, 0.019222); SAEM and FOCEI agree to
     # within their standard errors (Louis' here).
     table = fit.covariance.table().set_index("parameter")
-    for name, value, reference in zip(("ka", "cl", "v"), omega, (0.40463, 0.068796, 0.019222)):
+    references = (0.40463, 0.068796, 0.019222)
+    for name, value, reference in zip(("ka", "cl", "v"), omega, references, strict=True):
         assert abs(value - reference) < 2 * table.loc[f"iiv.{name}", "se"], name
     # Louis' standard errors of the THETAs are those of nlmixr2 to 30%.
     for name, (_, se) in THEO_FOCEI.items():
