@@ -11,7 +11,7 @@ of the job::
     fix = ["add_sd"]             # THETAs and OMEGA blocks held at their value (NONMEM's FIX)
 
     [model.theta]                # initial estimates; residual error SDs are THETAs here
-    tcl = 1.0
+    tcl = 1.0                    # (NONMEM's SIGMA is their square: $SIGMA 0.49 is add_sd = 0.7)
 
     [model.bounds]               # THETA bounds as [lower, upper]; inf for an open side
     tcl = [-5, 5]
@@ -438,7 +438,7 @@ def _resolve_model(spec: dict[str, Any] | None, where: Path) -> Model:
     assert spec is not None  # load_config has checked that [model] is there
     hint = (
         "; residual error parameters (NONMEM's SIGMA) are THETAs in pmx_jax (e.g. add_sd): "
-        "set them in [model.theta]"
+        "set them in [model.theta]" + _sigma_hint(spec.get("use"), where)
         if any(key.lower() in ("sigma", "sigmas") for key in spec)
         else ""
     )
@@ -449,6 +449,25 @@ def _resolve_model(spec: dict[str, Any] | None, where: Path) -> Model:
         )
     model = model_class(spec["use"], where)()
     return _apply_parameters(model, spec, where)
+
+
+def _sigma_hint(use: Any, where: Path) -> str:
+    """Which THETAs of the model stand for NONMEM's SIGMA, for the message that
+    refuses a [model.sigma] section ("" when the model cannot be named)."""
+    from .nonmem._listing import sigma_thetas
+
+    try:
+        model = model_class(use, where)()
+        found = sigma_thetas(model)
+    except Exception:  # the [model] use error is reported on its own
+        return ""
+    if not found:
+        return ""
+    named = ", ".join(f"{name} ({kind})" for name, kind in found.items())
+    return (
+        f", as standard deviations: {type(model).__name__}'s are {named}; NONMEM's "
+        "$SIGMA is their square (SIGMA 0.49 is an SD of 0.7)"
+    )
 
 
 def _apply_parameters(model: Model, spec: dict[str, Any], where: Path) -> Model:

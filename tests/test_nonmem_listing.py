@@ -346,3 +346,52 @@ def test_write_listing_names_the_file(fit, tmp_path):
     assert text.startswith(tuple("MTWFS"))  # an English date, as NONMEM's first line
     assert "$PROBLEM    run 7" in text and "  name = 'x'" in text
     assert "NONMEM DID NOT RUN" in text
+
+
+# -- pmx run: a control stream in, a NONMEM run folder out ------------------------------------
+
+THEO_CONTROL = """$PROBLEM theophylline
+$INPUT ID TIME DV AMT EVID MDV CMT WT
+$DATA theo.csv IGNORE=@
+$SUBROUTINES ADVAN2 TRANS2
+$PK
+  KA = EXP(THETA(1) + ETA(1))
+  CL = EXP(THETA(2) + ETA(2))
+  V  = EXP(THETA(3) + ETA(3))
+  S2 = V
+$ERROR
+  Y = F + THETA(4)*EPS(1)
+$THETA 0.45 ; log ka
+$THETA 1.0  ; log cl
+$THETA 3.45 ; log v
+$THETA (0, 0.7) ; add sd
+$OMEGA 0.6 0.3 0.1
+$SIGMA 1 FIX
+$EST METHOD=COND INTER MAXEVAL=500
+$COV
+"""
+
+
+def test_pharmpy_reads_a_pmx_run_folder(tmp_path, capsys):
+    """``pmx run run1.ctl`` writes run1.lst beside run1.ext and the stream;
+    ``pharmpy.tools.read_modelfit_results`` then reads the folder as a
+    NONMEM run: status, covariance step, OFV, estimates and SEs."""
+    pharmpy_tools = pytest.importorskip("pharmpy.tools")
+    from pmx_jax._cli import main
+
+    table = pmx.datasets.load_table("theophylline")
+    table.to_csv(tmp_path / "theo.csv", index=False, na_rep=".")
+    control = tmp_path / f"{STEM}.ctl"
+    control.write_text(THEO_CONTROL)
+    assert main(["run", str(control)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    text = (tmp_path / f"{STEM}.lst").read_text()
+    assert text.rstrip().splitlines()[-1] == printed  # OFV <value>
+    assert "  $THETA (0, 0.7) ; add sd" in text  # the stream, echoed
+    results = pharmpy_tools.read_modelfit_results(control)
+    assert results.minimization_successful is True
+    assert results.covstep_successful is True
+    assert results.ofv == pytest.approx(float(printed.split()[1]), abs=1e-6)
+    assert results.ofv == pytest.approx(116.8038, abs=0.01)  # nlmixr2's OFV (REFERENCE_CASES R2)
+    assert results.covariance_matrix.shape == (7, 7)
+    assert np.all(np.isfinite(results.standard_errors))
