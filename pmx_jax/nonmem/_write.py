@@ -134,6 +134,20 @@ def _const(value: Any) -> _Node:
 
 
 def _op(op: str, *args: _Node, param: Any = None) -> _Node:
+    # Conditions known at trace time (a comparison of constants inside a
+    # jnp function) are decided here: NM-TRAN has no logical constants.
+    known = [a.value if a.op == "const" and a.boolean else None for a in args]
+    if op == "not" and known[0] is not None:
+        return _const(not known[0])
+    if op == "not" and args[0].op == "not":
+        return args[0].args[0]
+    if op in ("and", "or"):
+        absorbing = op == "or"  # x .OR. TRUE is TRUE, x .AND. FALSE is FALSE
+        for k, value in enumerate(known):
+            if value is not None:
+                return _const(absorbing) if value == absorbing else args[1 - k]
+    if op == "select" and known[0] is not None:
+        return args[2] if known[0] else args[1]
     return _Node(op, args, param, boolean=op in ("cmp", "and", "or", "not"))
 
 
@@ -343,7 +357,8 @@ def _where(eqn) -> str:
     try:
         from jax._src import source_info_util
 
-        return f" at {source_info_util.summarize(eqn.source_info)}"
+        where = source_info_util.summarize(eqn.source_info)
+        return f" at {where}" if where.strip(" :") else ""
     except Exception:  # the location is a courtesy: never fail for it
         return ""
 
@@ -464,6 +479,10 @@ class _Tracer:
         params = eqn.params
         boolean_in = [a.boolean for a in args]
         if name in _COMPARISONS:
+            if all(boolean_in) and name in ("eq", "ne"):  # (in)equivalence of conditions
+                a, b = args
+                same = _op("or", _op("and", a, b), _op("and", _op("not", a), _op("not", b)))
+                return same if name == "eq" else _op("not", same)
             if any(boolean_in):
                 raise self.refuse(eqn, f"the comparison {name} of two conditions")
             return _op("cmp", *args, param=_COMPARISONS[name])
@@ -650,9 +669,9 @@ def _covariates_read(model: Model) -> list[str]:
             return 0
 
     probe = Probe()
-    eta = EtaView(jnp.zeros(model.n_eta), model.eta_names)
-    part = f"{_model_name(model)}.individual ($PK)"
-    _trace(part, lambda: model._as_numbers().individual(eta, probe))
+    # Run eagerly (not traced), so that it reaches every covariate read even
+    # where the code branches in Python (refused later, with its own message).
+    model._as_numbers().individual(EtaView(jnp.zeros(model.n_eta), model.eta_names), probe)
     return list(probe.seen)
 
 
