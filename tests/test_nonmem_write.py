@@ -544,3 +544,27 @@ def test_missing_covariate_in_data_file(tmp_path):
     (tmp_path / "d.csv").write_text("ID,TIME,AMT,DV\n1,0,100,.\n")
     with pytest.raises(ExportError, match="reads the covariate.*WT"):
         write_model(PythonIf(), tmp_path / "r.mod", tmp_path / "d.csv")
+
+
+class ThreeCompartmentOral(Base):
+    """ADVAN12 (written for NONMEM; read_model does not read ADVAN11/12)."""
+
+    dynamics = pmx.pk.ThreeCompartmentOral()
+
+    def individual(self, eta, cov):
+        return dict(
+            cl=jnp.exp(self.tcl + eta.cl), v=jnp.exp(self.tv), q=1.0, vp=10.0, q2=0.5,
+            vp2=20.0, ka=1.2, s2=2.0,
+        )  # fmt: skip
+
+    def observe(self, amounts, p):
+        return pmx.Additive(amounts.central / p["v"], self.sd * p["s2"])
+
+
+def test_three_compartments_and_name_clashes(tmp_path):
+    text = write_model(ThreeCompartmentOral(), tmp_path / "r.mod").read_text()
+    assert "$SUBROUTINES ADVAN12 TRANS4" in text
+    pk = records(text, "PK")
+    assert pk[1:4] == ["CL = EXP(THETA(1) + ETA(1))", "V2 = EXP(THETA(2))", "Q3 = 1.0"]
+    assert pk[4:] == ["V3 = 10.0", "Q4 = 0.5", "V4 = 20.0", "KA = 1.2", "S2_1 = 2.0", "S2 = V2"]
+    assert "W = THETA(3)*S2_1" in records(text, "ERROR")

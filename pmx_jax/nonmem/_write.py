@@ -175,11 +175,12 @@ class _Names:
         self.count = 0
 
     def claim(self, wanted: str) -> str:
-        """``wanted`` (upper-cased), or with a number appended if taken."""
+        """``wanted`` (upper-cased), or with ``_1``, ``_2``... appended if taken
+        (a bare digit would turn ``S2`` into ``S21``, a scale of compartment 21)."""
         name = wanted.upper()
         candidate, k = name, 1
         while candidate in self.taken:
-            candidate = f"{name}{k}"
+            candidate = f"{name}_{k}"
             k += 1
         self.taken.add(candidate)
         return candidate
@@ -595,6 +596,11 @@ def _trace(part: str, fn: Callable, *args: Any):
             f"{part}: Python control flow (if/while, int(), float()) on a parameter, eta, "
             "covariate or amount cannot be written as NM-TRAN; use jnp.where"
             f"\n{str(e).splitlines()[0]}"
+        ) from None
+    except jax.errors.TracerArrayConversionError:
+        raise ExportError(
+            f"{part}: a NumPy function on a parameter, eta, covariate or amount cannot be "
+            "traced; use jax.numpy"
         ) from None
 
 
