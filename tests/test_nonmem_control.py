@@ -212,7 +212,9 @@ def test_theta_omega_sigma_records(tmp_path, theo_csv):
         (("$SIGMA 1 FIX", "$SIGMA BLOCK(2) 1 0 1"), "BLOCK SIGMA"),
         (("$SIGMA 1 FIX", "$SIGMA 1 FIX\n$DES\nDADT(1)=0"), r"\$DES .*needs ADVAN6/13"),
         (("$SIGMA 1 FIX", "$SIGMA 1 FIX\n$MIX\nP(1)=1"), r"\$MIX .*not supported"),
-        (("METHOD=COND", "METHOD=SAEM"), "METHOD=SAEM is not supported"),
+        (("METHOD=COND", "METHOD=BAYES"), "METHOD=BAYES is not supported"),
+        (("METHOD=COND INTER MAXEVAL=500", "METHOD=IMP"), "METHOD=IMP is supported only as"),
+        (("METHOD=COND INTER MAXEVAL=500", "METHOD=SAEM ATOL=3"), "SAEM option ATOL"),
         (("  S2 = V", "  S2 = V\n  CALL PASS(MODE)"), r"\$PK line \d+: unsupported statement"),
         (("THETA(4)*EPS(1)", "THETA(5)*EPS(1)"), r"THETA\(5\) but there are 4"),
         (("  V  =", "  VV ="), "needs CL, V, KA; V not assigned"),
@@ -223,6 +225,23 @@ def test_theta_omega_sigma_records(tmp_path, theo_csv):
 def test_refusals_name_the_record(tmp_path, theo_csv, replace, message):
     with pytest.raises(ControlStreamError, match=message):
         read_model(write(tmp_path, THEO.replace(*replace)), data=theo_csv)
+
+
+def test_saem_and_importance_sampling_steps(tmp_path, theo_csv):
+    text = THEO.replace(
+        "$EST METHOD=COND INTER MAXEVAL=500",
+        "$EST METHOD=SAEM INTER NBURN=300 NITER=200 ISAMPLE=3 SEED=7 PRINT=50\n"
+        "    $EST METHOD=IMP EONLY=1 ISAMPLE=2000 NITER=5",
+    )
+    _, _, settings = read_model(write(tmp_path, text), data=theo_csv)
+    assert settings["method"] == "saem"
+    assert settings["fit_options"] == dict(
+        iterations=(300, 200), chains=3, seed=7, imp_samples=2000
+    )
+    # NONMEM's defaults: NBURN=2000, NITER=1000.
+    text = THEO.replace("$EST METHOD=COND INTER MAXEVAL=500", "$EST METHOD=SAEM")
+    _, _, settings = read_model(write(tmp_path, text), data=theo_csv)
+    assert settings["fit_options"] == dict(iterations=(2000, 1000))
 
 
 # -- objective functions against models written in pmx -------------------------------------

@@ -667,6 +667,12 @@ def _parse_estimation(records: list[Record]) -> dict[str, Any]:
             else:
                 options[key] = value if eq else ""
         method = step["method"]
+        if method == "SAEM":
+            steps.append(_saem_step(record, options))
+            continue
+        if method == "IMP":
+            _merge_importance(record, options, steps)
+            continue
         if method in ("0", "ZERO"):
             name = "fo"
             if step["interaction"]:
@@ -674,11 +680,57 @@ def _parse_estimation(records: list[Record]) -> dict[str, Any]:
         elif method in ("1", "COND", "CONDITIONAL"):
             name = "focei" if step["interaction"] else "foce"
         else:
-            raise _refuse(record, f"METHOD={method} is not supported (0, 1/COND)")
+            raise _refuse(record, f"METHOD={method} is not supported (0, 1/COND, SAEM, IMP)")
         if step["laplace"]:
             name = "laplace"
         steps.append({"method": name, "maxeval": step.get("maxeval"), "options": options})
     return {"estimation_steps": steps}
+
+
+# $EST options of METHOD=SAEM and what pmx.fit(..., "saem") calls them.
+_SAEM_OPTIONS = {"NBURN": "exploration", "NITER": "smoothing", "SEED": "seed",
+                 "ISAMPLE": "chains"}  # fmt: skip
+# Options that change nothing pmx computes (printing, NONMEM's convergence
+# test of the burn-in, which pmx replaces by a fixed count).
+_SAEM_IGNORED = {"PRINT", "NOABORT", "NOPRIOR", "CTYPE", "CINTERVAL", "CITER", "CALPHA",
+                 "ISAMPLE_M1", "ISAMPLE_M2", "ISAMPLE_M3", "IACCEPT", "FILE", "MSFO",
+                 "FORMAT", "DF", "GRD", "AUTO", "POSTHOC"}  # fmt: skip
+
+
+def _saem_step(record: Record, options: dict[str, str]) -> dict[str, Any]:
+    """``METHOD=SAEM``: NBURN exploration and NITER smoothing iterations
+    (NONMEM's defaults 2000 and 1000 when absent), ISAMPLE chains per subject,
+    SEED; the OFV comes from importance sampling (a following ``METHOD=IMP
+    EONLY=1`` sets its samples)."""
+    settings: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in _SAEM_IGNORED:
+            continue
+        if key not in _SAEM_OPTIONS:
+            raise _refuse(record, f"the METHOD=SAEM option {key} is not supported")
+        try:
+            settings[_SAEM_OPTIONS[key]] = int(float(value))
+        except ValueError:
+            raise _refuse(record, f"{key}={value!r} is not a number") from None
+    iterations = (settings.pop("exploration", 2000), settings.pop("smoothing", 1000))
+    return {"method": "saem", "maxeval": None, "options": {"iterations": iterations, **settings}}
+
+
+def _merge_importance(record: Record, options: dict[str, str], steps: list) -> None:
+    """``METHOD=IMP EONLY=1`` after ``METHOD=SAEM``: the OFV by importance
+    sampling, which pmx's SAEM computes anyway (ISAMPLE draws per subject)."""
+    if options.get("EONLY") != "1" or not steps or steps[-1]["method"] != "saem":
+        raise _refuse(
+            record,
+            "METHOD=IMP is supported only as EONLY=1 after METHOD=SAEM (the OFV of the "
+            "SAEM estimates by importance sampling); pmx.importance_ofv evaluates it "
+            "after any fit",
+        )
+    for key, value in options.items():
+        if key == "ISAMPLE":
+            steps[-1]["options"]["imp_samples"] = int(float(value))
+        elif key not in _SAEM_IGNORED | {"EONLY", "NITER", "SEED", "MAPITER", "MAPINTER"}:
+            raise _refuse(record, f"the METHOD=IMP option {key} is not supported")
 
 
 # -- the model -------------------------------------------------------------------------
@@ -825,9 +877,12 @@ def read_model(
     blocks ``omega1..`` with etas ``eta1..``), the :class:`~pmx_jax.data.Dataset`
     read as $INPUT/$DATA say (``data`` replaces the $DATA file name, a relative
     $DATA name is relative to the control stream's folder), and a dict:
-    ``method`` (``"fo"``, ``"foce"``, ``"focei"``, ``"laplace"``, of the last
-    $EST), ``maxeval``, ``estimation_steps``, ``covariance`` ($COV options or
-    None), ``problem``, ``theta_labels``, ``eta_labels``, ``sigma_labels``.
+    ``method`` (``"fo"``, ``"foce"``, ``"focei"``, ``"laplace"`` or ``"saem"``, of
+    the last $EST), ``maxeval``, ``fit_options`` (the ``pmx.fit`` options of a
+    SAEM step: ``iterations`` from NBURN/NITER, ``chains`` from ISAMPLE, ``seed``,
+    ``imp_samples`` from a following IMP EONLY=1), ``estimation_steps``,
+    ``covariance`` ($COV options or None), ``problem``, ``theta_labels``,
+    ``eta_labels``, ``sigma_labels``.
 
     Raises :class:`ControlStreamError` naming the record, line and construct
     for anything outside the supported subset (see the module docstring).
@@ -1035,6 +1090,9 @@ def build(records: list[Record]):
     settings: dict[str, Any] = {
         "method": steps[-1]["method"] if steps else None,
         "maxeval": steps[-1]["maxeval"] if steps else None,
+        "fit_options": dict(steps[-1]["options"])
+        if steps and steps[-1]["method"] == "saem"
+        else {},
         "estimation_steps": steps,
         "covariance": cov_records[0].text().strip() if cov_records else None,
         "problem": by_name["PROBLEM"][0].text().strip() if "PROBLEM" in by_name else "",
