@@ -395,3 +395,11 @@ def test_pharmpy_reads_a_pmx_run_folder(tmp_path, capsys):
     assert results.ofv == pytest.approx(116.8038, abs=0.01)  # nlmixr2's OFV (REFERENCE_CASES R2)
     assert results.covariance_matrix.shape == (7, 7)
     assert np.all(np.isfinite(results.standard_errors))
+
+
+def test_theta_label_and_unit_are_text():
+    tka = pmx.theta(0.45, label="KA", unit="1/h")
+    assert (tka.label, tka.unit) == ("KA", "1/h")
+    assert "label='KA'" in repr(tka) and "unit='1/h'" in repr(tka)
+    with pytest.raises(TypeError, match="unit"):
+        pmx.theta(0.45, unit=1)
