@@ -439,8 +439,8 @@ def _job(source: str) -> _Job:
 
         model, data, settings = read_model(path)
         options: dict[str, Any] = {}
-        if settings.get("covariance") is None:
-            options["covariance"] = None
+        if settings.get("maxeval"):
+            options["max_iterations"] = int(settings["maxeval"])
         return _Job(
             name=path.stem,
             model=model,
@@ -456,8 +456,12 @@ def _job(source: str) -> _Job:
     from .diagnostics._report import _find_record, load_run
 
     record_path = _find_record(path)
-    run = load_run(record_path)
-    options = dict(load_config(json.loads(record_path.read_text())["config"]).fit)
+    run, messages = _dataset_warnings(load_run, record_path)
+    for message in messages:
+        print(f"pmx: warning: {message}", file=sys.stderr)
+    # The [fit] settings of the run's specification (its data read again, quietly).
+    config, _ = _dataset_warnings(load_config, json.loads(record_path.read_text())["config"])
+    options = dict(config.fit)
     options.pop("method", None)
     return _Job(
         name=run.name,
