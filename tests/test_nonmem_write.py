@@ -568,3 +568,9 @@ def test_three_compartments_and_name_clashes(tmp_path):
     assert pk[1:4] == ["CL = EXP(THETA(1) + ETA(1))", "V2 = EXP(THETA(2))", "Q3 = 1.0"]
     assert pk[4:] == ["V3 = 10.0", "Q4 = 0.5", "V4 = 20.0", "KA = 1.2", "S2_1 = 2.0", "S2 = V2"]
     assert "W = THETA(3)*S2_1" in records(text, "ERROR")
+
+
+def test_parameter_named_as_a_data_item(tmp_path):
+    (tmp_path / "d.csv").write_text("ID,TIME,AMT,DV,KA\n1,0,100,.,1\n")
+    with pytest.raises(ExportError, match="names the parameter 'ka' KA, which is also a data item"):
+        write_model(Theophylline(), tmp_path / "r.mod", tmp_path / "d.csv")

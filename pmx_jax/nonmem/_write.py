@@ -55,6 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -651,8 +652,6 @@ def _model_name(model: Model) -> str:
 
 
 def _with_thetas(model: Model, values: Sequence[Any]) -> Model:
-    import equinox as eqx
-
     names = list(model.thetas())
     if not names:
         return model
@@ -666,7 +665,7 @@ def _covariates_read(model: Model) -> list[str]:
         __slots__ = ("seen",)
 
         def __init__(self):
-            super().__init__(jnp.zeros(1), ("_",))
+            super().__init__(jnp.ones(1), ("_",))
             object.__setattr__(self, "seen", [])
 
         def _lookup(self, name: str) -> int:
@@ -718,7 +717,12 @@ def _translate(model: Model, covariates: Sequence[str], names: _Names) -> _Block
             )
     else:
         advan, trans, central, renamed = None, None, None, {}
-    for fixed_name in renamed.values():
+    for key, fixed_name in renamed.items():
+        if fixed_name in names.taken:
+            raise ExportError(
+                f"{pk_part}: ADVAN{advan} TRANS{trans} names the parameter {key!r} "
+                f"{fixed_name}, which is also a data item; rename the column"
+            )
         names.taken.add(fixed_name)
     parameter_names: dict[str, str] = {}
     for key in keys:
