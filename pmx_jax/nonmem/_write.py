@@ -419,7 +419,7 @@ class _Tracer:
         out = np.empty(shape, dtype=object)
         dtypes = [getattr(a.aval, "dtype", None) for a in eqn.invars]
         for index in np.ndindex(*shape):
-            args = [a[index] if a.shape else a[()] for a in arrays]
+            args = [_item(a, index if a.shape else ()) for a in arrays]
             out[index] = self._elementwise(eqn, args, dtypes)
         return [out]
 
@@ -556,6 +556,10 @@ def _constants(value: Any) -> np.ndarray:
     return out
 
 
+def _item(x: np.ndarray, index: Any = ()) -> _Node:
+    return x[index]
+
+
 def _is_constant(x: np.ndarray) -> bool:
     return all(node.op == "const" for node in x.ravel())
 
@@ -666,6 +670,7 @@ def _covariates_read(model: Model) -> list[str]:
 
         def __init__(self):
             super().__init__(jnp.ones(1), ("_",))
+            self.seen: list[str]
             object.__setattr__(self, "seen", [])
 
         def _lookup(self, name: str) -> int:
@@ -705,7 +710,7 @@ def _translate(model: Model, covariates: Sequence[str], names: _Names) -> _Block
         _leaves([f"ETA({i + 1})" for i in range(model.n_eta)]),
         _leaves(covariates),
     ]
-    outputs = [x[()] for x in _Tracer(pk_part).run(closed, inputs)]
+    outputs = [_item(x) for x in _Tracer(pk_part).run(closed, inputs)]
 
     if type(dynamics) in _CLOSED_FORMS:
         advan, trans, central, renamed = _CLOSED_FORMS[type(dynamics)]
@@ -788,7 +793,7 @@ def _translate(model: Model, covariates: Sequence[str], names: _Names) -> _Block
     for field, leaf in zip(error_fields, leaves, strict=True):
         if leaf.shape != ():
             raise ExportError(f"{error_part}: {field} has shape {leaf.shape}, not one number")
-    fields = {f: x[()] for f, x in zip(error_fields, leaves, strict=True)}
+    fields = {f: _item(x) for f, x in zip(error_fields, leaves, strict=True)}
     error_type = error_types[0]
     prediction = fields["prediction"]
     sd = _residual_sd(error_type, fields)
@@ -1166,7 +1171,7 @@ def write_model(
             "$COVARIANCE " + (covariance if isinstance(covariance, str) else "UNCONDITIONAL")
         )
     if tables:
-        sd = [i for i in ("ID", "TIME", "DV", "MDV", "EVID") if i in items]
+        sd: list[str] = [i for i in ("ID", "TIME", "DV", "MDV", "EVID") if i in items]
         sd += ["IPRED", "IWRES", "PRED", "RES", "WRES", "CWRES"]
         out.append(f"$TABLE {' '.join(sd)} NOPRINT ONEHEADER FILE=sdtab{suffix}")
         etas = [f"ETA{i + 1}" for i in range(model.n_eta)]
