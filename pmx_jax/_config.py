@@ -835,6 +835,11 @@ def _resolve_fit(spec: dict[str, Any], where: Path) -> dict[str, Any]:
 
     valid = _signature_options(fit, skip=_FIT_SET_BY_CLI)
     hint = " (the keyword arguments of pmx_jax.estimation.fit)"
+    if spec.get("method") == "saem":
+        from .estimation import saem
+
+        valid |= _signature_options(saem, skip=_FIT_SET_BY_CLI)
+        hint = " (the keyword arguments of pmx_jax.estimation.fit and .saem)"
     options = _keyword_options(spec, valid, "[fit]", where, hint)
     # Text settings fit() checks only when it gets to them (the covariance step
     # runs after the minimisation): check them before the run.

@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +66,6 @@ from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..likelihood import (
     METHODS,
-    Method,
     OFVResult,
     Prepared,
     Problem,
@@ -81,6 +80,9 @@ from ._covariance import KINDS as COVARIANCE_KINDS
 from ._engine import Engine, Evaluation
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
+
+# The methods of pmx.fit: those of the likelihood's OFV, and SAEM.
+FitMethod = Literal["fo", "foce", "focei", "laplace", "saem"]
 
 # Consecutive rejected line-search trials after which the search has failed: the
 # step has been halved to 2**-40 of the quasi-Newton step without any decrease.
@@ -331,7 +333,7 @@ def _minimise(
 def fit(
     model: Model,
     data: Dataset | Prepared | Problem,
-    method: Method = "focei",
+    method: FitMethod = "focei",
     *,
     max_iterations: int = 500,
     gradient_tolerance: float = 1e-3,

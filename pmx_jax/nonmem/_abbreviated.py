@@ -71,7 +71,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "INT": jnp.trunc,
     "MIN": jnp.minimum,
     "MAX": jnp.maximum,
-    "MOD": jnp.mod,
+    "MOD": jnp.fmod,  # Fortran MOD: the remainder with the sign of the dividend
 }
 # Indexed quantities supplied by the caller (THETA(n), ETA(n), EPS(n), A(n)).
 INDEXED = ("THETA", "ETA", "EPS", "ERR", "A")

@@ -107,6 +107,7 @@ METHOD_TITLES = dict(
     foce="First Order Conditional Estimation",
     focei="First Order Conditional Estimation with Interaction",
     laplace="Laplacian Conditional Estimation with Interaction",
+    saem="Stochastic Approximation Expectation-Maximization",
 )
 _PROBLEM = "Problem=1 Subproblem=0 Superproblem1=0 Iteration1=0 Superproblem2=0 Iteration2=0"
 _GOAL = "Goal Function=MINIMUM VALUE OF OBJECTIVE FUNCTION"
@@ -323,7 +324,11 @@ def matrix_line(label: str, values: Sequence[float]) -> str:
 
 
 def _title(method: str, goal: bool = False) -> str:
-    parts = [f"TABLE NO.     1: {METHOD_TITLES[method]}"] + ([_GOAL] if goal else []) + [_PROBLEM]
+    # NONMEM's SAEM ext file names its goal so: the values are the iterations'
+    # parameters, its OBJ column the SAEM objective (not an OFV).
+    goal_text = "Goal Function=FINAL VALUE OF LIKELIHOOD FUNCTION" if method == "saem" else _GOAL
+    parts = [f"TABLE NO.     1: {METHOD_TITLES[method]}"] + ([goal_text] if goal else [])
+    parts += [_PROBLEM]
     return ": ".join(parts)
 
 
