@@ -95,6 +95,7 @@ from ..likelihood import (
     positive_definite,
     record_terms,
 )
+from ..likelihood._mu import checked_subjects
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ..model._parameters import Omega, Theta
@@ -776,11 +777,10 @@ def _checked_mu(model: Model, problem: Problem) -> tuple[str | None, ...]:
     pairs = [(k, name) for k, name in enumerate(mu) if name is not None]
     if not pairs:
         return tuple(mu)
-    source = problem.source
-    n_check = min(3, source.subjects.n_subjects)
-    data = jax.tree_util.tree_map(lambda x: x[:n_check], source.subject_data())
+    chosen = checked_subjects(problem.source.subjects.n_subjects)
+    data = jax.tree_util.tree_map(lambda x: x[chosen], problem.source.subject_data())
     rng = np.random.default_rng(1)
-    b = jnp.asarray(rng.normal(scale=0.1, size=(n_check, problem.layout.size)), problem.dtype)
+    b = jnp.asarray(rng.normal(scale=0.1, size=(chosen.size, problem.layout.size)), problem.dtype)
     d_theta, d_eta = _mu_derivatives(model, data, b, problem, tuple(n for _, n in pairs))
     d_theta, d_eta = np.asarray(d_theta), np.asarray(d_eta)
     for j, (k, _) in enumerate(pairs):

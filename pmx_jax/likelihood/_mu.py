@@ -22,6 +22,11 @@ from ._predictions import record_parameters
 from ._problem import Problem
 
 
+def checked_subjects(n_subjects: int, at_most: int = 32) -> np.ndarray:
+    """Indices of up to ``at_most`` subjects spread evenly over the dataset."""
+    return np.unique(np.linspace(0, n_subjects - 1, min(at_most, n_subjects)).astype(int))
+
+
 def mu_referenced_thetas(
     model: Model, problem: Problem, b: Any = None, *, unconstrained: bool = False
 ) -> tuple[str | None, ...]:
@@ -29,8 +34,10 @@ def mu_referenced_thetas(
 
     Eta ``k`` is mu-referenced to THETA ``j`` when the individual parameters of
     every record depend on them only through ``THETA_j + eta_k``, i.e. their
-    derivatives with respect to both are equal.  Checked on the records of the
-    first subjects at the given values of ``b`` (EBEs) and at ``b = 0``.
+    derivatives with respect to both are equal.  Checked on the records of up
+    to 32 subjects spread over the dataset (:func:`checked_subjects`: a
+    covariate effect such as ``THETA * SEX`` looks like a mean shift on subjects
+    who all share SEX = 1) at the given values of ``b`` (EBEs) and at ``b = 0``.
 
     ``unconstrained=True`` compares on the THETAs' estimation scale
     (:meth:`Theta.to_unconstrained`) instead: ``CL = THETA * exp(eta)`` with
@@ -41,12 +48,13 @@ def mu_referenced_thetas(
         return (None,) * model.n_eta
     names = list(thetas)
     source = problem.source
-    n_check = min(3, source.subjects.n_subjects)
-    subjects = jax.tree_util.tree_map(lambda x: x[:n_check], source.subjects)
+    chosen = checked_subjects(source.subjects.n_subjects)
+    n_check = chosen.size
+    subjects = jax.tree_util.tree_map(lambda x: x[chosen], source.subjects)
     dtype = problem.dtype
     points = [np.zeros((n_check, model.n_eta))]
     if b is not None:
-        points.append(np.asarray(b)[:n_check, : model.n_eta])
+        points.append(np.asarray(b)[chosen, : model.n_eta])
 
     def params_of(theta_values, eta):
         if unconstrained:
