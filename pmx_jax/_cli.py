@@ -189,6 +189,8 @@ def _run_control_stream(args: argparse.Namespace) -> int:
     options: dict = dict(covariance="sandwich" if settings.get("covariance") is not None else None)
     if settings.get("maxeval"):
         options["max_iterations"] = int(settings["maxeval"])
+    if method == "saem":  # Louis' information is part of SAEM: no covariance option
+        options = dict(settings["fit_options"])
     title = settings.get("problem") or control.stem
     print(f"{title}: fitting by {method.upper()} ...")
     started = datetime.datetime.now(datetime.UTC)

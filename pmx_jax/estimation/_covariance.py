@@ -171,6 +171,11 @@ def covariance_step(
                 raise ValueError("this FitResult keeps no data: pass data=")
         if ebes is None:
             ebes = fit_or_model._ebe_matrix
+    if method == "saem":
+        raise ValueError(
+            "a SAEM fit's covariance matrix comes from Louis' principle (fit.covariance); "
+            "for the linearised route, covariance_step(fit.model, data, 'focei' or 'laplace')"
+        )
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     problem = make_problem(model, data, method, chunk_size=chunk_size)

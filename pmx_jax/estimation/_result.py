@@ -27,11 +27,14 @@ class FitResult:
 
     Attributes:
         model: the model at the final estimates (``print(result.model)``).
-        method: ``"fo"``, ``"foce"``, ``"focei"`` or ``"laplace"``.
+        method: ``"fo"``, ``"foce"``, ``"focei"``, ``"laplace"`` or ``"saem"``.
         ofv: NONMEM's objective function value (``-2 log L - N log 2 pi``),
             evaluated afresh at the final estimates with the fit's EBE search:
             ``pmx.ofv(result.model, data, result.method,
-            ebe_search=result.ebe_search).ofv``.
+            ebe_search=result.ebe_search).ofv``; for SAEM, by importance
+            sampling: ``pmx.importance_ofv(result,
+            seed=result.stochastic.seed).ofv``, with its Monte-Carlo SE in
+            ``result.stochastic.ofv_se``.
         ebe_search: ``"global"`` (default) or ``"local"``, as in :func:`pmx.fit`.
         n_subjects, n_observations: subjects, and normally distributed
             observations (N of the OFV constant; BLQ records under M3 excluded).

@@ -713,9 +713,15 @@ def saem(
     is_obs = np.asarray(subjects.is_obs)
     cens = np.asarray(subjects.cens)
     gaussian = problem.source.gaussian_records()
+    # NONMEM's ext-file iterations: every THETA and OMEGA element, fixed ones
+    # (constant) included, as the quasi-Newton fits write them.
+    from ._fit import parameter_values
+
+    constant = {k: v for k, v in parameter_values(model).items() if k not in names}
     estimates = trajectories[["iteration", "saem_objective", *names]].rename(
         columns=dict(saem_objective="ofv")
     )
+    estimates = estimates.assign(**constant)[["iteration", "ofv", *parameter_values(model).keys()]]
     notes = [
         f"OFV by importance sampling at the final estimates: {imp.ofv:.4f} "
         f"(Monte-Carlo SE {imp.se:.4f}); the SAEM objective is not an OFV",
