@@ -42,22 +42,24 @@ After the iterations, at the final estimates:
 
 - **Louis' principle** gives the observed information from more chain draws
   (``louis_iterations``): ``I = sum_i (-E[H_i] - Cov[s_i])`` with ``s_i`` and
-  ``H_i`` the gradient and Hessian of the complete-data log-likelihood
-  ``log p(y_i, b_i; u)`` over the estimation-scale parameters ``u``
-  (expectations over each subject's conditional law).  Its inverse is the
-  covariance matrix of the estimates (``FitResult.covariance``, kind
-  ``"louis"``).  The same draws give ``g = sum_i E[s_i]``, the Monte-Carlo
-  estimate of the gradient of the log-likelihood itself, with a batch-means
-  standard error: the Newton step ``I^-1 g`` to the maximum is compared
-  with the standard errors, and the fit is called converged only when no
-  parameter is further than ``tolerance`` (default 0.1) standard errors from
-  its maximum-likelihood value, or when the step is within Monte-Carlo noise
-  (three of its standard errors).  SAEM's own estimates carry Monte-Carlo
-  error of a few tenths of a standard error with the default iterations;
-  when the test fails, up to ``polish`` Monte-Carlo Newton-Raphson steps
-  (``u <- u + I^-1 g``, fresh draws after each) move the estimates to where
-  the score vanishes.  The conditional means and covariances of
-  the random effects come from the same draws.
+  ``H_i`` the gradient and Hessian of the complete-data log-likelihood ``log
+  p(y_i, phi_i; u)`` over the estimation-scale parameters ``u`` (expectations
+  over each subject's conditional law; the chains' states ``phi`` as the
+  missing data, see :func:`_make_louis`).  Its inverse is the covariance
+  matrix of the estimates (``FitResult.covariance``: kind ``"r"``, since ``I``
+  is NONMEM's R matrix, the Hessian of ``-log L``).  The same draws give ``g =
+  sum_i E[s_i]``, the Monte-Carlo estimate of the gradient of the
+  log-likelihood itself, with a batch-means standard error: the Newton step
+  ``I^-1 g`` to the maximum is compared with the standard errors, and the fit
+  is called converged only when no parameter is further than ``tolerance``
+  (default 0.1) standard errors from its maximum-likelihood value, or when the
+  step is within Monte-Carlo noise (three of its standard errors) and under
+  half a standard error.  SAEM's own estimates carry Monte-Carlo error of a
+  few tenths of a standard error with the default iterations; when the test
+  fails, up to ``polish`` Monte-Carlo Newton-Raphson steps (``u <- u + I^-1
+  g``, fresh draws after each) move the estimates to where the score vanishes.
+  The conditional means and covariances of the random effects come from the
+  same draws.
 - **The OFV** is NONMEM's, by importance sampling (:mod:`._importance`) at
   the final estimates with ``seed``: ``pmx.estimation.importance_ofv(result.model,
   data, seed=result.stochastic.seed, ...)`` gives the same number.  The
@@ -115,6 +117,9 @@ _ANNEALING = 0.95
 _MIN_CHAINS_TOTAL = 50
 # Batches of the Louis draws for the Monte-Carlo error of the score.
 _BATCHES = 10
+# The convergence test never accepts a Newton step to the maximum longer than
+# this many standard errors, however noisy the Monte-Carlo score.
+_RESOLUTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -560,7 +565,9 @@ def saem(
             errors, the Monte-Carlo score and the conditional means.
         tolerance: converged when the Newton step to the maximum implied by
             the Monte-Carlo score is below this many standard errors for every
-            parameter (or within 3 of its Monte-Carlo standard errors).
+            parameter (or within 3 of its Monte-Carlo standard errors, where
+            those are below 1/6 of the standard error: a step over half a
+            standard error is never called converged).
         polish: when it is not, at most this many Monte-Carlo Newton-Raphson
             steps (``u + I^-1 g``, fresh draws after each) move the estimates
             to where the score vanishes.
@@ -671,7 +678,10 @@ def saem(
             step = to_step @ draws.score
             noise = np.std(draws.batch_scores @ to_step.T, axis=0, ddof=1) / math.sqrt(_BATCHES)
             newton_se = step / covariance.se
-            far = (np.abs(step) > tolerance * covariance.se) & (np.abs(step) > 3.0 * noise)
+            # Within the tolerance, or within 3 Monte-Carlo SEs of zero as long
+            # as those resolve half a standard error.
+            resolved = np.minimum(3.0 * noise, _RESOLUTION * covariance.se)
+            far = np.abs(step) > np.maximum(tolerance * covariance.se, resolved)
         else:
             newton_se = np.full(len(names), np.nan)
             far = np.zeros(len(names), bool)
