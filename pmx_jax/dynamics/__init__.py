@@ -33,6 +33,7 @@ from ._library_pk import TMDDFull as TMDDFull
 from ._library_pk import TransitAbsorption as TransitAbsorption
 from ._library_pk import TwoCompartmentMixedElimination as TwoCompartmentMixedElimination
 from ._library_pk import TwoCompartmentTMDDQSS as TwoCompartmentTMDDQSS
+from ._linear_system import LinearSystem as LinearSystem
 from ._ode import AbstractODE as AbstractODE
 from ._ode_models import OneCompartmentODE as OneCompartmentODE
 from ._ode_models import OneCompartmentOralMM as OneCompartmentOralMM

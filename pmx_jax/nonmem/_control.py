@@ -36,7 +36,11 @@ Supported (everything else is refused with the record, line and construct):
   ``$PK``; THETA/ETA, data items and ``T`` in ``$DES`` are refused): an
   :class:`~pmx_jax.dynamics.AbstractODE` (pmx's default solver and
   tolerances; ``TOL`` is ignored); ``F`` uses the DEFOBS compartment (else
-  the first).  Doses go where the data's CMT says (DEFDOSE is not read).
+  the first).  A ``$DES`` linear in the amounts (``DADT = K A``, checked at
+  random parameter and amount values) is solved exactly by the matrix
+  exponential instead (:class:`pmx_jax.dynamics.LinearSystem`,
+  ``settings["des_linear"]``), as NONMEM's ADVAN5/7 would.  Doses go where
+  the data's CMT says (DEFDOSE is not read).
 * abbreviated code (see :mod:`pmx_jax.nonmem._abbreviated`): ``THETA(n)``,
   ``ETA(n)``, ``EPS(n)`` (or ``ERR(n)``), ``A(n)`` in ``$ERROR``, data items
   (covariates by their ``$INPUT`` name or alias).  Record roles (TIME, DV,
@@ -77,6 +81,7 @@ import pandas as pd
 
 from ..data import read_nonmem
 from ..dynamics import OneCompartment, OneCompartmentOral, Pred, TwoCompartment, TwoCompartmentOral
+from ..dynamics._linear_system import LinearSystem
 from ..model import Model, Omega, Theta, omega, omega_block, theta
 from ..model._error import AbstractErrorModel
 from ._abbreviated import ControlStreamError, Line, Program, parse_program
@@ -1013,8 +1018,14 @@ def build(records: list[Record]):
     data_items |= {c.alias: c.name for c in columns if c.alias and not c.drop}
     covariates = frozenset(n for n in data_items.values() if n not in _ROLES)
     pk_names = tuple(sorted(pk_program.assigned())) if pk_program else ()
+    des_linear = False
     if advan in (6, 13):
         required = tuple(sorted(des_program.read() & set(pk_names)))
+        # A $DES linear in the amounts (ADVAN5/7 written as an ODE) is solved
+        # exactly by the matrix exponential, not by a numerical solver.
+        linear = LinearSystem.of(dynamics, required)
+        if linear is not None:
+            dynamics, des_linear = linear, True
     # Record roles (TIME, AMT, DV, ...) are not covariates of a pmx model: they
     # read as NaN, which is refused where Y depends on them.
     roles = {n for n, c in data_items.items() if c not in covariates}
@@ -1094,6 +1105,7 @@ def build(records: list[Record]):
         if steps and steps[-1]["method"] == "saem"
         else {},
         "estimation_steps": steps,
+        "des_linear": des_linear,
         "covariance": cov_records[0].text().strip() if cov_records else None,
         "problem": by_name["PROBLEM"][0].text().strip() if "PROBLEM" in by_name else "",
         "theta_labels": dict(zip(spec.theta_fields, [t.label for t in thetas], strict=True)),
