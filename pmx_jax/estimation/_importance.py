@@ -57,6 +57,10 @@ from ..likelihood import (
 from ..likelihood._objective import _interaction_objective
 from ..model._model import Model
 
+# Subject-draws evaluated at once (memory: a 10,000-subject problem takes
+# its 1,000 draws in batches of 25).
+_BATCH_EVALUATIONS = 262_144
+
 
 @dataclass(frozen=True)
 class ImportanceResult:
@@ -181,6 +185,22 @@ def _stage(model, program, centre, chol, key, n_samples: int, df: float | None):
     return draws, jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
 
 
+def _draws(model, program, centre, chol, key, samples: int, df):
+    """:func:`_stage` in batches of draws, so that one evaluation holds at most
+    about ``_BATCH_EVALUATIONS`` subject-draws (memory), concatenated."""
+    per_batch = max(1, min(samples, _BATCH_EVALUATIONS // program.n_padded))
+    n_batches = -(-samples // per_batch)
+    if n_batches == 1:
+        return _stage(model, program, centre, chol, key, samples, df)
+    parts = [
+        _stage(model, program, centre, chol, k, per_batch, df)
+        for k in jax.random.split(key, n_batches)
+    ]
+    draws = jnp.concatenate([d for d, _ in parts], axis=-2)[..., :samples, :]
+    log_w = jnp.concatenate([w for _, w in parts], axis=-1)[..., :samples]
+    return draws, log_w
+
+
 def _summaries(draws, log_w):
     """Per subject: ``log mean w``, its Monte-Carlo variance, Kish's ESS, and
     the weighted mean and covariance of the draws."""
@@ -252,7 +272,7 @@ def importance_ofv(
     for stage in range(stages):
         key, sub = jax.random.split(key)
         chol = jnp.linalg.cholesky(covariance)
-        draws, log_w = _stage(model, program, centre, chol, sub, samples, df)
+        draws, log_w = _draws(model, program, centre, chol, sub, samples, df)
         log_mean, variance, ess, mean, weighted = _summaries(draws, log_w)
         if stage + 1 < stages:
             # The next proposal: the weighted moments, where they are usable
