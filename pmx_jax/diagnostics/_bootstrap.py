@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._progress import _Progress
 from ..estimation import fit as _fit_model
 from ..model import natural_names, natural_vector
 from ._compile_counter import compilation_count
 from ._percentiles import _percentile_table
-from ._progress import _Progress
 from ._resample import _resampled_prepared, resample_indices, subject_strata
 
 

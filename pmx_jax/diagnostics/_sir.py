@@ -27,10 +27,10 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from scipy import stats
 
+from .._progress import _Progress
 from ..likelihood import population_ofv
 from ..model import natural_names, natural_vector
 from ._percentiles import _percentile_table
-from ._progress import _Progress
 from ._sir_kernel import importance_resample
 
 

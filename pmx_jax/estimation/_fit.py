@@ -366,7 +366,7 @@ def fit(
             categories, binary, time to event) needs ``"laplace"`` or
             ``"saem"``: the others linearise a normal residual.  ``"saem"``
             runs :func:`pmx_jax.estimation.saem` with ``seed``, ``progress``,
-            ``print_every``, ``chunk_size`` and ``options`` (``iterations``,
+            ``chunk_size`` and ``options`` (``iterations``,
             ``chains``, ``kernels``, ...); the other arguments are those of
             the quasi-Newton methods.
         max_iterations: limit on accepted quasi-Newton iterations (over all
@@ -376,9 +376,9 @@ def fit(
         ofv_tolerance: also converged when two consecutive accepted iterations
             each change the OFV by less than this, relative to ``max(1, |OFV|)``.
         progress: print iteration, OFV and gradient norm every ``print_every``
-            iterations (default 10; SAEM: 50; compile time is printed
-            separately); ``None`` (default): only for long fits, from the
-            first iteration that ends more than 10 s after the start.
+            iterations (default 10; compile time is printed separately; SAEM
+            shows a progress bar); ``None`` (default): only for long fits,
+            from the first iteration that ends more than 10 s after the start.
         callback: called after every OFV evaluation of the search with the
             evaluation's entry of ``FitResult.trace`` (plus ``iteration``, the
             accepted iterations so far, and ``gradient_max`` at the last
@@ -438,8 +438,7 @@ def fit(
         from ._saem import saem
 
         return saem(
-            model, data, seed=seed, progress=progress, print_every=print_every,
-            chunk_size=chunk_size, **options,
+            model, data, seed=seed, progress=progress, chunk_size=chunk_size, **options,
         )  # fmt: skip
     print_every = 10 if print_every is None else print_every
     if options:

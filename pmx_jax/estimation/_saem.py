@@ -85,6 +85,7 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
+from .._progress import _Progress
 from .._results import RESULTS
 from ..data._dataset import Dataset
 from ..likelihood import (
@@ -543,7 +544,6 @@ def saem(
     imp_samples: int = 1000,
     imp_df: float | None = 4.0,
     progress: bool | None = None,
-    print_every: int | None = 50,
     chunk_size: int | None = None,
 ) -> FitResult:
     """Fit ``model`` to ``data`` by SAEM (see the module notes), then compute
@@ -573,12 +573,11 @@ def saem(
             to where the score vanishes.
         imp_samples, imp_df: the importance sampling of the OFV
             (:func:`importance_ofv`).
-        progress: print a line every ``print_every`` iterations (``None``:
-            only when the run takes more than 10 s).
+        progress: a progress bar of the iterations on stderr, and the outcome
+            (``None``: only when the run takes more than 10 s).
         chunk_size: subjects evaluated at once.
     """
     started = time.perf_counter()
-    print_every = 50 if print_every is None else print_every
     k1, k2 = (int(i) for i in iterations)
     if k1 < 1 or k2 < 1:
         raise ValueError(f"iterations must be two positive counts (K1, K2), got {iterations}")
@@ -616,6 +615,7 @@ def saem(
     current = model
     compile_seconds = 0.0
     say = print if progress else None
+    bar = None
     for k in range(1, k1 + k2 + 1):
         explore = k <= k1
         gamma = 1.0 if explore else 1.0 / (k - k1)
@@ -649,12 +649,12 @@ def saem(
         if progress is None and time.perf_counter() - started > 10.0:
             say = print
             progress = True
-        if say and (k == 1 or k % print_every == 0 or k == k1 + k2):
-            say(
-                f"pmx fit (saem): iteration {k:5d} ({row['phase']}) "
-                f"-2 log p(y, b) {row['saem_objective']:.4f}  "
-                f"{time.perf_counter() - started:.1f} s"
-            )
+        if progress and bar is None:
+            bar = _Progress("pmx fit (saem)", k1 + k2, True)
+        if bar is not None:
+            bar.update(k, f"{row['phase']}, -2 log p(y, b) {row['saem_objective']:.2f}")
+    if bar is not None:
+        bar.close()
     trajectories = pd.DataFrame(rows)
 
     # Louis' principle, the Monte-Carlo score and the conditional moments.

@@ -14,11 +14,13 @@ with JAX and translated into abbreviated code; the data file beside it), which
 :func:`write_nonmem_results` writes the run files (``.ext`` with one row per
 iteration and the special rows, ``.phi``, ``.cov``/``.cor``/``.coi``, ``.shk``);
 :func:`write_tables` the ``$TABLE`` files in Xpose's naming (``sdtab``,
-``patab``, ``cotab``, ``catab``).  ``pmx fit`` writes both into its run folder.
+``patab``, ``cotab``, ``catab``); :func:`write_listing` the ``.lst``-like
+report.  ``pmx fit`` writes all of them into its run folder.
 """
 
 from ._control import ControlStreamError as ControlStreamError
 from ._control import read_model as read_model
+from ._listing import write_listing as write_listing
 from ._results import write_covariance as write_covariance
 from ._results import write_ext as write_ext
 from ._results import write_nonmem_results as write_nonmem_results
