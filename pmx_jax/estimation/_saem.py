@@ -118,6 +118,9 @@ _ANNEALING = 0.95
 _MIN_CHAINS_TOTAL = 50
 # Batches of the Louis draws for the Monte-Carlo error of the score.
 _BATCHES = 10
+# Louis' E[H] from every 5th draw (the Hessians cost 2p gradients each; the
+# scores, whose covariance is the noisier term, come from every draw).
+_HESSIAN_EVERY = 5
 # The convergence test never accepts a Newton step to the maximum longer than
 # this many standard errors, however noisy the Monte-Carlo score.
 _RESOLUTION = 0.5
@@ -223,6 +226,12 @@ class _Structure:
         for j, (k, _) in enumerate(self.mu):
             selection[k, j] = 1.0
         self.selection = selection
+        # Everything the compiled steps close over (with the model's class
+        # and parameter structure, which jit sees in its arguments).
+        self.key = (
+            type(model), self.mu, self.psi, tuple(self.iiv_blocks), tuple(self.iov_blocks),
+            self.n_b, self.n_occasions, chains, tuple(self.moves.tolist()),
+        )  # fmt: skip
 
     def shift(self, model: Model, dtype) -> jax.Array:
         """``m``: each random effect's mu-referencing THETA (estimation scale; 0 if none)."""
@@ -397,6 +406,25 @@ def _newton_step(s: _Structure, model, program, b, hbar, gamma):
     return s.with_psi(model, psi0 + step), hbar_new
 
 
+def _from_vector(base: Model, u: jax.Array) -> Model:
+    """``base`` at the estimation-scale vector ``u`` (raveled as
+    :func:`jax.flatten_util.ravel_pytree` ravels ``base.to_unconstrained()``)."""
+    _, unravel = ravel_pytree(base.to_unconstrained())
+    return base.from_unconstrained(unravel(u))
+
+
+# The compiled steps, by structure: a second SAEM run of the same model and
+# design in one process compiles nothing.
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _compiled(kind: str, s: _Structure, make):
+    key = (kind, *s.key)
+    if key not in _COMPILED:
+        _COMPILED[key] = make(s)
+    return _COMPILED[key]
+
+
 def _make_iteration(s: _Structure):
     @eqx.filter_jit
     def iteration(model, program, phi, scales, stats, hbar, visited, key, gamma, explore):
@@ -421,7 +449,7 @@ def _make_iteration(s: _Structure):
     return iteration
 
 
-def _make_louis(s: _Structure, to_model):
+def _make_louis(s: _Structure):
     """One E-step at fixed parameters and, per subject (averaged over its
     chains), the gradient and Hessian of the complete-data log-likelihood
     ``log p(y_i, phi_i; u)`` and the first two moments of ``b_i``.
@@ -436,7 +464,10 @@ def _make_louis(s: _Structure, to_model):
     differentiated once, not once per subject."""
 
     @eqx.filter_jit
-    def louis(u, program, phi, scales, key):
+    def louis(u, base, program, phi, scales, key, with_hessian):
+        def to_model(u_):
+            return _from_vector(base, u_)
+
         model = to_model(u)
         phi, b, _, rates, _, _ = _e_step(s, model, program, phi, scales, key)
         layout = program.layout
@@ -469,11 +500,18 @@ def _make_louis(s: _Structure, to_model):
         def one(data, states):
             def chain(phi_i):
                 score = jax.grad(likelihood)(u, data, phi_i) + prior_terms(d_prior, phi_i)
-                hessian = jax.hessian(likelihood)(u, data, phi_i) + prior_terms(h_prior, phi_i)
-                return score, jnp.outer(score, score), hessian
+                return score, jnp.outer(score, score)
 
-            score, outer, hessian = jax.vmap(chain)(states)
-            return score.mean(0), outer.mean(0), hessian.mean(0)
+            def hessians(states):
+                def at(phi_i):
+                    return jax.hessian(likelihood)(u, data, phi_i) + prior_terms(h_prior, phi_i)
+
+                return jax.vmap(at)(states).mean(0)
+
+            score, outer = jax.vmap(chain)(states)
+            zero = jnp.zeros((u.size, u.size), u.dtype)
+            hessian = jax.lax.cond(with_hessian, hessians, lambda _: zero, states)
+            return score.mean(0), outer.mean(0), hessian
 
         moments = map_subjects(program, one, phi)
         b_moments = (b.mean(axis=2), (b[..., :, None] * b[..., None, :]).mean(axis=2))
@@ -496,7 +534,7 @@ class _LouisDraws:
     used: int
 
 
-def _louis_draws(louis, u0, program, problem, phi, scales, key, iterations) -> _LouisDraws:
+def _louis_draws(louis, u0, base, program, problem, phi, scales, key, iterations) -> _LouisDraws:
     n, p = problem.n_subjects, u0.size
     n_b = problem.layout.size
     sums = [np.zeros((n, p)), np.zeros((n, p, p)), np.zeros((n, p, p))]
@@ -504,17 +542,21 @@ def _louis_draws(louis, u0, program, problem, phi, scales, key, iterations) -> _
     batch_scores = np.zeros((_BATCHES, p))
     per_batch = iterations // _BATCHES
     used = per_batch * _BATCHES
+    n_hessians = 0
     for j in range(used):
         key, sub = jax.random.split(key)
-        phi, moments, _ = louis(u0, program, phi, scales, sub)
+        with_hessian = j % _HESSIAN_EVERY == 0
+        phi, moments, _ = louis(u0, base, program, phi, scales, sub, jnp.asarray(with_hessian))
         score, outer, hessian, mean, second = (np.asarray(problem.take(x)) for x in moments)
         sums[0] += score
         sums[1] += outer
         sums[2] += hessian
+        n_hessians += with_hessian
         b_mean += mean
         b_outer += second
         batch_scores[j // per_batch] += score.sum(axis=0) / per_batch
-    e_score, e_outer, e_hessian = (x / used for x in sums)
+    e_score, e_outer = sums[0] / used, sums[1] / used
+    e_hessian = sums[2] / n_hessians
     b_mean /= used
     conditional_cov = e_outer - e_score[:, :, None] * e_score[:, None, :]
     information = -e_hessian.sum(axis=0) - conditional_cov.sum(axis=0)
@@ -609,7 +651,7 @@ def saem(
         jnp.zeros((s.n_iov, s.n_iov), dtype),
     )
     hbar = jnp.zeros((len(s.psi), len(s.psi)), dtype)
-    iteration = _make_iteration(s)
+    iteration = _compiled("iteration", s, _make_iteration)
     key = jax.random.PRNGKey(seed)
     rows = []
     current = model
@@ -661,14 +703,16 @@ def saem(
     unconstrained = current.to_unconstrained()
     u0, unravel = ravel_pytree(unconstrained)
 
-    def to_model(u):
-        return current.from_unconstrained(unravel(u))
+    base = current
 
-    louis = _make_louis(s, to_model)
+    def to_model(u):
+        return base.from_unconstrained(unravel(u))
+
+    louis = _compiled("louis", s, _make_louis)
     polished = 0
     while True:
         key, sub = jax.random.split(key)
-        draws = _louis_draws(louis, u0, program, problem, phi, scales, sub, louis_iterations)
+        draws = _louis_draws(louis, u0, base, program, problem, phi, scales, sub, louis_iterations)
         phi = draws.phi
         covariance = _louis_covariance(draws.information, to_model, u0, names)
         if covariance.ok:
