@@ -133,6 +133,7 @@ def _quadrature_ofv(table, tka, tcl, tv, sd, omega, lloq=-np.inf):
     return total - n_obs * LOG_2PI
 
 
+@pytest.mark.slow  # the censored variant below runs the same path by default
 def test_importance_sampling_matches_quadrature():
     data = pmx.datasets.load("theophylline")
     table = pmx.datasets.load_table("theophylline")
