@@ -76,6 +76,7 @@ class TwoCompartmentModel(pmx.Model):
         return pmx.Proportional(amounts.central / p["v"], self.prop)
 
 
+@pytest.mark.slow  # 30 s of compilation; runODE032 (reference data) covers it too
 def test_predictions_through_the_event_engine(rate=50.0):
     """A 2-h infusion twice, 12 h apart: the same predictions and OFV as the
     closed form."""
