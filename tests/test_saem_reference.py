@@ -31,6 +31,7 @@ from _reference_models import (
     warfarin_data,
 )
 from conftest import REFDATA
+from test_endpoints_reference import Herds, _cbpp
 
 import pmx_jax as pmx
 
@@ -106,38 +107,8 @@ def test_bolus_2cpt_within_two_standard_errors_of_nonmem():
     assert abs(at_nonmem.ofv - 20167.641) < 3 * at_nonmem.se + 0.5
 
 
-class Herds(pmx.Model):
-    b0: pmx.Theta = pmx.theta(-1.0)
-    b2: pmx.Theta = pmx.theta(0.0)
-    b3: pmx.Theta = pmx.theta(0.0)
-    b4: pmx.Theta = pmx.theta(0.0)
-    herd: pmx.Omega = pmx.omega(herd=0.3)
-    dynamics = pmx.pk.Pred()
-
-    def individual(self, eta, cov):
-        logit = self.b0 + self.b2 * cov.P2 + self.b3 * cov.P3 + self.b4 * cov.P4 + eta.herd
-        return dict(logit=logit, size=cov.SIZE)
-
-    def observe(self, amounts, p):
-        return pmx.Binomial(p["logit"], p["size"])
-
-
 def test_cbpp_binomial_saem():
-    _needs("cbpp.csv")
-    table = pd.read_csv(REFDATA / "cbpp.csv").sort_values("herd", kind="stable")
-    data = pmx.read_nonmem(
-        pd.DataFrame(
-            dict(
-                ID=table["herd"],
-                TIME=table["period"].astype(float),
-                DV=table["incidence"].astype(float),
-                SIZE=table["size"].astype(float),
-                P2=(table["period"] == 2) * 1.0,
-                P3=(table["period"] == 3) * 1.0,
-                P4=(table["period"] == 4) * 1.0,
-            )
-        )
-    )
+    data = _cbpp()  # skips without the reference data
     fit = pmx.fit(Herds(), data, "saem")
     assert fit.converged, (fit.message, fit.suspect)
     # glmmTMB's Laplace estimates (-1.39853, -0.99233, -1.12867, -1.58031),

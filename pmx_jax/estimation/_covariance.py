@@ -252,6 +252,33 @@ def covariance_step(
         if throw:
             raise CovarianceError(message)
         cov_u = np.full((n, n), np.nan)
+    n_bad = int(np.sum(status != 0))
+    if ok and n_bad:
+        message = f"ok ({n_bad} subject(s) with a non-converged EBE at the estimates)"
+    return natural_scale_result(
+        kind, names, estimate, jacobian, cov_u, r_matrix, s_matrix,
+        ok=ok, status=outcome, message=message, elapsed_seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def natural_scale_result(
+    kind: str,
+    names: tuple[str, ...],
+    estimate: np.ndarray,
+    jacobian: np.ndarray,
+    cov_u: np.ndarray,
+    r_matrix: np.ndarray,
+    s_matrix: np.ndarray,
+    *,
+    ok: bool,
+    status: RESULTS,
+    message: str,
+    elapsed_seconds: float,
+) -> CovarianceResult:
+    """A :class:`CovarianceResult` from the covariance on the unconstrained
+    scale ``cov_u``: NONMEM's scale by the delta method (``J cov_u J^T``),
+    SEs, RSEs, Wald intervals, correlations and their eigenvalues (NaN when
+    the step failed)."""
     covariance = jacobian @ cov_u @ jacobian.T
     se = np.sqrt(np.diagonal(covariance))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -263,9 +290,6 @@ def covariance_step(
     else:
         eigenvalues = np.full(len(names), np.nan)
         condition_number = float("nan")
-    n_bad = int(np.sum(status != 0))
-    if ok and n_bad:
-        message = f"ok ({n_bad} subject(s) with a non-converged EBE at the estimates)"
     return CovarianceResult(
         kind=kind,
         names=names,
@@ -283,7 +307,7 @@ def covariance_step(
         covariance_unconstrained=cov_u,
         jacobian=jacobian,
         ok=ok,
-        status=outcome,
+        status=status,
         message=message,
-        elapsed_seconds=time.perf_counter() - started,
+        elapsed_seconds=elapsed_seconds,
     )

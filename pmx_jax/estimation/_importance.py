@@ -226,6 +226,7 @@ def importance_ofv(
     seed: int = 0,
     start: np.ndarray | None = None,
     chunk_size: int | None = None,
+    ids: tuple | None = None,
 ) -> ImportanceResult:
     """NONMEM's OFV at the model's current estimates by importance sampling
     (see the module notes), with its Monte-Carlo standard error.
@@ -242,6 +243,8 @@ def importance_ofv(
         start: where each subject's mode search starts, ``(n, n_b)``
             (default: the fit's EBEs, or ``b = 0``).
         chunk_size: subjects evaluated at once.
+        ids: subject IDs of ``per_subject`` (default: the fit's or the
+            dataset's; 1..n for prepared data).
     """
     started = time.perf_counter()
     if isinstance(fit_or_model, Model):
@@ -287,7 +290,8 @@ def importance_ofv(
     n_normal = normal_observations(problem)
     ofv = float(-2.0 * np.sum(log_mean) - n_normal * LOG_2PI)
     se = float(2.0 * math.sqrt(np.sum(variance)))
-    ids = getattr(fit_or_model, "ids", None)
+    if ids is None:
+        ids = getattr(fit_or_model, "ids", None)
     if ids is None:
         ids = data.ids if isinstance(data, Dataset) else tuple(range(1, problem.n_subjects + 1))
     per_subject = pd.DataFrame(

@@ -102,7 +102,7 @@ from ..likelihood._mu import checked_subjects
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ..model._parameters import Omega, Theta
-from ._covariance import _Z95, CovarianceResult
+from ._covariance import CovarianceResult, natural_scale_result
 from ._importance import ImportanceResult, importance_ofv, subject_log_likelihoods
 from ._result import FitResult
 
@@ -741,9 +741,10 @@ def saem(
     score, score_se, used = draws.score, draws.score_se, draws.used
     b_mean, b_var = draws.b_mean, draws.b_var
 
-    imp = importance_ofv(current, problem, samples=imp_samples, df=imp_df, seed=seed, start=b_mean)
     ids = dataset.ids if dataset is not None else tuple(range(1, n + 1))
-    imp = _with_ids(imp, ids)
+    imp = importance_ofv(
+        current, problem, samples=imp_samples, df=imp_df, seed=seed, start=b_mean, ids=ids
+    )
     modes = imp.modes
     status, message, suspect = _assess(covariance, far, newton_se, names, imp)
     details = SAEMDetails(
@@ -893,40 +894,11 @@ def _louis_covariance(information, to_model, u0, names) -> CovarianceResult:
                 f"eigenvalue {values[0]:.3g})"
             )
     cov_u = np.linalg.inv(information) if ok else np.full((n, n), np.nan)
-    cov_u = 0.5 * (cov_u + cov_u.T)
-    covariance = jacobian @ cov_u @ jacobian.T
-    se = np.sqrt(np.diagonal(covariance))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rse = 100.0 * se / np.abs(estimate)
-        correlation = covariance / np.outer(se, se)
-    eigenvalues = np.linalg.eigvalsh(correlation) if ok else np.full(n, np.nan)
-    return CovarianceResult(
-        kind="r",
-        names=names,
-        estimate=estimate,
-        covariance=covariance,
-        se=se,
-        rse=rse,
-        ci_lower=estimate - _Z95 * se,
-        ci_upper=estimate + _Z95 * se,
-        correlation=correlation,
-        eigenvalues=eigenvalues,
-        condition_number=float(eigenvalues[-1] / eigenvalues[0]) if ok else float("nan"),
-        r_matrix=0.5 * (information + information.T),
-        s_matrix=np.full((n, n), np.nan),
-        covariance_unconstrained=cov_u,
-        jacobian=jacobian,
-        ok=ok,
-        status=outcome,
-        message=message,
-        elapsed_seconds=0.0,
-    )
-
-
-def _with_ids(imp: ImportanceResult, ids) -> ImportanceResult:
-    frame = imp.per_subject.copy()
-    frame["ID"] = list(ids)
-    return ImportanceResult(**{**imp.__dict__, "per_subject": frame})
+    return natural_scale_result(
+        "r", names, estimate, jacobian, 0.5 * (cov_u + cov_u.T),
+        0.5 * (information + information.T), np.full((n, n), np.nan),
+        ok=ok, status=outcome, message=message, elapsed_seconds=0.0,
+    )  # fmt: skip
 
 
 def _assess(covariance, far, newton_se, names, imp):
