@@ -194,3 +194,36 @@ def test_prior_starts_lie_two_sds_along_the_principal_axes():
     assert iov.shape == (7, 2 + 3)
     np.testing.assert_allclose(iov[3], [0.0, 0.0, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(iov[6], [0.0, 0.0, -1.0, -1.0, -1.0])
+
+
+# -- the trust region in prior SDs ------------------------------------------------------
+
+
+def _plateau(eta, omega):
+    # A huge objective at the start (softplus(5) * 1e6) whose curvature there
+    # is tiny: the plain Newton step is about -150 (over 200 prior SDs), onto
+    # the plateau where the data term vanishes. The mode is near -12.
+    return 1e6 * jax.nn.softplus(eta[0]) + eta[0] ** 2 / omega
+
+
+def test_steps_stay_within_the_trust_region_and_reach_the_mode():
+    omega = 0.5
+    metric = jnp.array([[1.0 / omega]])
+    start = jnp.array([5.0])
+    grid = np.linspace(-40.0, 10.0, 500_001)
+    values = np.logaddexp(0.0, grid) * 1e6 + grid**2 / omega
+    mode = grid[np.argmin(values)]
+    plain_first = newton_ebe(_plateau, start, omega, try_zero=False, max_steps=2)
+    # Without the trust region the first step lands far out (the failure mode).
+    assert float(plain_first.eta[0]) < -100.0
+    # With it, the first accepted step is at most 3 prior SDs long ...
+    first = newton_ebe(_plateau, start, omega, try_zero=False, max_steps=2, metric=metric)
+    assert abs(float(first.eta[0] - start[0])) <= 3.0 * np.sqrt(omega) + 1e-12
+    assert float(first.eta[0]) < float(start[0])
+    # ... and the search converges to the mode, with the exact Hessian there.
+    found = newton_ebe(_plateau, start, omega, try_zero=False, metric=metric)
+    assert int(found.status) == EBEStatus.CONVERGED
+    assert abs(float(found.eta[0]) - mode) < 1e-4
+    np.testing.assert_allclose(
+        found.hessian, jax.hessian(_plateau)(found.eta, omega), rtol=1e-6
+    )

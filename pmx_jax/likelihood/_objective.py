@@ -454,6 +454,7 @@ def _population_ofv(
             max_steps=max_steps,
             tolerance=tolerance,
             scoring=_scoring(objective) if scoring else None,
+            metric=prior_sg.inverse,
         )
         if search == "global":
             starts = fixed_starts
