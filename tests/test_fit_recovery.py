@@ -112,11 +112,16 @@ def approximate_se(n_subjects: int, n_observations: int) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def population() -> pmx.Dataset:
     """200 virtual subjects simulated from the truth, as a NONMEM dataset."""
+    return simulate_population(N_SUBJECTS)
+
+
+def simulate_population(n_subjects: int, seed: int = 2024) -> pmx.Dataset:
+    """``n_subjects`` virtual subjects simulated from the truth."""
     regimen = pmx.Regimen.oral(DOSE).sample(SAMPLE_TIMES)
-    sim = pmx.simulate(OneCptOral(), regimen, key=jax.random.PRNGKey(2024), n_subjects=N_SUBJECTS)
+    sim = pmx.simulate(OneCptOral(), regimen, key=jax.random.PRNGKey(seed), n_subjects=n_subjects)
     observed = sim.to_frame()
     table = pd.concat(
-        [regimen.to_table(id_value=i + 1) for i in range(N_SUBJECTS)], ignore_index=True
+        [regimen.to_table(id_value=i + 1) for i in range(n_subjects)], ignore_index=True
     )
     is_obs = table["EVID"] == 0
     # to_frame lists each virtual subject's samples in time order, as the table does
@@ -124,7 +129,7 @@ def population() -> pmx.Dataset:
     np.testing.assert_array_equal(table.loc[is_obs, "TIME"], observed["TIME"])
     table.loc[is_obs, "DV"] = observed["DV"].to_numpy()
     data = pmx.read_nonmem(table)
-    assert (data.n_subjects, data.n_observations) == (N_SUBJECTS, N_SUBJECTS * len(SAMPLE_TIMES))
+    assert (data.n_subjects, data.n_observations) == (n_subjects, n_subjects * len(SAMPLE_TIMES))
     return data
 
 

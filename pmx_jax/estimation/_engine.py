@@ -24,6 +24,7 @@ and, through the persistent compilation cache, in the next.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -102,6 +103,17 @@ class Engine:
         self.to_model = _FromVector(model, unravel)
         self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
         self.shape = (problem.n_subjects, problem.layout.size)
+
+    def on(self, problem: Problem) -> Engine:
+        """This engine on other data of the same model and method (a
+        minibatch of subjects): the same compiled evaluation when ``problem``
+        falls in the same shape bucket."""
+        other = copy.copy(self)
+        other.problem = problem
+        other.program = problem.program()
+        other._real = np.asarray(problem.real)
+        other.shape = (problem.n_subjects, problem.layout.size)
+        return other
 
     def model(self, y) -> Model:
         return self.to_model(jnp.asarray(y, self.dtype))

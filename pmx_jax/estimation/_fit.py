@@ -77,6 +77,7 @@ from ..likelihood import (
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ._covariance import KINDS as COVARIANCE_KINDS
+from ._minibatch import minibatch_options, minibatch_phase
 from ._engine import Engine, Evaluation
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
@@ -352,6 +353,7 @@ def fit(
     covariance: str | None = "sandwich",
     chunk_size: int | None = None,
     laplace_floor: float | None = None,
+    minibatch: bool | int | dict | None = None,
     **options: Any,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
@@ -423,6 +425,16 @@ def fit(
             split over all local devices (``jax.devices()``; several hosts after
             ``jax.distributed.initialize()``).
         laplace_floor: as in :func:`pmx_jax.estimation.ofv` (Laplace only).
+        minibatch: a stochastic-gradient phase before the quasi-Newton
+            minimisation, for large populations (``True``, a batch size, or a
+            dict of ``batch_size`` (4096), ``epochs`` (2), ``learning_rate``
+            (0.05, on the unconstrained scale, cosine-decayed) and ``seed``):
+            Adam steps on ``n / m`` times the OFV gradient of ``m`` subjects
+            at a time, one compiled evaluation of ``m`` subjects for all of
+            them; the fit then starts from where it ended, with its EBEs
+            (see ``estimation/_minibatch.py``).  Its steps are in
+            ``FitResult.minibatch``; the OFV, convergence test and
+            ``iteration_estimates`` are the full-data fit's.
 
     Returns:
         a :class:`FitResult`: the fitted model, OFV, AIC/BIC, EBEs, shrinkage,
@@ -458,9 +470,20 @@ def fit(
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
     check_ebe_search(ebe_search)
+    batching = minibatch_options(minibatch)
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else None
     problem = make_problem(model, data, method, chunk_size=chunk_size, laplace_floor=laplace_floor)
+    steps = None
+    if batching is not None:
+        if starts > 1:
+            raise ValueError("minibatch and starts > 1 cannot be combined")
+        model, phase_ebes, steps = minibatch_phase(
+            model, problem, method, ebe_max_steps=ebe_max_steps, ebe_tolerance=ebe_tolerance,
+            say=print if progress else None, **batching,
+        )  # fmt: skip
+        if ebe_init is None:
+            ebe_init = phase_ebes
     settings = dict(
         max_iterations=max_iterations,
         gradient_tolerance=gradient_tolerance,
@@ -478,6 +501,8 @@ def fit(
         result = _fit_once(model, problem, dataset, method, **settings)
     else:
         result = _multistart(model, problem, dataset, method, starts, jitter, seed, settings)
+    if steps is not None:
+        result = result.replace(minibatch=steps)
     say = print if (progress or (progress is None and result.elapsed_seconds > 10.0)) else None
     if covariance is not None:
         if result.status in (RESULTS.successful, RESULTS.suspect_point):

@@ -81,6 +81,10 @@ class FitResult:
             (:class:`pmx_jax.estimation.SAEMDetails`: the OFV's Monte-Carlo
             standard error, conditional means, the parameter trajectories,
             the Monte-Carlo score at the end); None otherwise.
+        minibatch: with ``pmx.fit(..., minibatch=...)``, one row per
+            stochastic-gradient step before the quasi-Newton fit (``epoch``,
+            ``step``, ``ofv_estimate``, ``gradient_max``, ``usable``,
+            ``seconds``); None otherwise.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class FitResult:
         notes: tuple[str, ...] = (),
         ebe_search: str = "global",
         stochastic: Any = None,
+        minibatch: pd.DataFrame | None = None,
     ) -> None:
         fields = dict(
             model=model,
@@ -145,6 +150,7 @@ class FitResult:
             notes=tuple(notes),
             ebe_search=ebe_search,
             stochastic=stochastic,
+            minibatch=minibatch,
             _ebe_matrix=np.asarray(ebe_matrix),
             _dataset=dataset,
             _problem=problem,
