@@ -13,7 +13,7 @@ and the quasi-Newton iterations and evaluations after it.  Both fits use
 gets there).
 
     python benchmarks/minibatch.py                       # 20,000 subjects
-    python benchmarks/minibatch.py --sizes 100000 --batch-size 8192
+    python benchmarks/minibatch.py --sizes 100000 --batch-size 4096 --epochs 2
 
 Printed as a table and written to ``benchmarks/results/minibatch.json``.
 """
@@ -79,13 +79,14 @@ def one_fit(prepared, ebe_search: str, minibatch: dict | None) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000])
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", default="auto", help="'auto' (n / 64 within 256-8,192) or a number")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--ebe-search", choices=["local", "global"], default="local")
     parser.add_argument("--output", type=Path, default=RESULTS / "minibatch.json")
     args = parser.parse_args(argv)
-    minibatch = dict(batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate)
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    minibatch = dict(batch_size=batch, epochs=args.epochs, learning_rate=args.learning_rate)
     report = dict(
         benchmark="minibatch",
         machine=machine(),

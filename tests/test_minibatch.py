@@ -60,7 +60,8 @@ def test_minibatch_options_are_checked(data):
     model = OneCptOral()
     with pytest.raises(ValueError, match="unknown option.*'batch'"):
         pmx.fit(model, data, "focei", minibatch=dict(batch=8))
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        pmx.fit(model, data, "focei", minibatch=0)
+    for wrong in (0, dict(batch_size="big")):
+        with pytest.raises(ValueError, match="batch_size must be 'auto' or an integer >= 1"):
+            pmx.fit(model, data, "focei", minibatch=wrong)
     with pytest.raises(ValueError, match="cannot be combined"):
         pmx.fit(model, data, "focei", minibatch=True, starts=2)

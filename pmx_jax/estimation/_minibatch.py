@@ -35,7 +35,15 @@ from ..likelihood._problem import Problem, make_problem
 from ..model._model import Model
 from ._engine import Engine
 
-DEFAULTS = dict(batch_size=4096, epochs=2, learning_rate=0.05, seed=0)
+DEFAULTS = dict(batch_size="auto", epochs=3, learning_rate=0.05, seed=0)
+
+
+def auto_batch_size(n_subjects: int) -> int:
+    """``n / 64`` subjects, within 256 and 8,192: at least 64 Adam steps per
+    epoch up to half a million subjects (Adam moves each parameter by about
+    the learning rate per step, so a start 50% off on the log scale needs
+    tens of steps), and minibatches large enough to keep a device busy."""
+    return int(np.clip(n_subjects // 64, 256, 8192))
 
 
 def minibatch_options(value: Any) -> dict | None:
@@ -55,8 +63,12 @@ def minibatch_options(value: Any) -> dict | None:
     if unknown:
         raise ValueError(f"minibatch: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
     options = dict(DEFAULTS, **value)
-    if int(options["batch_size"]) < 1:
-        raise ValueError(f"minibatch batch_size must be >= 1, got {options['batch_size']}")
+    if options["batch_size"] == "auto":
+        return options
+    if not isinstance(options["batch_size"], int | np.integer) or int(options["batch_size"]) < 1:
+        raise ValueError(
+            f"minibatch batch_size must be 'auto' or an integer >= 1, got {options['batch_size']!r}"
+        )
     if int(options["epochs"]) < 1:
         raise ValueError(f"minibatch epochs must be >= 1, got {options['epochs']}")
     if not float(options["learning_rate"]) > 0:
@@ -69,7 +81,7 @@ def minibatch_phase(
     problem: Problem,
     method: str,
     *,
-    batch_size: int,
+    batch_size: int | str,
     epochs: int,
     learning_rate: float,
     seed: int,
@@ -83,7 +95,7 @@ def minibatch_phase(
     minibatch OFV, ``gradient_max`` of that estimate, ``seconds``)."""
     source = jax.tree_util.tree_map(np.asarray, problem.source)
     n = problem.n_subjects
-    m = min(int(batch_size), n)
+    m = min(auto_batch_size(n) if batch_size == "auto" else int(batch_size), n)
     per_epoch = -(-n // m)
     scale = n / m
     y, unravel = ravel_pytree(model.to_unconstrained())
