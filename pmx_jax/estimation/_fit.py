@@ -388,7 +388,7 @@ def fit(
     covariance: str | None = "sandwich",
     chunk_size: int | None = None,
     laplace_floor: float | None = None,
-    minibatch: bool | int | dict | None = None,
+    minibatch: bool | int | dict[str, Any] | None = None,
     **options: Any,
 ) -> FitResult:
     """Estimate the population parameters of ``model`` on ``data`` by
