@@ -456,7 +456,8 @@ def fit(
             runs it later).  It is skipped, with a message, when the
             minimisation did not meet its convergence test.
         chunk_size: subjects evaluated at once; memory is proportional to it
-            (default: all up to 65,536, chunks of 65,536 above).  Subjects are
+            (default: all up to 65,536, chunks of 65,536 above, of 1,024 on a
+            CPU).  Subjects are
             split over all local devices (``jax.devices()``; several hosts after
             ``jax.distributed.initialize()``).
         laplace_floor: as in :func:`pmx_jax.estimation.ofv` (Laplace only).
