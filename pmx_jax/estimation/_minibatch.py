@@ -27,7 +27,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
@@ -93,6 +92,8 @@ def minibatch_phase(
     model at the last step, every subject's last EBE (dataset order) and the
     steps (``epoch``, ``step``, ``ofv_estimate`` = ``n / m`` times the
     minibatch OFV, ``gradient_max`` of that estimate, ``seconds``)."""
+    import optax  # only here: a plain fit does not pay for importing it
+
     source = jax.tree_util.tree_map(np.asarray, problem.source)
     n = problem.n_subjects
     m = min(auto_batch_size(n) if batch_size == "auto" else int(batch_size), n)
