@@ -60,8 +60,8 @@ from _common import load_average, machine  # noqa: E402
 from fit import (  # noqa: E402 (sets PMX_JAX_CACHE_DIR=off unless set: cold compiles)
     TRUTH,
     _compiled_during,
+    fit_summary,
     initial_model,
-    natural_scale,
     simulate_population,
 )
 
@@ -70,8 +70,7 @@ from pmx_jax.estimation._engine import Engine  # noqa: E402
 from pmx_jax.likelihood._problem import make_problem  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BASE_SUBJECTS = 100_000  # larger populations repeat this one
-_BASE = [BASE_SUBJECTS]  # as set by --base
+BASE_SUBJECTS = 100_000  # larger populations repeat this one (--base)
 
 
 class Suite:
@@ -110,7 +109,9 @@ class Suite:
         entry["wall_s"] = time.perf_counter() - tic
         entry["load_average"] = load_average()
         self._record(entry)
-        shown = {k: v for k, v in entry.items() if not isinstance(v, dict | list) and k != "traceback"}
+        shown = {
+            k: v for k, v in entry.items() if not isinstance(v, dict | list) and k != "traceback"
+        }
         print("  " + ", ".join(f"{k}={_short(v)}" for k, v in shown.items()), flush=True)
         return entry
 
@@ -139,14 +140,14 @@ def _plain(value):
 _POPULATIONS: dict[int, pmx.likelihood.Prepared] = {}
 
 
-def population(n_subjects: int):
+def population(n_subjects: int, base: int):
     """``benchmarks/fit.py``'s simulated population of ``n_subjects``, made
-    ready for its model; above ``--base`` subjects, that population repeated."""
+    ready for its model; above ``base`` subjects, the ``base``-subject one repeated."""
     if n_subjects in _POPULATIONS:
         return _POPULATIONS[n_subjects]
-    base = min(n_subjects, _BASE[0])
-    if n_subjects % base:
-        raise ValueError(f"sizes above {_BASE[0]:,} must be multiples of it")
+    if n_subjects > base and n_subjects % base:
+        raise ValueError(f"sizes above {base:,} must be multiples of it")
+    base = min(n_subjects, base)
     if base not in _POPULATIONS:
         data = pmx.read_nonmem(simulate_population(base, seed=1))
         _POPULATIONS[base] = pmx.likelihood.prepare(initial_model(), data)
@@ -198,10 +199,10 @@ def simulate_section(n_subjects: int, dtype: str) -> dict:
     )
 
 
-def focei_eval_section(n_subjects: int) -> dict:
+def focei_eval_section(n_subjects: int, base: int) -> dict:
     model = initial_model()
     tic = time.perf_counter()
-    prepared = population(n_subjects)
+    prepared = population(n_subjects, base)
     problem = make_problem(model, prepared, "focei")
     engine = Engine(model, problem, 100, 1e-12)
     setup_s = time.perf_counter() - tic
@@ -225,27 +226,20 @@ def focei_eval_section(n_subjects: int) -> dict:
     )
 
 
-def focei_fit_section(n_subjects: int) -> dict:
-    prepared = population(n_subjects)
+def focei_fit_section(n_subjects: int, base: int) -> dict:
+    prepared = population(n_subjects, base)
     result, fit_s, compile_s = _compiled_during(
         pmx.fit, initial_model(), prepared, "focei", covariance=None, progress=False
     )
     trace = result.trace
     searches = trace[trace["event"].isin(["initial", "check"])]
-    estimates = result.estimates()
-    values = dict(zip(estimates["parameter"], map(float, estimates["estimate"]), strict=True))
     return dict(
         n_subjects=n_subjects,
         fit_s=fit_s,
         compile_s=compile_s,
         global_search_s=float(searches["seconds"].sum()),
-        iterations=result.iterations,
-        n_evaluations=result.n_evaluations,
-        ofv=result.ofv,
         ofv_per_subject=result.ofv / n_subjects,
-        converged=bool(result.converged),
-        message=result.message,
-        estimates=natural_scale(values),
+        **fit_summary(result),
         truth=TRUTH,
     )
 
@@ -259,9 +253,7 @@ def nuts_section(chains: int, warmup: int, samples: int) -> dict:
         n_samples=samples, seed=0, progress=False,
     )  # fmt: skip
     posterior = result.posterior
-    point = dict(
-        pop=jnp.asarray(result.pop[0, -1]), eta=jnp.asarray(result.latent[0, -1])
-    )
+    point = dict(pop=jnp.asarray(result.pop[0, -1]), eta=jnp.asarray(result.latent[0, -1]))
     gradient = jax.jit(jax.value_and_grad(posterior.potential))
     jax.block_until_ready(gradient(point))
     times = []
@@ -316,7 +308,6 @@ def main(argv=None):
         help="JSON file (rewritten after every section)",
     )
     args = parser.parse_args(argv)
-    _BASE[0] = args.base
     suite = Suite(args.budget, args.output, argv)
     info = suite.report["machine"]
     print(
@@ -328,13 +319,13 @@ def main(argv=None):
     suite.run("simulate", 20, lambda: simulate_section(args.simulate, "float64"), dtype="float64")
     suite.run("simulate", 20, lambda: simulate_section(args.simulate, "float32"), dtype="float32")
     for n in sorted(args.sizes):
-        suite.run("focei_eval", 40, lambda n=n: focei_eval_section(n), n_subjects=n)
-    suite.run("focei_fit", 60, lambda: focei_fit_section(small), n_subjects=small)
+        suite.run("focei_eval", 40, lambda n=n: focei_eval_section(n, args.base), n_subjects=n)
+    suite.run("focei_fit", 60, lambda: focei_fit_section(small, args.base), n_subjects=small)
     if not args.no_nuts:
         chains, warmup, samples = args.nuts
         suite.run("nuts", 150, lambda: nuts_section(chains, warmup, samples))
     for n in large:
-        suite.run("focei_fit", 90, lambda n=n: focei_fit_section(n), n_subjects=n)
+        suite.run("focei_fit", 90, lambda n=n: focei_fit_section(n, args.base), n_subjects=n)
     print(f"written {args.output} ({suite.report['elapsed_s']:.0f} s)", flush=True)
     return suite.report
 

@@ -245,6 +245,21 @@ def time_fit(model, prepared, method: str) -> dict:
     )
 
 
+def fit_summary(result) -> dict:
+    """Iterations, evaluations, OFV, convergence and the estimates on the
+    scale of ``TRUTH`` of a fit of this benchmark's model."""
+    estimates = result.estimates()
+    values = dict(zip(estimates["parameter"], map(float, estimates["estimate"]), strict=True))
+    return dict(
+        iterations=result.iterations,
+        n_evaluations=result.n_evaluations,
+        ofv=result.ofv,
+        converged=bool(result.converged),
+        message=result.message,
+        estimates=natural_scale(values),
+    )
+
+
 def natural_scale(estimates: dict) -> dict:
     """pmx_jax estimates on the scale of ``TRUTH`` (ka, CL, V, CV, OMEGAs)."""
     return dict(

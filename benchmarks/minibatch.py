@@ -36,8 +36,8 @@ from _common import load_average, machine  # noqa: E402
 from fit import (  # noqa: E402 (sets PMX_JAX_CACHE_DIR=off unless set: cold compiles)
     TRUTH,
     _compiled_during,
+    fit_summary,
     initial_model,
-    natural_scale,
     simulate_population,
 )
 
@@ -51,18 +51,7 @@ def one_fit(prepared, ebe_search: str, minibatch: dict | None) -> dict:
         pmx.fit, initial_model(), prepared, "focei", covariance=None, ebe_search=ebe_search,
         minibatch=minibatch,
     )  # fmt: skip
-    estimates = result.estimates()
-    values = dict(zip(estimates["parameter"], map(float, estimates["estimate"]), strict=True))
-    row = dict(
-        wall_s=wall_s,
-        compile_s=compile_s,
-        iterations=result.iterations,
-        n_evaluations=result.n_evaluations,
-        ofv=result.ofv,
-        converged=bool(result.converged),
-        message=result.message,
-        estimates=natural_scale(values),
-    )
+    row = dict(wall_s=wall_s, compile_s=compile_s, **fit_summary(result))
     if minibatch is not None:
         steps = result.minibatch
         row.update(
@@ -79,7 +68,9 @@ def one_fit(prepared, ebe_search: str, minibatch: dict | None) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000])
-    parser.add_argument("--batch-size", default="auto", help="'auto' (n / 64 within 256-8,192) or a number")
+    parser.add_argument(
+        "--batch-size", default="auto", help="'auto' (n / 64 within 256-8,192) or a number"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--ebe-search", choices=["local", "global"], default="local")
@@ -124,7 +115,9 @@ def main(argv=None):
         if row["fit"] == "minibatch":
             base = full[row["n_subjects"]]["estimates"]
             worst = max(abs(row["estimates"][k] / base[k] - 1) for k in base)
-            print(f"{row['n_subjects']:,}: largest relative difference of the estimates {worst:.2e}")
+            print(
+                f"{row['n_subjects']:,}: largest relative difference of the estimates {worst:.2e}"
+            )
     print(f"written {args.output}")
     return report
 

@@ -224,6 +224,4 @@ def test_steps_stay_within_the_trust_region_and_reach_the_mode():
     found = newton_ebe(_plateau, start, omega, try_zero=False, metric=metric)
     assert int(found.status) == EBEStatus.CONVERGED
     assert abs(float(found.eta[0]) - mode) < 1e-4
-    np.testing.assert_allclose(
-        found.hessian, jax.hessian(_plateau)(found.eta, omega), rtol=1e-6
-    )
+    np.testing.assert_allclose(found.hessian, jax.hessian(_plateau)(found.eta, omega), rtol=1e-6)

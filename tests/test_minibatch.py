@@ -26,7 +26,7 @@ def test_minibatch_gradients_over_a_partition_add_up_to_the_full_gradient(data):
     order = np.random.default_rng(0).permutation(data.n_subjects)
     total_ofv, total_grad = 0.0, np.zeros_like(full.grad)
     for part in np.split(order, 4):
-        batch = make_problem(model, jax.tree_util.tree_map(lambda x: x[part], source), "focei")
+        batch = make_problem(model, jax.tree_util.tree_map(lambda x, p=part: x[p], source), "focei")
         on_batch = engine.on(batch)
         done = on_batch.at(engine.y0, on_batch.zeros())
         total_ofv += done.ofv
@@ -63,5 +63,7 @@ def test_minibatch_options_are_checked(data):
     for wrong in (0, dict(batch_size="big")):
         with pytest.raises(ValueError, match="batch_size must be 'auto' or an integer >= 1"):
             pmx.fit(model, data, "focei", minibatch=wrong)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        pmx.fit(model, data, "focei", minibatch=dict(epochs=0))
     with pytest.raises(ValueError, match="cannot be combined"):
         pmx.fit(model, data, "focei", minibatch=True, starts=2)

@@ -94,14 +94,17 @@ class Engine:
     and :meth:`fresh` for the objective a fit reports."""
 
     def __init__(self, model: Model, problem: Problem, max_steps: int, tolerance: float):
-        self.problem = problem
-        self.program = problem.program()
-        self._real = np.asarray(problem.real)
+        self._bind(problem)
         y0, unravel = ravel_pytree(model.to_unconstrained())
         self.dtype = problem.dtype
         self.y0 = np.asarray(y0, self.dtype)
         self.to_model = _FromVector(model, unravel)
         self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
+
+    def _bind(self, problem: Problem) -> None:
+        self.problem = problem
+        self.program = problem.program()
+        self._real = np.asarray(problem.real)
         self.shape = (problem.n_subjects, problem.layout.size)
 
     def on(self, problem: Problem) -> Engine:
@@ -109,10 +112,7 @@ class Engine:
         minibatch of subjects): the same compiled evaluation when ``problem``
         falls in the same shape bucket."""
         other = copy.copy(self)
-        other.problem = problem
-        other.program = problem.program()
-        other._real = np.asarray(problem.real)
-        other.shape = (problem.n_subjects, problem.layout.size)
+        other._bind(problem)
         return other
 
     def model(self, y) -> Model:

@@ -77,8 +77,8 @@ from ..likelihood import (
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ._covariance import KINDS as COVARIANCE_KINDS
-from ._minibatch import minibatch_options, minibatch_phase
 from ._engine import Engine, Evaluation
+from ._minibatch import minibatch_options, minibatch_phase
 from ._result import FitResult
 from ._suspect import Suspicion, point_suspicions
 

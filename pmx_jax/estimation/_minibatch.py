@@ -62,9 +62,8 @@ def minibatch_options(value: Any) -> dict | None:
     if unknown:
         raise ValueError(f"minibatch: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
     options = dict(DEFAULTS, **value)
-    if options["batch_size"] == "auto":
-        return options
-    if not isinstance(options["batch_size"], int | np.integer) or int(options["batch_size"]) < 1:
+    size = options["batch_size"]
+    if size != "auto" and (not isinstance(size, int | np.integer) or int(size) < 1):
         raise ValueError(
             f"minibatch batch_size must be 'auto' or an integer >= 1, got {options['batch_size']!r}"
         )
