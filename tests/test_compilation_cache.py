@@ -1,7 +1,8 @@
 """The persistent compilation cache: a second process running the same job
 compiles nothing (counted with ``jax.monitoring``: every backend compilation
 request that was not a cache hit) and gives the same result; nor does a
-process fitting another dataset of the same shape bucket.  Also: importing
+process fitting another dataset of the same shape bucket.  Neither traces the
+fit's objective again: it reads the stored program (:mod:`pmx_jax._stored`).  Also: importing
 pmx_jax loads neither JAX nor the optional layers, and the CPU compiler options
 leave a user's own settings alone."""
 
@@ -26,8 +27,10 @@ import pmx_jax as pmx
 data = pmx.datasets.load("theophylline")
 first, last = (int(x) for x in sys.argv[1:3])
 result = pmx.fit(pmx.library.Theophylline(), data.subset(data.ids[first:last]), "focei")
+from pmx_jax.estimation._engine import _evaluate
 print(json.dumps({"ofv": result.ofv, "se": list(result.covariance.se),
                   "compiled": counts["requests"] - counts["hits"],
+                  "objective": [_evaluate.exports, _evaluate.hits],
                   "cache": jax.config.jax_compilation_cache_dir}))
 """
 
@@ -49,16 +52,19 @@ def test_a_second_run_compiles_nothing(tmp_path):
     second = run_job(str(folder))
     assert first["cache"] == str(folder) and first["compiled"] > 5
     assert second["compiled"] == 0
+    assert first["objective"] == [1, 0] and second["objective"] == [0, 1]
     assert second["ofv"] == first["ofv"] and second["se"] == first["se"]
-    assert any(folder.iterdir())
+    assert any((folder / "programs").iterdir())
     # Other subjects, as many: the same bucket, so the same programs.
     other = run_job(str(folder), subjects=(2, 12))
     assert other["compiled"] == 0 and other["ofv"] != first["ofv"]
+    assert other["objective"] == [0, 1]
 
 
 def test_the_cache_can_be_turned_off(tmp_path):
     result = run_job("off")
     assert result["cache"] is None and result["compiled"] > 5
+    assert result["objective"] == [0, 0]
 
 
 def test_importing_loads_only_what_is_used():

@@ -30,6 +30,7 @@ import numpy as np
 import optimistix as optx
 import pandas as pd
 
+from .._stored import stored
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
 from ..likelihood import (
@@ -206,7 +207,7 @@ class _Patient(eqx.Module):
         return jnp.where(terms.ok, value, -jnp.inf)
 
 
-@eqx.filter_jit
+@stored("forecast-map")
 def _map(patient: _Patient, b0: jax.Array):
     def objective(b, _):
         return -2.0 * patient.log_posterior(b)
@@ -395,7 +396,7 @@ def _prediction_rows(prepared: Prepared, n_hist: int, n_times: int) -> np.ndarra
     return positions
 
 
-@eqx.filter_jit
+@stored("forecast-predictions")
 def _predictions(model, prepared, layout, b, scale, mask):
     """IPRED at every record of the patient, with the doses in ``mask`` scaled."""
     data = prepared.subject(0)

@@ -25,6 +25,8 @@ and, through the persistent compilation cache, in the next.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 from typing import Any
 
@@ -35,9 +37,34 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
+from .._stored import stored
 from ..likelihood import OFVResult, Problem, population_ofv, prior_starts
 from ..likelihood._ebe import EBEStatus
 from ..model._model import Model
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unravel:
+    """``ravel_pytree``'s inverse for one parameter structure, printed the same
+    in every process (a static value of the stored program: :mod:`pmx_jax._stored`)."""
+
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tree) -> _Unravel:
+        leaves, treedef = jax.tree.flatten(tree)
+        shapes = tuple(tuple(np.shape(leaf)) for leaf in leaves)
+        return cls(treedef, shapes, tuple(str(jnp.result_type(leaf)) for leaf in leaves))
+
+    def __call__(self, y: Array):
+        parts, end = [], 0
+        for shape, dtype in zip(self.shapes, self.dtypes, strict=True):
+            size = math.prod(shape)
+            parts.append(y[end : end + size].reshape(shape).astype(dtype))
+            end += size
+        return jax.tree.unflatten(self.treedef, parts)
 
 
 class _FromVector(eqx.Module):
@@ -45,13 +72,13 @@ class _FromVector(eqx.Module):
     fixed parameters and the structure)."""
 
     model: Model
-    unravel: Any = eqx.field(static=True)
+    unravel: _Unravel = eqx.field(static=True)
 
     def __call__(self, y: Array) -> Model:
         return self.model.from_unconstrained(self.unravel(y))
 
 
-@eqx.filter_jit
+@stored("objective")
 def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance):
     """``(OFV, gradient, subject gradients (n_chunks, chunk, n_par), OFVResult)``."""
     copies = jnp.broadcast_to(y, problem.real.shape + y.shape)
@@ -95,10 +122,11 @@ class Engine:
 
     def __init__(self, model: Model, problem: Problem, max_steps: int, tolerance: float):
         self._bind(problem)
-        y0, unravel = ravel_pytree(model.to_unconstrained())
+        unconstrained = model.to_unconstrained()
+        y0, _ = ravel_pytree(unconstrained)
         self.dtype = problem.dtype
         self.y0 = np.asarray(y0, self.dtype)
-        self.to_model = _FromVector(model, unravel)
+        self.to_model = _FromVector(model, _Unravel.of(unconstrained))
         self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
 
     def _bind(self, problem: Problem) -> None:

@@ -34,13 +34,13 @@ censored (M3) observations, which enter the likelihood as probabilities.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array
 
+from .._stored import stored
 from ..data._dataset import Dataset
 from ..likelihood import (
     Layout,
@@ -64,7 +64,7 @@ def _inverse_sqrt_times(cov: Array, r: Array, mask: Array) -> Array:
     return jnp.where(mask, weighted, jnp.nan)
 
 
-@eqx.filter_jit
+@stored("residuals")
 def _residuals(model: Model, prepared: Prepared, ebes: Array, method: str, layout: Layout):
     dtype = prepared.subjects.time.dtype
     omega = layout.omega(model).astype(dtype)

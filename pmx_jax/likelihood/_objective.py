@@ -57,6 +57,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._results import RESULTS
+from .._stored import stored
 from ..data._dataset import Dataset
 from ..dynamics._ode import AbstractODE
 from ..model._model import Model
@@ -380,7 +381,7 @@ def population_ofv(
     )  # fmt: skip
 
 
-@eqx.filter_jit
+@stored("population-ofv")
 def _population_ofv(
     model, problem, ebe_init, max_steps, tolerance, method, scoring, search, warm_start,
     try_zero, copies,

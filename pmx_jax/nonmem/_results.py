@@ -72,13 +72,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .._stored import stored
 from ..estimation._engine import Engine
 from ..estimation._fit import parameter_values
 from ..likelihood import Prior, SubjectLikelihood, map_subjects, moments_and_jacobian
@@ -407,7 +406,7 @@ def write_ext(fit: Any, path: str | Path) -> Path:
 # -- phi -----------------------------------------------------------------------------
 
 
-@eqx.filter_jit
+@stored("conditional-covariances")
 def _conditional_covariances(model: Model, problem: Any, ebes: jax.Array, method: str):
     """The conditional covariance of every subject's random effects at its
     EBE, laid out as ``problem``: the inverse of half the Hessian of the
@@ -585,7 +584,7 @@ def shrinkage_table(
         z = np.where(se > 0.0, mean / np.where(se > 0.0, se, 1.0), 0.0)
     table[0] = mean
     table[1] = se
-    table[2] = 2.0 * stats.norm.sf(np.abs(z))
+    table[2] = [math.erfc(abs(value) / math.sqrt(2.0)) for value in z]  # 2 P(Z > |z|)
     table[3] = 100.0 * (1.0 - sd / np.sqrt(safe))
     table[7] = 100.0 * (1.0 - sd**2 / safe)
     if etc is not None and n:

@@ -86,12 +86,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from .._stored import stored
 from ..data._batch import expand_addl
 from ..data._dataset import Dataset
 from ..likelihood import Layout, record_frame_index, record_parameters
@@ -475,7 +475,7 @@ def _parameter_names(model, subjects, layout: Layout) -> list[str]:
     return found
 
 
-@eqx.filter_jit
+@stored("record-parameters")
 def _record_parameters(model, subjects, ebes, layout: Layout) -> dict:
     """The $PK block at every record of every subject, at the EBEs
     (``(n_subjects, n_records)`` per parameter)."""

@@ -14,6 +14,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._memory import check_fits
 from .._sharding import pad_subjects, padded_count, shard_subjects
+from .._stored import stored
 from ..data._dataset import Dataset
 from ..data._read import read_nonmem
 from ..likelihood import Prepared, prepare, record_frame_index, subject_predictions
@@ -57,7 +58,7 @@ def _eta_array(model: Model, data: Dataset, etas) -> np.ndarray:
     return etas
 
 
-@eqx.filter_jit
+@stored("predictions")
 def _predict_batch(model: Model, prepared: Prepared, etas, iov_etas):
     def one(data, eta, iov):
         # PRED (etas 0) and IPRED as one vmapped pass: one trace of the engine.
@@ -261,7 +262,7 @@ def _correlated_normal(key, covariance, batch):
     return z @ chol.T
 
 
-@eqx.filter_jit
+@stored("simulation")
 def _simulate_chunk(model, prepared, covariate_values, covariate_mask, indices, templates, key):
     if templates is None:
         # One design subject (e.g. a Regimen): its records stay un-batched under
