@@ -161,9 +161,9 @@ def test_new_parameter_values_do_not_recompile():
     data = pmx.datasets.load("theophylline")
     model = Theophylline()
     pmx.predict(model, data)
-    before = _predict_batch._cached._cache_size()
+    before = _predict_batch.jitted._cached._cache_size()
     pmx.predict(model.with_values(tcl=1.3, tv=3.2), data)
-    assert _predict_batch._cached._cache_size() == before
+    assert _predict_batch.jitted._cached._cache_size() == before
 
 
 @pytest.mark.slow  # 30 s; every event type is also covered by test_nmtest and the engine tests

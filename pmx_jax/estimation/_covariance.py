@@ -44,11 +44,23 @@ import pandas as pd
 from jaxtyping import Array
 
 from .._results import RESULTS
+from .._stored import stored
 from ..data._dataset import Dataset
 from ..likelihood import METHODS, Prepared, Problem, make_problem
 from ..model import natural_names, natural_vector
 from ..model._model import Model
 from ._engine import Engine
+
+
+@stored("natural-parameters")
+def _natural(to_model, y: Array) -> tuple[Array, Array]:
+    """The natural-scale parameters at ``y`` and their Jacobian."""
+
+    def to_natural(y):
+        return natural_vector(to_model(y))
+
+    return to_natural(y), jax.jacfwd(to_natural)(y)
+
 
 CovarianceKind = Literal["sandwich", "r", "s"]
 KINDS: tuple[str, ...] = ("sandwich", "r", "s")
@@ -213,11 +225,7 @@ def covariance_step(
     hess_ofv = 0.5 * (hess_ofv + hess_ofv.T)
     r_matrix = 0.5 * hess_ofv
 
-    def to_natural(y):
-        return natural_vector(engine.to_model(y))
-
-    jacobian = np.asarray(jax.jacfwd(to_natural)(jnp.asarray(y0)))
-    estimate = np.asarray(to_natural(jnp.asarray(y0)))
+    estimate, jacobian = (np.asarray(a) for a in _natural(engine.to_model, jnp.asarray(y0)))
 
     ok, message, outcome = True, "ok", RESULTS.successful
     if np.any(~np.isfinite(grad_i)) or np.any(~np.isfinite(hess_ofv)):

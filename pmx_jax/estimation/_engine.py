@@ -98,6 +98,12 @@ def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance):
 _starts = jax.jit(prior_starts, static_argnums=2)
 
 
+@stored("model-at")
+def _model_at(to_model: _FromVector, y: Array) -> Model:
+    """The model at ``y``: one program instead of an operation at a time."""
+    return to_model(y)
+
+
 class Evaluation:
     """One evaluation on the host: ``ofv`` (float), ``grad`` (numpy,
     unconstrained scale), ``result`` (the :class:`OFVResult`, in the problem's
@@ -144,7 +150,7 @@ class Engine:
         return other
 
     def model(self, y) -> Model:
-        return self.to_model(jnp.asarray(y, self.dtype))
+        return _model_at(self.to_model, jnp.asarray(y, self.dtype))
 
     def zeros(self) -> Array:
         """EBEs of zero in the problem's layout."""

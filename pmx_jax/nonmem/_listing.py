@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import RESULTS
+from .._stored import stored
 from ..likelihood import LOG_2PI
 from ..likelihood._prepare import used_covariates, with_time
 from ..model._error import (
@@ -206,6 +207,18 @@ def _reference_covariates(dataset: Any, names: Sequence[str]) -> dict[str, float
     return reference
 
 
+@stored("typical-parameters")
+def _typical(model: Model, free: tuple[str, ...], names, vector, values):
+    """The individual parameters at eta = 0 and covariates ``vector`` with the
+    free THETAs ``free`` at ``values``, and their Jacobian in ``values``."""
+
+    def typical(values):
+        at = eqx.tree_at(lambda m: [getattr(m, n).value for n in free], model, list(values))
+        return at.individual_parameters(jnp.zeros(at.n_eta), vector, names)
+
+    return typical(values), jax.jacfwd(typical)(values)
+
+
 def typical_parameters(fit: Any) -> pd.DataFrame:
     """The model's individual parameters at eta = 0 and the reference
     covariates (see the module notes), with delta-method SEs and 95% CIs.
@@ -231,12 +244,10 @@ def typical_parameters(fit: Any) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
 
     def typical(values):
-        at = eqx.tree_at(lambda m: [getattr(m, n).value for n in free], model, list(values))
-        return at.individual_parameters(jnp.zeros(at.n_eta), vector, names)
+        return _typical(model, tuple(free), names, vector, values)
 
     estimate = jnp.asarray([float(thetas[n]) for n in free])
-    values = typical(estimate)
-    jacobian = jax.jacfwd(lambda x: typical(list(x)))(estimate)
+    values, jacobian = typical(estimate)
     cov = fit.covariance
     ok = cov is not None and cov.ok
     if ok:
@@ -263,7 +274,7 @@ def typical_parameters(fit: Any) -> pd.DataFrame:
                 ends = []
                 for end in (lower[depends[0]], upper[depends[0]]):
                     moved = estimate.at[k].set(end)
-                    ends.append(float(typical(list(moved))[name]))
+                    ends.append(float(typical(moved)[0][name]))
                 if (ends[0] - value) * (ends[1] - value) < 0 and all(map(math.isfinite, ends)):
                     row.update(ci_lower=min(ends), ci_upper=max(ends), ci_method="transformed")
         rows.append(row)
