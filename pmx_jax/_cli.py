@@ -120,6 +120,7 @@ def _output_dir(option: str | None, config) -> Path:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    tic = time.perf_counter()
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -141,6 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
     result = fit(config.model, config.data, method=method, progress=True, **options)
     print()
     print(result)
+    writing = time.perf_counter()
     out = out_dir / f"{config.name}_fit.json"
     result.to_json(out)
     result.ebes.to_csv(out_dir / f"{config.name}_ebes.csv", index=False)
@@ -169,11 +171,20 @@ def _fit(args: argparse.Namespace) -> int:
         f"\nwrote {out}, {config.name}_ebes.csv, {config.name}_table.csv and {config.name}_run.json"
     )
     print(f"NONMEM-format files: {', '.join(path.name for path in nonmem)}")
+    _say_total("pmx fit", tic, result.elapsed_seconds, time.perf_counter() - writing)
     return 0 if result.converged else 1
+
+
+def _say_total(command: str, tic: float, fit_seconds: float, writing: float) -> None:
+    print(
+        f"{command}: {time.perf_counter() - tic:.1f} s in all: fit {fit_seconds:.1f} s "
+        f"(covariance step included), tables and files {writing:.1f} s"
+    )
 
 
 # -- pmx run --------------------------------------------------------------------------
 def _run_control_stream(args: argparse.Namespace) -> int:
+    tic = time.perf_counter()
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -197,6 +208,7 @@ def _run_control_stream(args: argparse.Namespace) -> int:
     result = fit(model, data, method=method, progress=True, **options)
     print()
     print(result)
+    writing = time.perf_counter()
     stem = control.stem
     result.to_json(out_dir / f"{stem}_fit.json")
     written = write_nonmem_results(result, out_dir, stem) + write_tables(result, out_dir)
@@ -206,6 +218,7 @@ def _run_control_stream(args: argparse.Namespace) -> int:
     )
     written.append(listing)
     print(f"\nwrote {stem}_fit.json, {', '.join(path.name for path in written)} to {out_dir}")
+    _say_total("pmx run", tic, result.elapsed_seconds, time.perf_counter() - writing)
     # NONMEM's summary line, for scripts that read it.
     print(f"OFV {result.ofv:.6f}")
     return 0 if result.converged else 1
