@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array
 
+from .._shapes import pad_subjects
 from .._stored import stored
 from ..data._dataset import Dataset
 from ..likelihood import (
@@ -111,7 +112,9 @@ def residual_table(
     ``row`` (0-based row of the original table); see the module notes."""
     layout = Layout.of(model, prepared.n_occasions)
     dtype = prepared.subjects.time.dtype
-    out = _residuals(model, prepared, jnp.asarray(ebes, dtype), method, layout)
+    n = prepared.subjects.n_subjects
+    padded, ebes = pad_subjects((prepared, np.asarray(ebes, dtype)), n)  # one program per bucket
+    out = _residuals(model, padded, jnp.asarray(ebes), method, layout)
     pred, ipred, cpred, wres, cwres, iwres, ok = (np.asarray(a) for a in jax.device_get(out))
     bad = np.flatnonzero(~ok[: dataset.n_subjects])
     if bad.size:

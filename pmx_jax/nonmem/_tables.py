@@ -91,6 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from .._shapes import pad_subjects
 from .._stored import stored
 from ..data._batch import expand_addl
 from ..data._dataset import Dataset
@@ -228,9 +229,8 @@ def patab(fit: Any) -> pd.DataFrame:
             f"EBEs of shape {ebes.shape} do not match {dataset.n_subjects} subjects with "
             f"{layout.size} random effects each"
         )
-    params = _record_parameters(
-        model, subjects, jnp.asarray(ebes, dtype=subjects.time.dtype), layout
-    )
+    padded, laid = pad_subjects((subjects, ebes.astype(subjects.time.dtype)), dataset.n_subjects)
+    params = _record_parameters(model, padded, jnp.asarray(laid), layout)  # one program per bucket
     sub, rec = record_frame_index(subjects)
     rows = np.asarray(subjects.row)[sub, rec]
 
