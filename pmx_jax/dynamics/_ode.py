@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -51,7 +50,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._base import AbstractDynamics, Params
-from ._stiff import block_chord_kvaerno5
+
+if TYPE_CHECKING:  # imported where a model integrates (diffrax takes 0.3 s to import)
+    import diffrax
 
 VectorField = Callable[[Float[Array, ""], PyTree, PyTree], PyTree]
 
@@ -78,6 +79,8 @@ def _diffeqsolve(
     """``y(dt)`` for ``y' = vector_field(t, y, args)``, ``y(0) = y0``, and
     whether the solver reached ``dt`` (diffrax handles ``dt <= 0``: no step at
     all for 0, integration backwards for negative)."""
+    import diffrax
+
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         options.solver,
@@ -143,6 +146,8 @@ def _unit_directions(leaves: list[Array], start: int, k: int) -> tuple[list[Any]
 
 @eqx.filter_custom_jvp
 def _solve_with_sensitivities(y0, args, dt, *, vector_field, options):
+    import diffrax
+
     # Never differentiated itself (the rule below is), so the cheapest loop does.
     return _diffeqsolve(vector_field, y0, args, dt, options, diffrax.ForwardMode())
 
@@ -346,6 +351,8 @@ class AbstractODE(AbstractDynamics):
         return derivative.astype(amounts.dtype)
 
     def _options(self) -> _SolveOptions:
+        import diffrax
+
         if self.solver is not None:
             solver = self.solver
         else:
@@ -355,6 +362,8 @@ class AbstractODE(AbstractDynamics):
                 # columns, whose stage equations share the amounts' Jacobian
                 # block (see _stiff.py); a diffrax adjoint differentiates through
                 # the solver, which keeps diffrax's full-Jacobian default.
+                from ._stiff import block_chord_kvaerno5
+
                 solver = block_chord_kvaerno5() if self.adjoint is None else diffrax.Kvaerno5()
         return _SolveOptions(solver, self.rtol, self.atol, self.dt0, self.max_steps, self.throw)
 

@@ -33,7 +33,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import optimistix as optx
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._ode import strongly_typed
@@ -91,6 +90,8 @@ def _affine_solve(period_map, args, x0):
 def _newton_then_fixed_point(period_map, args, x0, method):
     """Fixed point of a nonlinear map, by Newton, else by dosing forward."""
     rtol, atol = method.rtol, method.atol
+
+    import optimistix as optx  # loaded where a steady state is solved
 
     def scaled_residual(x, a):
         # Newton stops when both its step and |period_map(x) - x| are below
