@@ -89,6 +89,20 @@ def _source(module) -> str | None:
     return os.path.realpath(path) if path and path.endswith(".py") else None
 
 
+_sources: dict[str, tuple[int, str | None]] = {}
+
+
+def _loaded_sources() -> dict[str, str | None]:
+    """:func:`_source` of every loaded module by name (each module looked up once)."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        known = _sources.get(name)
+        if known is None or known[0] != id(module):
+            known = _sources[name] = (id(module), _source(module))
+        found[name] = known[1]
+    return found
+
+
 @functools.cache
 def _package_fingerprint() -> str:
     """A hash of every ``pmx_jax`` source file and the versions named in the
@@ -125,8 +139,7 @@ def _code_fingerprint(classes: set[str]) -> str:
         if module is None or (owner == "__main__" and _source(module) is None):
             raise LookupError(f"the code of module {owner} cannot be hashed")
     paths = set()
-    for name, module in list(sys.modules.items()):
-        path = _source(module)
+    for name, path in _loaded_sources().items():
         if path is None or path.startswith(package):
             continue
         if name in owners or not path.startswith(library):
@@ -206,6 +219,7 @@ class _Program:
         return jax.tree.unflatten(self.out_structure, self.call(*leaves))
 
 
+@functools.cache
 def _prepare_lapack() -> None:
     """Load jaxlib's LAPACK kernels, as lowering a linear-algebra operation
     does: an exported program that calls them is never lowered here."""

@@ -175,9 +175,10 @@ class _Log:
         self.rows.append(row)
         return row
 
-    def notify(self, row: dict, model: Model, **info: Any) -> None:
+    def notify(self, row: dict, model: Callable[[], Model], **info: Any) -> None:
+        """The callback, if any, with ``row`` and ``model()`` (made only then)."""
         if self.callback is not None:
-            self.callback(dict(row, **info), model)
+            self.callback(dict(row, **info), model())
 
     def iteration(self, iteration: int, ofv: float, gnorm: float) -> None:
         if self.progress is None and not self.verbose:
@@ -323,7 +324,7 @@ def _minimise(
         )
         log.notify(
             row,
-            engine.model(bfgs.y),
+            lambda: engine.model(bfgs.y),
             iteration=iterations + (1 if accepted else 0),
             gradient_max=float(np.max(np.abs(bfgs.g))) * scale,
         )
@@ -647,7 +648,9 @@ def _fit_once(
             (max(e.steps[0] for e in made), sum(e.steps[1] for e in made)),
             sum(e.seconds for e in made),
         )  # fmt: skip
-        log.notify(log.rows[-1], engine.model(y), iteration=iteration, gradient_max=gradient_max)
+        log.notify(
+            log.rows[-1], lambda: engine.model(y), iteration=iteration, gradient_max=gradient_max
+        )
         return done
 
     # The initial estimates: the OFV that pmx.ofv gives there, its EBEs and gradient.
