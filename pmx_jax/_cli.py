@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -1122,6 +1124,17 @@ def main(argv: list[str] | None = None) -> int:
     except ResultTooLargeError as e:  # a result refused before it exhausts the memory
         print(f"pmx: error: {e}", file=sys.stderr)
     return 2
+
+
+def run() -> None:
+    """The ``pmx`` command: :func:`main`, then the process ends without
+    Python's teardown of JAX's runtime (0.6 s after a fit on a 2-core CPU);
+    every output file is written and closed by then."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

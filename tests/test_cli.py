@@ -1,5 +1,7 @@
 """The ``pmx`` command line and run specifications."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,24 @@ def test_help(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "simulate" in capsys.readouterr().out
+
+
+def run_command(*argv: str) -> subprocess.CompletedProcess:
+    """The installed ``pmx`` entry point (``run``: ``main``, then a fast exit) in
+    a new process."""
+    code = "from pmx_jax._cli import run; run()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_command_ends_with_its_exit_code_and_all_its_output(tmp_path):
+    done = run_command("check", str(CONFIGS / "theophylline.toml"))
+    assert done.returncode == 0
+    assert done.stdout.rstrip().endswith("match the dataset")
+    missing = run_command("fit", str(tmp_path / "nothing.toml"))
+    assert missing.returncode == 2
+    assert "pmx: error: no run specification at" in missing.stderr
 
 
 def test_simulate_bundled_config(tmp_path, capsys):
