@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 from . import _cache
 
 # Before JAX loads (or at once, if it is loaded): 64-bit mode, the persistent
-# compilation cache (PMX_JAX_CACHE_DIR=off turns it off) and the CPU compiler
-# options of pmx_jax._cache.
+# compilation cache (PMX_JAX_CACHE_DIR=off turns it off), the CPU compiler
+# options and the quiet cache reads of pmx_jax._cache.
 _cache.enable_x64()
 _cache.faster_cpu_compilation()
-_cache.enable_compilation_cache()
+if _cache.enable_compilation_cache() is not None:
+    _cache.quiet_cache_reads()
 
 __version__ = "0.1.0"
 

@@ -19,6 +19,15 @@ the programs of a fit, with ``jax.monitoring``) and ran as fast.
 It is added to ``XLA_FLAGS`` unless that already sets it, or
 ``PMX_JAX_XLA_FLAGS=off``; it acts only on CPU programs.
 
+On an installation without an accelerator plugin, XLA writes two error lines
+of about 2.5 KB to the terminal for every program it reads back from the
+persistent cache (a CPU feature check that counts LLVM tuning flags as
+instruction sets, openxla/xla#44565; the program loads and runs correctly):
+some 80 lines after a warm theophylline fit.  There, unless
+``TF_CPP_MIN_LOG_LEVEL`` is set, XLA's C++ log is limited to fatal messages
+(errors reach Python as exceptions).  Where a GPU or TPU plugin is installed
+its start-up messages matter, and the log is left as it is.
+
 Nothing here imports JAX: where JAX is not loaded yet, the options go to the
 environment variables JAX reads when it loads (so ``import pmx_jax`` stays
 quick and the options hold whichever module loads JAX first).
@@ -90,6 +99,21 @@ def _jaxlib_version() -> tuple[int, ...]:
         return tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2])
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return (0,)
+
+
+_ACCELERATOR_PLUGINS = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu")
+
+
+def quiet_cache_reads() -> bool:
+    """Set ``TF_CPP_MIN_LOG_LEVEL=3`` where XLA would log every cache read as
+    an error (see the module notes); False when it is not set (already set by
+    the user, JAX already loaded, or an accelerator plugin installed)."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "jax" in sys.modules:
+        return False
+    if any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS):
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return True
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:

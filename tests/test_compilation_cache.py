@@ -8,10 +8,13 @@ leave a user's own settings alone."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+from pmx_jax import _cache
 
 JOB = """
 import json, jax
@@ -98,3 +101,23 @@ def test_compiler_options_leave_a_users_settings_alone(monkeypatch):
         assert os.environ["XLA_FLAGS"] == (
             "--xla_dump_to=/tmp/nowhere --xla_cpu_use_fusion_emitters=false"
         )
+
+
+def test_cache_reads_are_not_logged_as_errors_on_a_cpu_install(tmp_path):
+    # XLA logs every program read back from the cache as an error on a CPU-only
+    # install (openxla/xla#44565); pmx_jax limits XLA's C++ log to fatal messages
+    # there, unless the user set the level or turned the cache off.
+    code = "import os, pmx_jax; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    base = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def level(**env):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=dict(base, **env),
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    accelerator = any(importlib.util.find_spec(name) for name in _cache._ACCELERATOR_PLUGINS)
+    assert level(PMX_JAX_CACHE_DIR=str(tmp_path)) == ("None" if accelerator else "3")
+    assert level(PMX_JAX_CACHE_DIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="1") == "1"
+    assert level(PMX_JAX_CACHE_DIR="off") == "None"
