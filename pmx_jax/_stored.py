@@ -18,7 +18,9 @@ tracing would give now.  Its key is a hash of
 - the function's name, the structure of the arguments (pytree with every
   static value, which must have a stable text form: an object printed with a
   memory address turns the store off for that call), the module and name of
-  every class in it, and every array's shape and dtype;
+  every class in it, the class-level values of any class made at run time
+  (``type(...)``: a model read from a NONMEM control stream carries its $PK
+  there, in no source file), and every array's shape and dtype;
 - the source of every Python module loaded from outside the Python
   installation (``pmx_jax`` itself, a user's model files, the ``__main__``
   script) and of the module of every class in the arguments wherever it is
@@ -158,17 +160,45 @@ def _class_name(kind: type) -> str:
     return f"{kind.__module__}:{kind.__qualname__}"
 
 
-def _node_types(treedef) -> set[str]:
-    """``module:qualname`` of every pytree node class in ``treedef``."""
-    names = set()
+def _node_types(treedef) -> set[type]:
+    """Every pytree node class in ``treedef``."""
+    kinds = set()
     stack = [treedef]
     while stack:
         node = stack.pop()
         data = node.node_data()
         if data is not None:
-            names.add(_class_name(data[0]))
+            kinds.add(data[0])
         stack.extend(node.children())
-    return names
+    return kinds
+
+
+def _made_at_run_time(kind: type) -> bool:
+    """Whether ``kind`` is not the class its module defines under its name (one
+    made by ``type(...)`` from data, e.g. a model read from a control stream):
+    its source file does not describe it."""
+    found: Any = sys.modules.get(kind.__module__)
+    for part in kind.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is not kind
+
+
+def _class_attributes(kinds: set[type]) -> list[str]:
+    """The class-level values of every class made at run time (with its
+    run-time bases): what such a class adds to the program (e.g. a control
+    stream's $PK) is in no source file."""
+    parts = []
+    for kind in sorted(kinds, key=_class_name):
+        for owner in kind.__mro__:
+            if not _made_at_run_time(owner):
+                continue
+            values = sorted(
+                (key, repr(value))
+                for key, value in vars(owner).items()
+                if not (key.startswith("__") or key == "_abc_impl")
+            )
+            parts.append(f"{_class_name(owner)}={values}")
+    return parts
 
 
 def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
@@ -176,14 +206,15 @@ def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
     code, and the classes in it: raises ``LookupError`` where a static value
     has no stable text."""
     static_leaves, static_def = jax.tree.flatten(static)
-    classes = _node_types(treedef) | _node_types(static_def)
-    classes |= {_class_name(type(leaf)) for leaf in static_leaves}
+    kinds = _node_types(treedef) | _node_types(static_def) | {type(x) for x in static_leaves}
+    classes = {_class_name(kind) for kind in kinds}
     parts = [
         name,
         str(treedef),
         str(static_def),
         repr(static_leaves),
         repr(sorted(classes)),
+        *_class_attributes(kinds),
         repr(
             [
                 (leaf.shape, str(leaf.dtype), bool(getattr(leaf, "weak_type", False)))

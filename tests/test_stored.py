@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import types
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -99,6 +100,35 @@ def test_what_cannot_be_keyed_is_traced(store, monkeypatch):
     value, _ = wrapper(Local(jnp.ones(2), 1), x, 0.0)
     np.testing.assert_allclose(value, 3.0)
     assert wrapper.exports == 0 and not list(store.iterdir())
+
+
+class Factored(eqx.Module):
+    weights: jax.Array
+    factor: ClassVar[float] = 1.0
+
+    def __call__(self, x):
+        return self.factor * jnp.sum(self.weights * x)
+
+
+def made(factor) -> type:
+    """A class made at run time (as a model read from a control stream): the
+    same name every time, its behaviour in a class-level value."""
+    return type(Factored)("Made", (Factored,), {"__module__": __name__, "factor": factor})
+
+
+def test_classes_made_at_run_time_are_keyed_by_their_class_values(store):
+    x = jnp.array([1.0, 2.0])
+    first, second = fresh(), fresh()
+    double = first(made(2.0)(jnp.ones(2)), x, 0.0)[0]
+    triple = second(made(3.0)(jnp.ones(2)), x, 0.0)[0]
+    np.testing.assert_allclose([double, triple], [6.0, 9.0])
+    assert first.exports == second.exports == 1  # two programs, not one reused
+    assert fresh()(made(2.0)(jnp.ones(2)), x, 0.0)[0] == double
+    # A class-level function prints with its address: traced each time.
+    wrapper = fresh()
+    odd = type(Factored)("Made", (Factored,), {"__module__": __name__, "helper": lambda: 1})
+    np.testing.assert_allclose(wrapper(odd(jnp.ones(2)), x, 0.0)[0], 3.0)
+    assert wrapper.exports == 0
 
 
 def test_under_a_trace_the_function_is_traced(store):

@@ -115,8 +115,8 @@ _ALLOWED_NODES = (
 @dataclass
 class Expr:
     source: str  # the Fortran text
-    code: Any  # compiled Python expression
-    names: frozenset[str]  # variable names read (upper case, no functions)
+    code: Any = field(repr=False)  # compiled Python expression (from source)
+    names: frozenset[str] = field(repr=False)  # variable names read (upper case, no functions)
     line: Line
     record: str
 

@@ -69,7 +69,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -758,6 +758,13 @@ class _Spec:
     error_data: tuple[str, ...]  # data items the $ERROR/$PRED reads
     error_etas: tuple[int, ...]  # ETA(n) read in $ERROR/$PRED
     pk_names: tuple[str, ...]  # variables assigned in $PK
+
+    def __repr__(self) -> str:
+        # The covariates sorted: the same text in every process (part of a stored
+        # program's key, pmx_jax/_stored.py); a set prints in hash order.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["covariates"] = tuple(sorted(self.covariates))
+        return f"_Spec({', '.join(f'{k}={v!r}' for k, v in values.items())})"
 
 
 class LinearisedNormal(AbstractErrorModel):
