@@ -24,7 +24,11 @@ tracing would give now.  Its key is a hash of
 - the source of every Python module loaded from outside the Python
   installation (``pmx_jax`` itself, a user's model files, the ``__main__``
   script) and of the module of every class in the arguments wherever it is
-  installed, so editing any of them makes a new program;
+  installed, so editing any of them makes a new program, and the numbers,
+  strings and arrays at module level in those modules outside the
+  installation (a table read from a file when the module was imported; for
+  the ``__main__`` script only when it defines a class of the arguments, whose
+  values such as timings would otherwise make every run's key new);
 - the versions of Python, jax, jaxlib, equinox, diffrax, lineax, optimistix
   and numpy, JAX's 64-bit mode, default matmul precision and backend.
 
@@ -36,7 +40,11 @@ without a file: its code cannot be hashed), or when exporting fails (an
 effect or custom call that ``jax.export`` does not serialize): a stored
 program is only ever a faster way to the same result.  Within a process the
 code is hashed once: editing a file while a process runs does not change the
-programs that process uses (as with ``jax.jit``'s own cache).  The folder is
+programs that process uses (as with ``jax.jit``'s own cache).  A model whose
+code reads, while traced, a value held at module level in some other object
+(a DataFrame, an instance of a class of its own) changed from run to run
+should receive that value as a parameter or data, or run with
+``PMX_JAX_STORED_PROGRAMS=off``.  The folder is
 kept under 256 MB, least recently used files deleted first.
 """
 
@@ -141,7 +149,8 @@ def _code_fingerprint(classes: set[str]) -> str:
         if module is None or (owner == "__main__" and _source(module) is None):
             raise LookupError(f"the code of module {owner} cannot be hashed")
     paths = set()
-    for name, path in _loaded_sources().items():
+    sources = _loaded_sources()
+    for name, path in sources.items():
         if path is None or path.startswith(package):
             continue
         if name in owners or not path.startswith(library):
@@ -153,7 +162,46 @@ def _code_fingerprint(classes: set[str]) -> str:
             except OSError as error:
                 raise LookupError(f"cannot read {path}") from error
         digest.update(f"{path}={_hashed_files[path]};".encode())
+    for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
+        # A script's own values (timings, results) only where it defines a class
+        # of the arguments: its model may read them.
+        if sources.get(name) in paths and (name != "__main__" or name in owners):
+            digest.update(f"{name}:".encode())
+            _module_values(module, digest)
     return digest.hexdigest()
+
+
+_SCALARS = (bool, int, float, complex, str, bytes, type(None))
+#: Module-level arrays larger than this enter the key by shape, dtype and
+#: their first MAX_HASHED_BYTES bytes (a JAX array on a device: by shape and
+#: dtype alone).
+MAX_HASHED_BYTES = 16 * 1024**2
+
+
+def _module_values(module, digest) -> None:
+    """Add the module-level numbers, strings and arrays of a user's module to
+    ``digest``: values computed when it was imported (a table read from a
+    file, a setting from the environment) that its code may read while traced,
+    and that its source does not show.  Other objects are not looked into."""
+    for key, value in sorted(vars(module).items(), key=lambda item: item[0]):
+        if key.startswith("__"):
+            continue
+        if isinstance(value, _SCALARS) or (
+            isinstance(value, tuple | list) and all(isinstance(v, _SCALARS) for v in value)
+        ):
+            digest.update(f"{key}={value!r};".encode())
+        elif isinstance(value, np.ndarray | np.generic) or (
+            isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+        ):
+            if value.dtype == object:
+                continue
+            digest.update(f"{key}={value.shape},{value.dtype}:".encode())
+            if isinstance(value, jax.Array):  # the whole array, or its shape alone
+                if value.nbytes <= MAX_HASHED_BYTES:
+                    digest.update(np.asarray(value).tobytes())
+                continue
+            count = MAX_HASHED_BYTES // max(value.dtype.itemsize, 1)
+            digest.update(np.ascontiguousarray(np.ravel(value)[:count]).tobytes())
 
 
 def _class_name(kind: type) -> str:

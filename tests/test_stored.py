@@ -82,6 +82,20 @@ def test_editing_a_model_file_makes_a_new_program(store, tmp_path, monkeypatch):
     del sys.modules[user.__name__]
 
 
+def test_module_level_values_of_a_model_file_are_in_the_key(store, tmp_path, monkeypatch):
+    # A table read when the module is imported: its source does not change.
+    source = tmp_path / "user_table_for_stored.py"
+    source.write_text("import numpy as np\nTABLE = np.loadtxt(__file__ + '.csv')\n")
+    (tmp_path / "user_table_for_stored.py.csv").write_text("1.0\n2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    user = importlib.import_module("user_table_for_stored")
+    before = _stored._code_fingerprint(set())
+    assert _stored._code_fingerprint(set()) == before
+    user.TABLE = np.array([1.0, 3.0])
+    assert _stored._code_fingerprint(set()) != before
+    del sys.modules[user.__name__]
+
+
 def test_what_cannot_be_keyed_is_traced(store, monkeypatch):
     x = jnp.array([1.0, 2.0])
 
