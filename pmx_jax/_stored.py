@@ -13,39 +13,36 @@ deserializes it and calls it: the compilation cache then finds the machine
 code, and nothing is traced.
 
 A stored program is used only when it is certain to be the program that
-tracing would give now.  Its key is a hash of
+tracing would give now, so only where every class in the arguments (and each
+of its base classes) is pmx_jax's own, defined in its source (the model
+library, the estimation, simulation and table code), or a class of Python,
+JAX, equinox or numpy: a user's model class can depend on more than a
+source file shows (class-level values set at run time, closures, module
+globals read from files, helper packages), and a model read from a NONMEM
+control stream is a class made at run time whose $PK/$DES live in closures.
+Those are traced each run, as before (their compiled code still comes from
+the compilation cache).  The key is a hash of
 
 - the function's name, the structure of the arguments (pytree with every
   static value, which must have a stable text form: an object printed with a
   memory address turns the store off for that call), the module and name of
-  every class in it, the class-level values of any class made at run time
-  (``type(...)``: a model read from a NONMEM control stream carries its $PK
-  there, in no source file), and every array's shape and dtype;
-- the source of every Python module loaded from outside the Python
-  installation (``pmx_jax`` itself, a user's model files, the ``__main__``
-  script) and of the module of every class in the arguments wherever it is
-  installed, so editing any of them makes a new program, and the numbers,
-  strings and arrays at module level in those modules outside the
-  installation (a table read from a file when the module was imported; for
-  the ``__main__`` script only when it defines a class of the arguments, whose
-  values such as timings would otherwise make every run's key new);
+  every class in it, and every array's shape and dtype;
+- the source of every pmx_jax module, and of every Python module loaded
+  from outside the Python installation (a script, a user's modules);
 - the versions of Python, jax, jaxlib, equinox, diffrax, lineax, optimistix
-  and numpy, JAX's 64-bit mode, default matmul precision and backend.
+  and numpy, the JAX options that change tracing (64-bit mode, matmul
+  precision, PRNG implementation, promotion rules, ...) and the backend.
 
 It is not used (the function is traced as by ``filter_jit``) when the cache is
 off (``PMX_JAX_CACHE_DIR=off``, or ``PMX_JAX_STORED_PROGRAMS=off`` for this
-part alone), inside a trace, with several devices (sharded arguments), when a
-class in the arguments was defined in an interactive session (a ``__main__``
-without a file: its code cannot be hashed), or when exporting fails (an
-effect or custom call that ``jax.export`` does not serialize): a stored
-program is only ever a faster way to the same result.  Within a process the
-code is hashed once: editing a file while a process runs does not change the
-programs that process uses (as with ``jax.jit``'s own cache).  A model whose
-code reads, while traced, a value held at module level in some other object
-(a DataFrame, an instance of a class of its own) changed from run to run
-should receive that value as a parameter or data, or run with
-``PMX_JAX_STORED_PROGRAMS=off``.  The folder is
-kept under 256 MB, least recently used files deleted first.
+part alone), inside a trace, with several devices (sharded arguments), for the
+classes above, when no key can be made, or when exporting, loading or
+running the stored program fails (an effect or custom call that
+``jax.export`` does not serialize): a stored program is only ever a faster
+way to the same result.  Within a process the code is hashed once: editing a
+file while a process runs does not change the programs that process uses (as
+with ``jax.jit``'s own cache).  The folder is kept under 256 MB, least
+recently used files deleted first.
 """
 
 from __future__ import annotations
@@ -162,46 +159,7 @@ def _code_fingerprint(classes: set[str]) -> str:
             except OSError as error:
                 raise LookupError(f"cannot read {path}") from error
         digest.update(f"{path}={_hashed_files[path]};".encode())
-    for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
-        # A script's own values (timings, results) only where it defines a class
-        # of the arguments: its model may read them.
-        if sources.get(name) in paths and (name != "__main__" or name in owners):
-            digest.update(f"{name}:".encode())
-            _module_values(module, digest)
     return digest.hexdigest()
-
-
-_SCALARS = (bool, int, float, complex, str, bytes, type(None))
-#: Module-level arrays larger than this enter the key by shape, dtype and
-#: their first MAX_HASHED_BYTES bytes (a JAX array on a device: by shape and
-#: dtype alone).
-MAX_HASHED_BYTES = 16 * 1024**2
-
-
-def _module_values(module, digest) -> None:
-    """Add the module-level numbers, strings and arrays of a user's module to
-    ``digest``: values computed when it was imported (a table read from a
-    file, a setting from the environment) that its code may read while traced,
-    and that its source does not show.  Other objects are not looked into."""
-    for key, value in sorted(vars(module).items(), key=lambda item: item[0]):
-        if key.startswith("__"):
-            continue
-        if isinstance(value, _SCALARS) or (
-            isinstance(value, tuple | list) and all(isinstance(v, _SCALARS) for v in value)
-        ):
-            digest.update(f"{key}={value!r};".encode())
-        elif isinstance(value, np.ndarray | np.generic) or (
-            isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
-        ):
-            if value.dtype == object:
-                continue
-            digest.update(f"{key}={value.shape},{value.dtype}:".encode())
-            if isinstance(value, jax.Array):  # the whole array, or its shape alone
-                if value.nbytes <= MAX_HASHED_BYTES:
-                    digest.update(np.asarray(value).tobytes())
-                continue
-            count = MAX_HASHED_BYTES // max(value.dtype.itemsize, 1)
-            digest.update(np.ascontiguousarray(np.ravel(value)[:count]).tobytes())
 
 
 def _class_name(kind: type) -> str:
@@ -231,22 +189,28 @@ def _made_at_run_time(kind: type) -> bool:
     return found is not kind
 
 
-def _class_attributes(kinds: set[type]) -> list[str]:
-    """The class-level values of every class made at run time (with its
-    run-time bases): what such a class adds to the program (e.g. a control
-    stream's $PK) is in no source file."""
-    parts = []
-    for kind in sorted(kinds, key=_class_name):
+#: The packages whose classes may appear in a stored program's arguments (see
+#: the module notes): their code is pmx_jax's own, hashed, or versioned.
+TRUSTED = frozenset(
+    {"builtins", "pmx_jax", "equinox", "jax", "jaxlib", "numpy"}
+    | {"abc", "collections", "typing", "enum", "types", "functools", "dataclasses"}
+)
+
+
+# Classes of compiled modules, not found by name in a Python module.
+_COMPILED = frozenset({"builtins", "jaxlib"})
+
+
+def _check_classes(kinds: set[type]) -> None:
+    """Raise ``LookupError`` unless every class of the arguments (and every
+    base class) comes from :data:`TRUSTED` and is the class its module defines
+    under its name (not one made at run time, as a model read from a control
+    stream)."""
+    for kind in kinds:
         for owner in kind.__mro__:
-            if not _made_at_run_time(owner):
-                continue
-            values = sorted(
-                (key, repr(value))
-                for key, value in vars(owner).items()
-                if not (key.startswith("__") or key == "_abc_impl")
-            )
-            parts.append(f"{_class_name(owner)}={values}")
-    return parts
+            root = owner.__module__.split(".")[0]
+            if root not in TRUSTED or (root not in _COMPILED and _made_at_run_time(owner)):
+                raise LookupError(f"{_class_name(owner)} is not one of pmx_jax's classes")
 
 
 def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
@@ -255,6 +219,7 @@ def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
     has no stable text."""
     static_leaves, static_def = jax.tree.flatten(static)
     kinds = _node_types(treedef) | _node_types(static_def) | {type(x) for x in static_leaves}
+    _check_classes(kinds)
     classes = {_class_name(kind) for kind in kinds}
     parts = [
         name,
@@ -262,25 +227,36 @@ def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
         str(static_def),
         repr(static_leaves),
         repr(sorted(classes)),
-        *_class_attributes(kinds),
         repr(
             [
                 (leaf.shape, str(leaf.dtype), bool(getattr(leaf, "weak_type", False)))
                 for leaf in leaves
             ]
         ),
-        repr(
-            (
-                jax.config.jax_enable_x64,
-                jax.config.jax_default_matmul_precision,
-                jax.default_backend(),
-            )
-        ),
+        repr([(name, getattr(jax.config, name, None)) for name in _FLAGS]),
+        jax.default_backend(),
     ]
     text = "\n".join(parts)
     if " at 0x" in text:
         raise LookupError("a static value is printed with its memory address")
+    if "array(" in text or "..." in text:  # numpy prints 8 digits, and elides
+        raise LookupError("a static array is printed in part")
     return text, classes
+
+
+#: JAX options that change what tracing gives.
+_FLAGS = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_default_prng_impl",
+    "jax_threefry_partitionable",
+    "jax_numpy_rank_promotion",
+    "jax_numpy_dtype_promotion",
+    "jax_enable_checks",
+    "jax_debug_nans",
+    "jax_debug_infs",
+    "jax_disable_jit",
+)
 
 
 class _Program:
@@ -381,21 +357,24 @@ class Stored:
         leaves, treedef = jax.tree.flatten(dynamic)
         try:
             text, classes = _structure(self.name, static, treedef, leaves)
-        except LookupError:
+        except Exception:  # noqa: BLE001 - no certain key (see the module notes): trace
             return self.jitted(*args)
         if text not in self.programs:
             # The code cannot change the program within a process: hashed once.
             try:
                 key = hashlib.sha256((_code_fingerprint(classes) + text).encode()).hexdigest()
-            except LookupError:
+            except Exception:  # noqa: BLE001
                 self.programs[text] = None
             else:
                 path = where / f"{self.name}-{key[:32]}{SUFFIX}"
                 self.programs[text] = self._load(path, static, treedef, leaves)
         program = self.programs.get(text)
-        if program is None:
-            return self.jitted(*args)
-        return program(leaves)
+        if program is not None:
+            try:
+                return program(leaves)
+            except Exception:  # noqa: BLE001 - a program that fails to load or run: trace
+                self.programs[text] = None
+        return self.jitted(*args)
 
     def _load(self, path: Path, static, treedef, leaves) -> _Program | None:
         program = _read(path)
