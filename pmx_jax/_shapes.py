@@ -27,8 +27,6 @@ dose slots        1         4           1 -> 1, 5 -> 5, 9 -> 10, 30 -> 32
 
 from __future__ import annotations
 
-import numpy as np
-
 SUBJECTS = dict(minimum=32, per_octave=4)
 RECORDS = dict(minimum=8, per_octave=4)
 DOSES = dict(minimum=1, per_octave=4)
@@ -55,21 +53,3 @@ def records_bucket(n: int) -> int:
 
 def doses_bucket(n: int) -> int:
     return bucket(n, **DOSES)
-
-
-def pad_subjects(tree, n: int):
-    """Every array leaf of ``tree`` with its leading (subject) axis of ``n``
-    padded to :func:`subjects_bucket` ``(n)`` by repeating the last subject
-    (numpy, on the host): per-subject tables of any dataset of a bucket run one
-    program; rows past ``n`` are to be dropped."""
-    to = subjects_bucket(n)
-
-    def pad(x):
-        if not hasattr(x, "shape") or np.ndim(x) == 0 or np.shape(x)[0] != n or to == n:
-            return x
-        x = np.asarray(x)
-        return np.concatenate([x, np.repeat(x[-1:], to - n, axis=0)], axis=0)
-
-    import jax
-
-    return jax.tree_util.tree_map(pad, tree)

@@ -11,7 +11,6 @@ then sees its devices in ``jax.devices()``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -46,7 +45,8 @@ def shard_subjects(tree, mesh: Mesh | None = None):
 
 
 def pad_subjects(tree, n_to: int):
-    """Repeat the last subject so the leading axis has ``n_to`` entries."""
+    """Repeat the last subject so the leading axis has ``n_to`` entries (on the
+    host, in numpy: an eager JAX concatenation compiles a program per shape)."""
 
     def pad(x):
         if not isinstance(x, jax.Array | np.ndarray) or np.ndim(x) == 0:
@@ -54,6 +54,7 @@ def pad_subjects(tree, n_to: int):
         extra = n_to - x.shape[0]
         if extra <= 0:
             return x
-        return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+        x = np.asarray(x)
+        return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
 
     return jax.tree_util.tree_map(pad, tree)

@@ -131,27 +131,17 @@ def _package_fingerprint() -> str:
 _hashed_files: dict[str, str] = {}
 
 
-def _code_fingerprint(classes: set[str]) -> str:
-    """:func:`_package_fingerprint`, the source of every other module loaded
-    from outside the Python installation (a user's model, the script) and that
-    of the modules defining ``classes`` (``module:qualname``) wherever they are;
-    raises ``LookupError`` for a class whose module has no source file that
-    could change (one defined in an interactive session's ``__main__``)."""
+def _code_fingerprint() -> str:
+    """:func:`_package_fingerprint` and the source of every other module loaded
+    from outside the Python installation (a user's modules, the script)."""
     library = _library_paths()
     package = str(Path(__file__).resolve().parent) + os.sep
     digest = hashlib.sha256(_package_fingerprint().encode())
-    owners = {name.split(":")[0] for name in classes}
-    for owner in owners:
-        module = sys.modules.get(owner)
-        if module is None or (owner == "__main__" and _source(module) is None):
-            raise LookupError(f"the code of module {owner} cannot be hashed")
-    paths = set()
-    sources = _loaded_sources()
-    for name, path in sources.items():
-        if path is None or path.startswith(package):
-            continue
-        if name in owners or not path.startswith(library):
-            paths.add(path)
+    paths = {
+        path
+        for path in _loaded_sources().values()
+        if path is not None and not path.startswith(package) and not path.startswith(library)
+    }
     for path in sorted(paths):
         if path not in _hashed_files:
             try:
@@ -213,10 +203,10 @@ def _check_classes(kinds: set[type]) -> None:
                 raise LookupError(f"{_class_name(owner)} is not one of pmx_jax's classes")
 
 
-def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
+def _structure(name: str, static, treedef, leaves) -> str:
     """The text of everything that determines the traced program besides the
-    code, and the classes in it: raises ``LookupError`` where a static value
-    has no stable text."""
+    code: raises ``LookupError`` where a class is not one of :data:`TRUSTED`'s
+    or a static value has no stable text."""
     static_leaves, static_def = jax.tree.flatten(static)
     kinds = _node_types(treedef) | _node_types(static_def) | {type(x) for x in static_leaves}
     _check_classes(kinds)
@@ -241,7 +231,7 @@ def _structure(name: str, static, treedef, leaves) -> tuple[str, set[str]]:
         raise LookupError("a static value is printed with its memory address")
     if "array(" in text or "..." in text:  # numpy prints 8 digits, and elides
         raise LookupError("a static array is printed in part")
-    return text, classes
+    return text
 
 
 #: JAX options that change what tracing gives.
@@ -356,13 +346,13 @@ class Stored:
         dynamic, static = eqx.partition(args, eqx.is_array)
         leaves, treedef = jax.tree.flatten(dynamic)
         try:
-            text, classes = _structure(self.name, static, treedef, leaves)
+            text = _structure(self.name, static, treedef, leaves)
         except Exception:  # noqa: BLE001 - no certain key (see the module notes): trace
             return self.jitted(*args)
         if text not in self.programs:
             # The code cannot change the program within a process: hashed once.
             try:
-                key = hashlib.sha256((_code_fingerprint(classes) + text).encode()).hexdigest()
+                key = hashlib.sha256((_code_fingerprint() + text).encode()).hexdigest()
             except Exception:  # noqa: BLE001
                 self.programs[text] = None
             else:

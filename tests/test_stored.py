@@ -78,10 +78,10 @@ def test_editing_a_model_file_makes_a_new_program(store, tmp_path, monkeypatch):
     source.write_text("def power():\n    return 2\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     user = importlib.import_module("user_model_for_stored")
-    before = _stored._code_fingerprint(set())
+    before = _stored._code_fingerprint()
     source.write_text("def power():\n    return 3\n")
     monkeypatch.setattr(_stored, "_hashed_files", {})
-    assert _stored._code_fingerprint(set()) != before
+    assert _stored._code_fingerprint() != before
     del sys.modules[user.__name__]
 
 

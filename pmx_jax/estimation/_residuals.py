@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array
 
-from .._shapes import pad_subjects
+from .._shapes import subjects_bucket
+from .._sharding import pad_subjects
 from .._stored import stored
 from ..data._dataset import Dataset
 from ..likelihood import (
@@ -112,8 +113,8 @@ def residual_table(
     ``row`` (0-based row of the original table); see the module notes."""
     layout = Layout.of(model, prepared.n_occasions)
     dtype = prepared.subjects.time.dtype
-    n = prepared.subjects.n_subjects
-    padded, ebes = pad_subjects((prepared, np.asarray(ebes, dtype)), n)  # one program per bucket
+    to = subjects_bucket(prepared.subjects.n_subjects)  # one program per bucket
+    padded, ebes = pad_subjects((prepared, np.asarray(ebes, dtype)), to)
     out = _residuals(model, padded, jnp.asarray(ebes), method, layout)
     pred, ipred, cpred, wres, cwres, iwres, ok = (np.asarray(a) for a in jax.device_get(out))
     bad = np.flatnonzero(~ok[: dataset.n_subjects])

@@ -91,7 +91,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .._shapes import pad_subjects
+from .._shapes import subjects_bucket
+from .._sharding import pad_subjects
 from .._stored import stored
 from ..data._batch import expand_addl
 from ..data._dataset import Dataset
@@ -229,8 +230,9 @@ def patab(fit: Any) -> pd.DataFrame:
             f"EBEs of shape {ebes.shape} do not match {dataset.n_subjects} subjects with "
             f"{layout.size} random effects each"
         )
-    padded, laid = pad_subjects((subjects, ebes.astype(subjects.time.dtype)), dataset.n_subjects)
-    params = _record_parameters(model, padded, jnp.asarray(laid), layout)  # one program per bucket
+    to = subjects_bucket(dataset.n_subjects)  # one program per bucket
+    padded, laid = pad_subjects((subjects, ebes.astype(subjects.time.dtype)), to)
+    params = _record_parameters(model, padded, jnp.asarray(laid), layout)
     sub, rec = record_frame_index(subjects)
     rows = np.asarray(subjects.row)[sub, rec]
 
