@@ -24,15 +24,20 @@ class EventPlan(eqx.Module):
     """Dose slots of each subject: ``dose_record[i, d]`` is the record index of
     subject ``i``'s ``d``-th dose (``dose_valid`` False for padding slots).
 
-    Static flags say which machinery the data needs: steady state (``has_ss``)
-    and the number of earlier steady-state infusions that may still run when a
+    Static flags say which machinery the data needs: steady state (``has_ss``),
+    the number of earlier steady-state infusions that may still run when a
     steady-state infusion dose is given (``max_ss_overlap``; 0 when the data has
-    no steady-state infusions)."""
+    no steady-state infusions), zero-order inputs (``has_infusions``: some dose
+    has a non-zero RATE) and whether the amounts may be computed by
+    superposition (``superpose``, set by the likelihood layer, which knows the
+    model: :func:`pmx_jax.likelihood._prepare.can_superpose`)."""
 
     dose_record: Int[Array, "n_sub n_dose"]
     dose_valid: Bool[Array, "n_sub n_dose"]
     has_ss: bool = eqx.field(static=True)
     max_ss_overlap: int = eqx.field(static=True)
+    has_infusions: bool = eqx.field(static=True, default=True)
+    superpose: bool = eqx.field(static=True, default=False)
 
 
 def plan_events(
@@ -56,10 +61,12 @@ def plan_events(
     ss_dose = is_dose & (ss > 0)
     has_ss = bool(ss_dose.any())
     has_ss_infusion = bool((ss_dose & (rate != 0)).any())
+    has_infusions = bool((is_dose & (rate != 0)).any())
     return EventPlan(
         # device_put, not jnp.asarray: no program to compile per array shape.
         dose_record=jax.device_put(dose_record),
         dose_valid=jax.device_put(dose_valid),
         has_ss=has_ss,
         max_ss_overlap=max_ss_overlap if has_ss_infusion else 0,
+        has_infusions=has_infusions,
     )

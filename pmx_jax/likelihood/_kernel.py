@@ -25,6 +25,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._results import RESULTS
 from ..data._subjects import Subjects
+from ..model._error import CENSORING_KINDS
 from ..model._model import Model
 from ..model._observations import event_log_likelihood
 from ._predictions import subject_predictions
@@ -105,12 +106,15 @@ def record_terms(
     data: SubjectData,
     eta: Float[Array, " n_eta"],
     iov_eta: Float[Array, "n_occ n_iov"],
-    censoring: bool = True,
+    censoring: bool | tuple[str, ...] = True,
 ) -> RecordTerms:
     """Evaluate the $PK, event and $ERROR blocks of one subject at ``eta``.
-    ``censoring=False`` (the data have no censored record) leaves the M3
-    likelihood of censored records out of the program: the log-likelihood of
-    every observation is then its normal density."""
+    ``censoring``: the kinds of censored record the data have
+    (:func:`pmx_jax.model._error.censoring_kinds`; ``True``: any kind).
+    False or empty (no censored record) leaves the M3 likelihood of censored
+    records out of the program: the log-likelihood of every observation is
+    then its normal density."""
+    censored_kinds = CENSORING_KINDS if censoring is True else tuple(censoring or ())
     pred = subject_predictions(model, data, eta, iov_eta)
     subject = data.records
     uncensored = subject.is_obs & (subject.cens == 0)
@@ -133,7 +137,7 @@ def record_terms(
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
         if censoring:
-            loglik = error_model.censored_log_likelihood(dv, cens, limit, bound)
+            loglik = error_model.censored_log_likelihood(dv, cens, limit, bound, censored_kinds)
         else:
             loglik = error_model.log_likelihood(dv)
         log_scale = jnp.asarray(error_model.log_scale)
@@ -236,7 +240,8 @@ class SubjectLikelihood(eqx.Module):
     model: Model
     data: SubjectData
     layout: Layout
-    censoring: bool = eqx.field(static=True, default=True)
+    # The kinds of censored record in the data (True: any; () / False: none).
+    censoring: bool | tuple[str, ...] = eqx.field(static=True, default=True)
     # Some endpoint is not Gaussian (see RecordTerms.general).
     general: bool = eqx.field(static=True, default=False)
 

@@ -14,7 +14,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._results import RESULTS
 from ..data._subjects import Subjects
-from ..events._engine import record_amounts
+from ..events._engine import record_amounts, superposed_amounts
 from ..model._model import Model
 from ._prepare import SubjectData, with_time
 
@@ -61,15 +61,26 @@ def subject_predictions(
     """Amounts, IPRED and residual variance at every record of one subject."""
     records = data.records
     params = record_parameters(model, records, eta, iov_eta)
-    engine = record_amounts(
-        model.dynamics,
-        records,
-        params,
-        data.dose_record,
-        data.dose_valid,
-        has_ss=data.has_ss,
-        max_ss_overlap=data.max_ss_overlap,
-    )
+    if data.superpose:
+        engine = superposed_amounts(
+            model.dynamics,
+            records,
+            params,
+            data.dose_record,
+            data.dose_valid,
+            has_infusions=data.has_infusions,
+        )
+    else:
+        engine = record_amounts(
+            model.dynamics,
+            records,
+            params,
+            data.dose_record,
+            data.dose_valid,
+            has_ss=data.has_ss,
+            max_ss_overlap=data.max_ss_overlap,
+            has_infusions=data.has_infusions,
+        )
 
     def observe(amounts, p, dvid):
         error_model = model.observation(amounts, p, dvid)

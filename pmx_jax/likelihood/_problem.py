@@ -42,6 +42,7 @@ from jaxtyping import Array
 from .._shapes import subjects_bucket
 from .._sharding import SUBJECT_AXIS, subject_mesh
 from ..data._dataset import Dataset
+from ..model._error import censoring_kinds
 from ..model._model import Model
 from ._kernel import Layout
 from ._prepare import Prepared, prepare
@@ -74,7 +75,8 @@ class Problem(eqx.Module):
     source: Prepared | None
     layout: Layout
     method: str = eqx.field(static=True)
-    has_censoring: bool = eqx.field(static=True)
+    # The kinds of censored observation in the data (empty: none).
+    has_censoring: tuple[str, ...] = eqx.field(static=True)
     n_subjects: int | None = eqx.field(static=True)
     n_chunks: int = eqx.field(static=True)
     chunk: int = eqx.field(static=True)
@@ -188,8 +190,7 @@ def make_problem(
     n_devices = subject_mesh().size
     chunk = -(-chunk // n_devices) * n_devices
     n_chunks = -(-n // chunk)
-    is_obs = np.asarray(subjects.is_obs)
-    has_censoring = bool(np.any(is_obs & (np.asarray(subjects.cens) != 0)))
+    has_censoring = censoring_kinds(subjects.cens, subjects.bound, subjects.is_obs)
     prepared = jax.tree_util.tree_map(lambda x: _layout(x, n_chunks, chunk), source)
     real = _layout(np.arange(n_chunks * chunk) < n, n_chunks, chunk)
     return Problem(

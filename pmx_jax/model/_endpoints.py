@@ -15,13 +15,13 @@ log-scale PD endpoint whose prediction is 0 at a PK record).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._error import AbstractErrorModel
+from ._error import CENSORING_KINDS, AbstractErrorModel
 from ._errors import ObservationError
 
 
@@ -98,6 +98,7 @@ class SelectedEndpoint(AbstractErrorModel):
         cens: Int[ArrayLike, "*shape"],
         limit: Float[ArrayLike, "*shape"],
         bound: Float[ArrayLike, "*shape"] | None = None,
+        kinds: Collection[str] = CENSORING_KINDS,
     ) -> Float[Array, "*shape"]:
         return self._select(
             lambda k, e, s: e.censored_log_likelihood(
@@ -105,6 +106,7 @@ class SelectedEndpoint(AbstractErrorModel):
                 jnp.where(s, cens, 0),
                 jnp.where(s, limit, 1.0),
                 None if bound is None else jnp.where(s, bound, -jnp.inf),
+                kinds,
             )
         )
 

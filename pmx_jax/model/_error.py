@@ -24,7 +24,10 @@ each ``jnp.where`` is fed a safe value in the branch it discards.
 
 import abc
 import math
+from collections.abc import Collection
 from typing import ClassVar
+
+import numpy as np
 
 import equinox as eqx
 import jax
@@ -34,6 +37,24 @@ from jax.scipy.stats import norm
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+#: Kinds of censored record: below a limit (CENS 1, BLQ: M3), above one
+#: (CENS -1) and within an interval (a finite LIMIT: M4 and the like).
+CENSORING_KINDS = ("below", "above", "interval")
+
+
+def censoring_kinds(cens: np.ndarray, bound: np.ndarray, is_obs: np.ndarray) -> tuple[str, ...]:
+    """The kinds of censored observation (:data:`CENSORING_KINDS`) present in
+    concrete data arrays (``Subjects.cens``, ``.bound``, ``.is_obs``); empty
+    when nothing is censored, so it reads as "has censoring" too."""
+    cens, bound, is_obs = np.asarray(cens), np.asarray(bound), np.asarray(is_obs)
+    censored = is_obs & (cens != 0)
+    present = dict(
+        below=np.any(censored & (cens > 0)),
+        above=np.any(censored & (cens < 0)),
+        interval=np.any(censored & np.isfinite(bound)),
+    )
+    return tuple(kind for kind in CENSORING_KINDS if present[kind])
 
 
 def _as_array(x: ArrayLike) -> Array:
@@ -175,13 +196,19 @@ class AbstractErrorModel(eqx.Module):
         cens: Int[ArrayLike, "*shape"],
         limit: Float[ArrayLike, "*shape"],
         bound: Float[ArrayLike, "*shape"] | None = None,
+        kinds: Collection[str] = CENSORING_KINDS,
     ) -> Float[Array, "*shape"]:
         """Log-likelihood of one record with the CENS/LIMIT convention of
         Monolix and nlmixr2: ``cens == 0`` an observed ``y``; ``cens == 1``
         below ``limit`` (BLQ, Beal's M3); ``cens == -1`` above ``limit``.
         ``bound`` (the LIMIT column) closes the interval where it is finite:
         ``P(bound < Y < limit)`` for ``cens == 1`` (``bound = 0``: Beal's M4 as
-        nlmixr2 and Monolix write it), ``P(limit < Y < bound)`` for ``cens == -1``."""
+        nlmixr2 and Monolix write it), ``P(limit < Y < bound)`` for ``cens == -1``.
+
+        ``kinds``: the kinds of censored record that can occur (a subset of
+        :data:`CENSORING_KINDS`, known from the data: :func:`censoring_kinds`);
+        the probabilities of the others are left out of the computation (each
+        is a ``log Phi`` per record, the bulk of the work of a censored fit)."""
         y, cens, limit = jnp.asarray(y), jnp.asarray(cens), jnp.asarray(limit)
         f = jax.lax.stop_gradient(jnp.asarray(self.prediction))
         # Feed each branch a harmless value where it is not selected (the data
@@ -189,10 +216,15 @@ class AbstractErrorModel(eqx.Module):
         y_used = jnp.where(cens == 0, y, f)
         limit_used = jnp.where(cens == 0, f, limit)
         observed = self.log_likelihood(y_used)
-        below = self.log_cdf(limit_used)
-        above = self.log_sf(limit_used)
-        one_sided = jnp.where(cens > 0, below, above)
-        if bound is not None:
+        if "below" in kinds and "above" in kinds:
+            one_sided = jnp.where(cens > 0, self.log_cdf(limit_used), self.log_sf(limit_used))
+        elif "below" in kinds:
+            one_sided = self.log_cdf(limit_used)
+        elif "above" in kinds:
+            one_sided = self.log_sf(limit_used)
+        else:
+            one_sided = jnp.full(jnp.shape(observed), -jnp.inf, dtype=observed.dtype)
+        if bound is not None and "interval" in kinds:
             bound = jnp.asarray(bound)
             interval = (cens != 0) & jnp.isfinite(bound)
             # A harmless finite interval where there is none (the gradient of

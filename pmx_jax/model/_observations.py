@@ -135,9 +135,9 @@ class AbstractLikelihood(AbstractErrorModel):
         """Log probability (mass or density) of the observation ``y``."""
         raise NotImplementedError
 
-    def censored_log_likelihood(self, y, cens, limit, bound=None):
+    def censored_log_likelihood(self, y, cens, limit, bound=None, kinds=()):
         # The data layer refuses CENS on these endpoints (dv_problem's checks).
-        del cens, limit, bound
+        del cens, limit, bound, kinds
         return self.log_likelihood(y)
 
     def log_cdf(self, limit):
