@@ -71,6 +71,41 @@ def test_censored_log_likelihood_m3():
     np.testing.assert_allclose(ll, expected, rtol=1e-12)
 
 
+def test_censoring_kinds_of_the_data_select_the_same_values():
+    """A likelihood told which kinds of censored record exist (as the fit
+    does from the data) gives the scipy values on those records, and the
+    kinds are read from the data as stated."""
+    from pmx_jax.model._error import censoring_kinds
+
+    f = jnp.array([2.0, 0.05, 8.0, 1.0])
+    err = pmx.Combined2(f, 0.1, 0.2)
+    sd = np.sqrt(0.1**2 + (0.2 * np.asarray(f)) ** 2)
+    y = jnp.array([2.2, 0.0, 0.0, 0.0])
+    cens = jnp.array([0, 1, -1, 1])
+    limit = jnp.array([0.0, 0.1, 7.0, 0.5])
+    bound = jnp.array([0.0, -jnp.inf, jnp.inf, 0.2])
+    expected = np.array([
+        stats.norm.logpdf(2.2, 2.0, sd[0]),
+        stats.norm.logcdf(0.1, 0.05, sd[1]),
+        stats.norm.logsf(7.0, 8.0, sd[2]),
+        np.log(stats.norm.cdf(0.5, 1.0, sd[3]) - stats.norm.cdf(0.2, 1.0, sd[3])),
+    ])  # fmt: skip
+    is_obs = np.ones(4, dtype=bool)
+    for rows, kinds in [
+        ([0, 1], ("below",)),
+        ([0, 2], ("above",)),
+        ([0, 1, 2], ("below", "above")),
+        ([0, 1, 3], ("below", "interval")),
+        ([0, 1, 2, 3], ("below", "above", "interval")),
+    ]:
+        keep = np.isin(np.arange(4), rows)
+        assert censoring_kinds(np.where(keep, cens, 0), bound, is_obs) == kinds
+        ll = err.censored_log_likelihood(y, cens, limit, bound, kinds)
+        np.testing.assert_allclose(np.asarray(ll)[rows], expected[rows], rtol=1e-10)
+    assert censoring_kinds(np.zeros(4, int), bound, is_obs) == ()
+    assert censoring_kinds(cens, bound, np.zeros(4, bool)) == ()  # not observations
+
+
 def test_degenerate_cases_are_finite_in_gradient():
     # Proportional error at f = 0 (pre-dose): zero variance.
     @jax.jit

@@ -133,14 +133,115 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     np.testing.assert_allclose(np.asarray(g_sup), np.asarray(g_loop), rtol=1e-9, atol=1e-9)
 
 
-def test_fit_objective_is_the_same_by_either_path():
-    """Theophylline's FOCEI objective and its gradient at NONMEM-like values:
-    superposition (chosen by prepare) and the event loop (forced) agree."""
+class Oral(pmx.Model):
+    """One-compartment oral model; reads WT, and TIME or OCC's IOV on request."""
+
+    tcl: pmx.Theta = pmx.theta(np.log(2.7))
+    sd: pmx.Theta = pmx.theta(0.5, lower=0.0)
+    iiv: pmx.Omega = pmx.omega(cl=0.1)
+    dynamics = pmx.pk.OneCompartmentOral()
+    reads_time = False
+
+    def individual(self, eta, cov):
+        cl = jnp.exp(self.tcl + eta.cl) * (cov.WT / 70.0) ** 0.75
+        if self.reads_time:
+            cl = cl * (1.0 + 0.0 * cov.TIME)
+        return dict(ka=jnp.asarray(1.5), cl=cl, v=jnp.asarray(30.0))
+
+    def observe(self, amounts, p):
+        return pmx.Additive(amounts.central / p["v"], self.sd)
+
+
+class OralTime(Oral):
+    reads_time = True
+
+
+class OralIOV(Oral):
+    iov: pmx.Omega = pmx.omega(cl_occ=0.05, occasion=True)
+
+    def individual(self, eta, cov):
+        p = super().individual(eta, cov)
+        return dict(p, cl=p["cl"] * jnp.exp(eta.cl_occ))
+
+
+def _table(n_doses=1, **changes):
+    """Two subjects, ``n_doses`` daily doses, six samples after each."""
+    rows = []
+    for subject in (1, 2):
+        for day in range(n_doses):
+            rows.append(dict(ID=subject, TIME=24.0 * day, AMT=100.0, EVID=1, DV=np.nan, WT=70.0))
+            for t in (0.5, 1, 2, 4, 8, 12):
+                rows.append(dict(ID=subject, TIME=24.0 * day + t, AMT=0.0, EVID=0, DV=1.0, WT=70.0))
+    table = pd.DataFrame(rows)
+    table["CMT"] = np.where(table.EVID == 1, 1, 2)
+    table["OCC"] = 1
+    table["SS"] = 0
+    table["II"] = 0.0
+    for column, (row, value) in changes.items():
+        table.loc[row, column] = value
+    return table
+
+
+@pytest.mark.parametrize(
+    ("model", "table", "expected"),
+    [
+        (Oral(), _table(), True),
+        (Oral(), _table(3), True),
+        (Oral(), _table(4), False),  # more dose slots than SUPERPOSE_MAX_DOSES
+        (Oral(), _table(WT=(3, 80.0)), False),  # WT changes within subject 1
+        (Oral(), _table(WT=(slice(7, 13), 80.0)), True),  # subject 2 differs, constant within
+        (OralTime(), _table(), False),  # $PK reads TIME
+        (OralIOV(), _table(), True),  # one occasion per subject
+        (OralIOV(), _table(OCC=(5, 2)), False),  # subject 1 on two occasions
+        (Oral(), _table(SS=(0, 1), II=(0, 24.0)), False),  # steady state
+    ],
+    ids=["one-dose", "three-doses", "four-doses", "varying-WT", "WT-per-subject",
+         "reads-TIME", "IOV-one-occasion", "IOV-two-occasions", "steady-state"],
+)  # fmt: skip
+def test_which_data_and_models_are_superposed(model, table, expected):
+    data = pmx.read_nonmem(table)
+    assert prepare(model, data).plan.superpose is expected
+
+
+def test_ode_and_reset_use_the_event_loop():
+    class OralODE(Oral):
+        dynamics = pmx.pk.OneCompartmentOralODE()
+
+    table = _table()
+    assert not prepare(OralODE(), pmx.read_nonmem(table)).plan.superpose
+    reset = pd.concat(
+        [table, pd.DataFrame([dict(ID=1, TIME=13.0, AMT=0.0, EVID=3, DV=np.nan, WT=70.0,
+                                   CMT=2, OCC=1, SS=0, II=0.0)])]  # fmt: skip
+    ).sort_values(["ID", "TIME"], kind="stable")
+    assert not prepare(Oral(), pmx.read_nonmem(reset)).plan.superpose
+
+
+def test_fit_objective_and_gradient_are_the_same_by_either_path():
+    """The FOCEI OFV and its gradient of a superposed dataset equal those of
+    the same data forced through the event loop."""
+    import dataclasses
+
     from pmx_jax.likelihood import make_problem
 
-    data = pmx.datasets.theophylline()
-    model = pmx.library.theophylline_model() if hasattr(pmx.library, "theophylline_model") else None
-    if model is None:
-        pytest.skip("no library theophylline model")
-    problem = make_problem(model, data, "focei")
-    assert problem.prepared.plan.superpose
+    table = _table(2)
+    rng = np.random.default_rng(3)
+    table.loc[table.EVID == 0, "DV"] = rng.uniform(1.0, 4.0, int((table.EVID == 0).sum()))
+    data = pmx.read_nonmem(table)
+    model = Oral()
+    prepared = prepare(model, data, buckets=True)
+    assert prepared.plan.superpose
+    looped = dataclasses.replace(
+        prepared, plan=dataclasses.replace(prepared.plan, superpose=False)
+    )
+
+    def ofv_and_gradient(source):
+        problem = make_problem(model, source, "focei")
+
+        def ofv(tcl):
+            return pmx.ofv(model.with_values(tcl=tcl), problem, "focei").ofv
+
+        return jax.value_and_grad(ofv)(jnp.asarray(np.log(2.7)))
+
+    (v_sup, g_sup), (v_loop, g_loop) = ofv_and_gradient(prepared), ofv_and_gradient(looped)
+    np.testing.assert_allclose(float(v_sup), float(v_loop), rtol=1e-10)
+    np.testing.assert_allclose(float(g_sup), float(g_loop), rtol=1e-7)
