@@ -122,7 +122,9 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     _, x, total = _both(model, prepared)
     loop, sup = total(x, False), total(x, True)
     valid = np.asarray(prepared.subjects.valid)
-    np.testing.assert_allclose(np.asarray(sup)[valid], np.asarray(loop)[valid], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(sup)[valid], np.asarray(loop)[valid], rtol=1e-10, atol=1e-10
+    )
     weights = jnp.asarray(np.random.default_rng(1).uniform(size=loop.shape) * valid[..., None])
 
     def scalar(x, superpose):
@@ -210,8 +212,25 @@ def test_ode_and_reset_use_the_event_loop():
     table = _table()
     assert not prepare(OralODE(), pmx.read_nonmem(table)).plan.superpose
     reset = pd.concat(
-        [table, pd.DataFrame([dict(ID=1, TIME=13.0, AMT=0.0, EVID=3, DV=np.nan, WT=70.0,
-                                   CMT=2, OCC=1, SS=0, II=0.0)])]  # fmt: skip
+        [
+            table,
+            pd.DataFrame(
+                [
+                    dict(
+                        ID=1,
+                        TIME=13.0,
+                        AMT=0.0,
+                        EVID=3,
+                        DV=np.nan,
+                        WT=70.0,
+                        CMT=2,
+                        OCC=1,
+                        SS=0,
+                        II=0.0,
+                    )
+                ]
+            ),
+        ]  # fmt: skip
     ).sort_values(["ID", "TIME"], kind="stable")
     assert not prepare(Oral(), pmx.read_nonmem(reset)).plan.superpose
 
@@ -230,9 +249,7 @@ def test_fit_objective_and_gradient_are_the_same_by_either_path():
     model = Oral()
     prepared = prepare(model, data, buckets=True)
     assert prepared.plan.superpose
-    looped = dataclasses.replace(
-        prepared, plan=dataclasses.replace(prepared.plan, superpose=False)
-    )
+    looped = dataclasses.replace(prepared, plan=dataclasses.replace(prepared.plan, superpose=False))
 
     def ofv_and_gradient(source):
         problem = make_problem(model, source, "focei")

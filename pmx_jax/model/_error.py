@@ -27,11 +27,10 @@ import math
 from collections.abc import Collection
 from typing import ClassVar
 
-import numpy as np
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import log_ndtr
 from jax.scipy.stats import norm
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
