@@ -15,12 +15,14 @@ from pmx_jax.events._engine import superposed_amounts
 from pmx_jax.likelihood import prepare
 
 PARAMS = dict(cl=2.0, v=15.0, q=3.0, vp=30.0, q2=0.7, vp2=60.0, ka=1.3)
+# IV one-compartment, oral two and three compartments by default (a depot and
+# 1-3 eigenvalues); the rest with -m slow.
 CLOSED_FORMS = [
     pmx.pk.OneCompartment(),
-    pmx.pk.OneCompartmentOral(),
-    pmx.pk.TwoCompartment(),
+    pytest.param(pmx.pk.OneCompartmentOral(), marks=pytest.mark.slow),
+    pytest.param(pmx.pk.TwoCompartment(), marks=pytest.mark.slow),
     pmx.pk.TwoCompartmentOral(),
-    pmx.pk.ThreeCompartment(),
+    pytest.param(pmx.pk.ThreeCompartment(), marks=pytest.mark.slow),
     pmx.pk.ThreeCompartmentOral(),
 ]
 
@@ -89,7 +91,7 @@ def _both(model, prepared, values=None):
     subjects, plan = prepared.subjects, prepared.plan
     names = [n for n in model.theta_names if n != "sd"]
 
-    def total(x, superpose):
+    def total(x, superpose, constant=False):
         m = model.with_values(**dict(zip(names, x, strict=True)))
 
         def one(subject, r, v):
@@ -100,8 +102,10 @@ def _both(model, prepared, values=None):
                 result = superposed_amounts(m.dynamics, subject, params, r, v)
             else:
                 result = record_amounts(
-                    m.dynamics, subject, params, r, v, has_ss=False, max_ss_overlap=0
-                )
+                    m.dynamics, subject, params, r, v,
+                    has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+                    constant_parameters=constant,
+                )  # fmt: skip
             return result.amounts
 
         return jax.vmap(one)(subjects, plan.dose_record, plan.dose_valid)
@@ -118,7 +122,8 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     data = pmx.read_nonmem(_history(dose_cmt, obs_cmt, dynamics.n_compartments))
     model = _model(dynamics, dose_cmt)
     prepared = prepare(model, data)
-    assert prepared.plan.superpose and prepared.plan.has_infusions
+    # Nine dose slots: prepare itself would choose the loop; both are run here.
+    assert prepared.plan.constant_parameters and prepared.plan.has_infusions
     _, x, total = _both(model, prepared)
     loop, sup = total(x, False), total(x, True)
     valid = np.asarray(prepared.subjects.valid)
@@ -133,6 +138,32 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     g_loop = jax.grad(scalar)(x, False)
     g_sup = jax.grad(scalar)(x, True)
     np.testing.assert_allclose(np.asarray(g_sup), np.asarray(g_loop), rtol=1e-9, atol=1e-9)
+
+
+def test_event_loop_with_constant_parameters_is_the_same():
+    """The event loop told that the parameters are constant (one
+    eigen-decomposition per subject) gives the same amounts and gradients on
+    a history with SS=1/2 doses, an SS infusion longer than its interval,
+    modelled rates and durations, and resets."""
+    from test_closed_form_vs_ode import _events_table
+
+    model = _model(pmx.pk.TwoCompartmentOral(), 1)
+    prepared = prepare(model, pmx.read_nonmem(_events_table(1, 2)))
+    assert prepared.plan.constant_parameters and not prepared.plan.superpose
+    _, x, total = _both(model, prepared)
+    valid = np.asarray(prepared.subjects.valid)
+    weights = np.random.default_rng(2).uniform(size=(*valid.shape, 3)) * valid[..., None]
+
+    def value_and_gradient(constant):
+        def scalar(x):
+            return jnp.sum(jnp.asarray(weights) * total(x, False, constant))
+
+        value, gradient = jax.value_and_grad(scalar)(x)
+        return float(value), np.asarray(gradient)
+
+    (v_loop, g_loop), (v_constant, g_constant) = value_and_gradient(False), value_and_gradient(True)
+    np.testing.assert_allclose(v_constant, v_loop, rtol=1e-12)
+    np.testing.assert_allclose(g_constant, g_loop, rtol=1e-10, atol=1e-12)
 
 
 class Oral(pmx.Model):
@@ -185,24 +216,24 @@ def _table(n_doses=1, **changes):
 
 
 @pytest.mark.parametrize(
-    ("model", "table", "expected"),
+    ("model", "table", "superposed", "constant"),
     [
-        (Oral(), _table(), True),
-        (Oral(), _table(3), True),
-        (Oral(), _table(4), False),  # more dose slots than SUPERPOSE_MAX_DOSES
-        (Oral(), _table(WT=(3, 80.0)), False),  # WT changes within subject 1
-        (Oral(), _table(WT=(slice(7, 13), 80.0)), True),  # subject 2 differs, constant within
-        (OralTime(), _table(), False),  # $PK reads TIME
-        (OralIOV(), _table(), True),  # one occasion per subject
-        (OralIOV(), _table(OCC=(5, 2)), False),  # subject 1 on two occasions
-        (Oral(), _table(SS=(0, 1), II=(0, 24.0)), False),  # steady state
+        (Oral(), _table(), True, True),
+        (Oral(), _table(3), True, True),
+        (Oral(), _table(4), False, True),  # more dose slots than SUPERPOSE_MAX_DOSES
+        (Oral(), _table(WT=(3, 80.0)), False, False),  # WT changes within subject 1
+        (Oral(), _table(WT=(slice(7, 13), 80.0)), True, True),  # constant within subjects
+        (OralTime(), _table(), False, False),  # $PK reads TIME
+        (OralIOV(), _table(), True, True),  # one occasion per subject
+        (OralIOV(), _table(OCC=(5, 2)), False, False),  # subject 1 on two occasions
+        (Oral(), _table(SS=(0, 1), II=(0, 24.0)), False, True),  # steady state
     ],
     ids=["one-dose", "three-doses", "four-doses", "varying-WT", "WT-per-subject",
          "reads-TIME", "IOV-one-occasion", "IOV-two-occasions", "steady-state"],
 )  # fmt: skip
-def test_which_data_and_models_are_superposed(model, table, expected):
-    data = pmx.read_nonmem(table)
-    assert prepare(model, data).plan.superpose is expected
+def test_which_data_and_models_are_superposed(model, table, superposed, constant):
+    plan = prepare(model, pmx.read_nonmem(table)).plan
+    assert (plan.superpose, plan.constant_parameters) == (superposed, constant)
 
 
 def test_ode_and_reset_use_the_event_loop():

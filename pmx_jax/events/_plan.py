@@ -28,15 +28,18 @@ class EventPlan(eqx.Module):
     the number of earlier steady-state infusions that may still run when a
     steady-state infusion dose is given (``max_ss_overlap``; 0 when the data has
     no steady-state infusions), zero-order inputs (``has_infusions``: some dose
-    has a non-zero RATE) and whether the amounts may be computed by
-    superposition (``superpose``, set by the likelihood layer, which knows the
-    model: :func:`pmx_jax.likelihood._prepare.can_superpose`)."""
+    has a non-zero RATE), whether every subject's individual parameters are
+    the same at all its records (``constant_parameters``) and whether the
+    amounts may be computed by superposition (``superpose``); the last two
+    are set by the likelihood layer, which knows the model
+    (:mod:`pmx_jax.likelihood._prepare`)."""
 
     dose_record: Int[Array, "n_sub n_dose"]
     dose_valid: Bool[Array, "n_sub n_dose"]
     has_ss: bool = eqx.field(static=True)
     max_ss_overlap: int = eqx.field(static=True)
     has_infusions: bool = eqx.field(static=True, default=True)
+    constant_parameters: bool = eqx.field(static=True, default=False)
     superpose: bool = eqx.field(static=True, default=False)
 
 

@@ -80,6 +80,7 @@ def subject_predictions(
             has_ss=data.has_ss,
             max_ss_overlap=data.max_ss_overlap,
             has_infusions=data.has_infusions,
+            constant_parameters=data.constant_parameters,
         )
 
     def observe(amounts, p, dvid):

@@ -45,6 +45,7 @@ class SubjectData(eqx.Module):
     has_ss: bool = eqx.field(static=True)
     max_ss_overlap: int = eqx.field(static=True)
     has_infusions: bool = eqx.field(static=True, default=True)
+    constant_parameters: bool = eqx.field(static=True, default=False)
     superpose: bool = eqx.field(static=True, default=False)
 
 
@@ -80,6 +81,7 @@ class Prepared(eqx.Module):
             plan.has_ss,
             plan.max_ss_overlap,
             plan.has_infusions,
+            plan.constant_parameters,
             plan.superpose,
         )
 
@@ -132,29 +134,14 @@ def _trace_pk(
 SUPERPOSE_MAX_DOSES = 3
 
 
-def can_superpose(model: Model, subjects: Subjects, plan: EventPlan, *, reads_time: bool) -> bool:
-    """Whether the event engine may compute every subject's amounts by
-    superposition (:func:`pmx_jax.events.superposed_amounts`) instead of its
-    event loop: closed-form linear dynamics, no steady-state dose, no reset
-    (EVID 3/4), at most :data:`SUPERPOSE_MAX_DOSES` dose slots, and individual
-    parameters that cannot change within a subject: the $PK block reads
-    neither TIME nor a covariate that changes between a subject's records, and
-    no subject has records on more than one occasion when the model has IOV.
-    Decided from the concrete data, before tracing."""
-    from ..dynamics._base import AbstractDynamics
-    from ..dynamics._closed_form import AbstractLinearCompartments
-
-    dynamics = model.dynamics
-    if not isinstance(dynamics, AbstractLinearCompartments) or reads_time:
-        return False
-    if type(dynamics).initial_amounts is not AbstractDynamics.initial_amounts:
-        return False
-    if plan.has_ss or plan.dose_record.shape[-1] > SUPERPOSE_MAX_DOSES:
+def constant_parameters(model: Model, subjects: Subjects, *, reads_time: bool) -> bool:
+    """Whether every subject's individual parameters are the same at all its
+    records: the $PK block reads neither TIME nor a covariate that changes
+    between a subject's records, and no subject has records on more than one
+    occasion when the model has IOV.  Decided from the concrete data."""
+    if reads_time:
         return False
     valid = np.asarray(subjects.valid)
-    evid = np.asarray(subjects.evid)
-    if np.any(valid & ((evid == 3) | (evid == 4))):
-        return False
 
     def constant(values: np.ndarray) -> bool:
         # Compared with each subject's first record (never padding).
@@ -165,6 +152,28 @@ def can_superpose(model: Model, subjects: Subjects, plan: EventPlan, *, reads_ti
     if not constant(np.asarray(subjects.cov)):
         return False
     return model.n_iov_eta == 0 or constant(np.asarray(subjects.occ))
+
+
+def can_superpose(model: Model, subjects: Subjects, plan: EventPlan) -> bool:
+    """Whether the event engine may compute every subject's amounts by
+    superposition (:func:`pmx_jax.events.superposed_amounts`) instead of its
+    event loop: closed-form linear dynamics with zero initial amounts,
+    parameters constant within each subject (``plan.constant_parameters``),
+    no steady-state dose, no reset (EVID 3/4) and at most
+    :data:`SUPERPOSE_MAX_DOSES` dose slots.  Decided from the concrete data,
+    before tracing."""
+    from ..dynamics._base import AbstractDynamics
+    from ..dynamics._closed_form import AbstractLinearCompartments
+
+    dynamics = model.dynamics
+    if not (plan.constant_parameters and isinstance(dynamics, AbstractLinearCompartments)):
+        return False
+    if type(dynamics).initial_amounts is not AbstractDynamics.initial_amounts:
+        return False
+    if plan.has_ss or plan.dose_record.shape[-1] > SUPERPOSE_MAX_DOSES:
+        return False
+    evid = np.asarray(subjects.evid)
+    return not np.any(np.asarray(subjects.valid) & ((evid == 3) | (evid == 4)))
 
 
 def with_time(covariate_names: Sequence[str]) -> tuple[str, ...]:
@@ -241,8 +250,9 @@ def prepare(
         pad_to = records_bucket
     subjects = data.subjects(covariates, dtype=dtype, pad_to=pad_to)
     plan = plan_events(subjects, pad_doses=doses_bucket if buckets else None)
-    superpose = can_superpose(model, subjects, plan, reads_time=reads_time)
-    plan = dataclasses.replace(plan, superpose=superpose)
+    constant = constant_parameters(model, subjects, reads_time=reads_time)
+    plan = dataclasses.replace(plan, constant_parameters=constant)
+    plan = dataclasses.replace(plan, superpose=can_superpose(model, subjects, plan))
     n_occ = max(len(data.occ_levels), 1)
     return Prepared(
         subjects=subjects,
