@@ -95,7 +95,33 @@ def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance):
     return value, jnp.sum(scores, axis=(0, 1)), scores, result
 
 
-_starts = jax.jit(prior_starts, static_argnums=2)
+# The small computations around the objective are single programs rather
+# than one operation at a time: each operation run eagerly is a program of its
+# own, which a new process lowers and reads from the compilation cache again
+# (about 10 ms each; some 30 of them were a tenth of a warm theophylline fit).
+
+
+@eqx.filter_jit
+def _starts(model: Model, n_occasions: int) -> Array:
+    """:func:`prior_starts` at the model's OMEGA."""
+    dtype = jnp.result_type(float)
+    omega = jnp.asarray(model.omega_matrix(), dtype)
+    return prior_starts(omega, jnp.asarray(model.iov_omega_matrix(), dtype), n_occasions)
+
+
+@eqx.filter_jit
+def _unconstrained(model: Model) -> tuple[dict, Array]:
+    """The model's estimated parameters on the real line, and as one vector."""
+    unconstrained = model.to_unconstrained()
+    return unconstrained, ravel_pytree(unconstrained)[0]
+
+
+def _on_device(value, dtype) -> Array:
+    """``value`` as a device array of ``dtype``, without an eager conversion
+    program when it already is one."""
+    if isinstance(value, jax.Array) and value.dtype == dtype:
+        return value
+    return jax.device_put(np.array(value, dtype=dtype))  # a contiguous copy
 
 
 @stored("model-at")
@@ -128,12 +154,11 @@ class Engine:
 
     def __init__(self, model: Model, problem: Problem, max_steps: int, tolerance: float):
         self._bind(problem)
-        unconstrained = model.to_unconstrained()
-        y0, _ = ravel_pytree(unconstrained)
+        unconstrained, y0 = _unconstrained(model)
         self.dtype = problem.dtype
         self.y0 = np.asarray(y0, self.dtype)
         self.to_model = _FromVector(model, _Unravel.of(unconstrained))
-        self.options = (jnp.asarray(max_steps, jnp.int32), jnp.asarray(tolerance, self.dtype))
+        self.options = (_on_device(max_steps, np.int32), _on_device(tolerance, self.dtype))
 
     def _bind(self, problem: Problem) -> None:
         self.problem = problem
@@ -179,16 +204,10 @@ class Engine:
             return done, [done]
         model = self.model(y)
         layout = self.problem.layout
-        starts = np.asarray(
-            _starts(
-                jnp.asarray(model.omega_matrix(), self.dtype),
-                jnp.asarray(model.iov_omega_matrix(), self.dtype),
-                layout.n_occasions if layout.n_iov_eta else 0,
-            )
-        )
+        starts = np.asarray(_starts(model, layout.n_occasions if layout.n_iov_eta else 0))
         lanes = [] if warm is None else [warm]
         lanes += [np.broadcast_to(row, self._real.shape + row.shape) for row in starts]
-        searches = [self.at(y, jnp.asarray(lane, self.dtype), try_zero=False) for lane in lanes]
+        searches = [self.at(y, _on_device(lane, self.dtype), try_zero=False) for lane in lanes]
         objective = np.stack([np.asarray(s.result.ebe_objective) for s in searches])
         etas = np.stack([np.asarray(s.result.ebes) for s in searches])
         status = np.stack([np.asarray(s.result.status) for s in searches])
@@ -197,7 +216,7 @@ class Engine:
         eligible = np.where(np.any(converged, axis=0), converged, finite)
         best = np.argmin(np.where(eligible, objective, np.inf), axis=0)
         chosen = np.take_along_axis(etas, best[None, ..., None], axis=0)[0]
-        done = self.at(y, jnp.asarray(chosen, self.dtype), try_zero=False)
+        done = self.at(y, _on_device(chosen, self.dtype), try_zero=False)
         return done, searches + [done]
 
     def fresh(self, y, search: str, warm: Array | None = None) -> tuple[Evaluation, list]:

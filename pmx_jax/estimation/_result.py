@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -234,7 +235,8 @@ class FitResult:
     def n_parameters(self) -> int:
         """Estimated parameters: free THETAs (SIGMA-like THETAs included) and free
         OMEGA elements (variances, and covariances of full blocks)."""
-        return int(sum(np.size(u) for u in self.model.to_unconstrained().values()))
+        shapes = jax.eval_shape(self.model.to_unconstrained)  # sizes only: nothing to run
+        return int(sum(math.prod(u.shape) for u in shapes.values()))
 
     @property
     def minus_two_log_likelihood(self) -> float:

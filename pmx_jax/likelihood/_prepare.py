@@ -118,7 +118,7 @@ def _trace_pk(
         view = EtaView(eta, model.eta_names + model.iov_eta_names)
         return model.individual(view, Recording(cov, names))
 
-    params = jax.eval_shape(run, jnp.zeros(model.n_eta + model.n_iov_eta), jnp.zeros(len(names)))
+    params = jax.eval_shape(run, _abstract(model.n_eta + model.n_iov_eta), _abstract(len(names)))
     used = tuple(n for n in covariate_names if n in seen)
     reads_time = any(n not in covariate_names for n in seen)
     return used, tuple(str(k) for k in params), reads_time
@@ -176,6 +176,12 @@ def can_superpose(model: Model, subjects: Subjects, plan: EventPlan) -> bool:
     return not np.any(np.asarray(subjects.valid) & ((evid == 3) | (evid == 4)))
 
 
+def _abstract(*shape: int) -> jax.ShapeDtypeStruct:
+    """A float array of ``shape`` for abstract tracing (``jax.eval_shape``):
+    no array is made, so no program is compiled or read from the cache."""
+    return jax.ShapeDtypeStruct(shape, jnp.result_type(float))
+
+
 def with_time(covariate_names: Sequence[str]) -> tuple[str, ...]:
     """The names the $PK block's ``cov`` offers: the dataset's covariates and
     ``TIME``, the record's time (as in NONMEM's $PK), unless a covariate is
@@ -197,8 +203,8 @@ def observation_models(model: Model, parameter_names: Sequence[str]) -> tuple:
         found.extend(models)
         return jnp.zeros(())
 
-    params = {name: jnp.zeros(()) for name in parameter_names}
-    jax.eval_shape(run, jnp.zeros(model.dynamics.n_compartments), params)
+    params = {name: _abstract() for name in parameter_names}
+    jax.eval_shape(run, _abstract(model.dynamics.n_compartments), params)
     return tuple(found)
 
 

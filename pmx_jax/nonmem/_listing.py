@@ -162,7 +162,7 @@ def sigma_thetas(model: Model) -> dict[str, str]:
                         outputs.append(getattr(endpoint, field))
         return outputs
 
-    values = [jnp.asarray(float(t)) for t in model.thetas().values()]
+    values = [np.asarray(float(t)) for t in model.thetas().values()]
     closed = jax.make_jaxpr(run)(values)
     inputs = {id(var): name for var, name in zip(closed.jaxpr.invars, names, strict=True)}
     # A THETA passed through a dtype conversion is still the THETA.
@@ -235,7 +235,7 @@ def typical_parameters(fit: Any) -> pd.DataFrame:
     covariate_names = tuple(dataset.covariate_names) if dataset is not None else ()
     names = with_time(covariate_names)
     reference = _reference_covariates(dataset, names)
-    vector = jnp.asarray([reference[n] for n in names])
+    vector = np.asarray([reference[n] for n in names], dtype=float)
     thetas = model.thetas()
     free = [n for n, t in thetas.items() if not t.fixed]
     columns = ["parameter", "estimate", "se", "rse", "ci_lower", "ci_upper", "ci_method"]
@@ -246,7 +246,7 @@ def typical_parameters(fit: Any) -> pd.DataFrame:
     def typical(values):
         return _typical(model, tuple(free), names, vector, values)
 
-    estimate = jnp.asarray([float(thetas[n]) for n in free])
+    estimate = np.asarray([float(thetas[n]) for n in free])
     values, jacobian = typical(estimate)
     cov = fit.covariance
     ok = cov is not None and cov.ok
@@ -273,7 +273,8 @@ def typical_parameters(fit: Any) -> pd.DataFrame:
                 k = free.index(depends[0])
                 ends = []
                 for end in (lower[depends[0]], upper[depends[0]]):
-                    moved = estimate.at[k].set(end)
+                    moved = estimate.copy()
+                    moved[k] = end
                     ends.append(float(typical(moved)[0][name]))
                 if (ends[0] - value) * (ends[1] - value) < 0 and all(map(math.isfinite, ends)):
                     row.update(ci_lower=min(ends), ci_upper=max(ends), ci_method="transformed")

@@ -472,8 +472,9 @@ def _parameter_names(model, subjects, layout: Layout) -> list[str]:
         found[:] = [str(k) for k in model.individual_parameters(eta, cov, names, iov_eta)]
         return jnp.zeros(())
 
-    first = jax.tree_util.tree_map(lambda x: x[0], subjects)
-    jax.eval_shape(run, first, jnp.zeros(layout.size, dtype=subjects.time.dtype))
+    # Abstract shapes: slicing the arrays would run (and compile) a program each.
+    first = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), subjects)
+    jax.eval_shape(run, first, jax.ShapeDtypeStruct((layout.size,), subjects.time.dtype))
     return found
 
 
