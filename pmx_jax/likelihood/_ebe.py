@@ -62,11 +62,6 @@ _NEAR = 1e4
 # An eigenvalue of the Hessian below -_NEGATIVE times its largest one is
 # negative curvature, not rounding noise.
 _NEGATIVE = 1e-8
-# A start (not searched from b = 0) whose objective exceeds that at b = 0 by
-# more than this (-2LL units: a likelihood ratio of e^-50) is halved toward
-# b = 0, at most _PULL_HALVINGS times, before the search.
-_IMPLAUSIBLE = 100.0
-_PULL_HALVINGS = 3
 
 
 class EBEStatus:
@@ -296,7 +291,6 @@ def newton_ebe(
     try_zero: bool | Array = True,
     metric: Float[Array, "n_b n_b"] | None = None,
     radius: float = 3.0,
-    pull_back: bool | Array | None = None,
 ) -> EBEResult:
     """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
 
@@ -312,17 +306,6 @@ def newton_ebe(
     (typically one step and one more evaluation; the last evaluation's exact
     Hessian is the one returned, as the implicit derivative needs).
     ``n_steps`` counts the evaluations of both stages.
-
-    ``try_zero`` false: the search starts from ``eta0`` itself (when its
-    objective is finite), except (``pull_back``, by default ``not try_zero``)
-    where the data are wildly improbable there:
-    an objective more than 100 above that at ``b = 0`` (a likelihood ratio
-    below e^-50).  Such a start is halved toward ``b = 0`` (up to 3 times, by
-    objective values alone) first.  A fixed start of the global search two
-    prior SDs out can sit where a proportional error model's predictions are
-    far below the data (-2LL about 1e7 on the 1,000-subject benchmark, two SDs
-    up on CL), and Newton then crawls down an exponential slope, one factor e
-    per step: 24 evaluations per subject on average, against 10 after halving.
 
     ``metric``: the inverse of the random effects' prior covariance (OMEGA^-1,
     laid out as ``eta``); each step is then at most ``radius`` prior SDs long
@@ -349,16 +332,6 @@ def newton_ebe(
         ~jnp.isfinite(warm_value),  # NaN: from zero
     )
     eta0 = jnp.where(from_zero, zero, eta0)
-    # A start given as is (``try_zero`` false: a fixed start of the global
-    # search, a warm start) where the data are wildly improbable is pulled
-    # toward b = 0 first (see the docstring).
-    pull = ~jnp.asarray(try_zero) if pull_back is None else jnp.asarray(pull_back)
-    for _ in range(_PULL_HALVINGS):
-        too_far = pull & jnp.isfinite(zero_value) & ~(warm_value <= zero_value + _IMPLAUSIBLE)
-        half = 0.5 * eta0
-        half_value = objective(half, args)
-        eta0 = jnp.where(too_far, half, eta0)
-        warm_value = jnp.where(too_far, half_value, warm_value)
     options = dict(
         max_steps=max_steps,
         tolerance=tolerance,
