@@ -106,6 +106,22 @@ def test_censoring_kinds_of_the_data_select_the_same_values():
     assert censoring_kinds(cens, bound, np.zeros(4, bool)) == ()  # not observations
 
 
+def test_an_error_model_overriding_the_older_signature_still_works():
+    """A user's error model whose ``censored_log_likelihood`` predates the
+    ``kinds`` argument is called without it."""
+    from pmx_jax.model._error import censored_log_likelihood
+
+    class Older(pmx.Additive):
+        def censored_log_likelihood(self, y, cens, limit, bound=None):
+            return super().censored_log_likelihood(y, cens, limit, bound) + 1.0
+
+    err = Older(jnp.array([1.0, 1.0]), 0.5)
+    args = (jnp.array([1.2, 0.0]), jnp.array([0, 1]), jnp.array([0.0, 0.4]), None)
+    value = censored_log_likelihood(err, *args, ("below",))
+    expected = [stats.norm.logpdf(1.2, 1.0, 0.5) + 1.0, stats.norm.logcdf(0.4, 1.0, 0.5) + 1.0]
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+
+
 def test_degenerate_cases_are_finite_in_gradient():
     # Proportional error at f = 0 (pre-dose): zero variance.
     @jax.jit

@@ -189,6 +189,20 @@ class OralTime(Oral):
     reads_time = True
 
 
+class OralTimeInBulk(Oral):
+    """Reads TIME without a lookup by name: through ``cov.as_dict()``."""
+
+    def individual(self, eta, cov):
+        p = super().individual(eta, cov)
+        return dict(p, cl=p["cl"] * jnp.where(cov.as_dict()["TIME"] > 6.0, 2.0, 1.0))
+
+
+class OralTimeByValues(Oral):
+    def individual(self, eta, cov):
+        p = super().individual(eta, cov)
+        return dict(p, cl=p["cl"] * jnp.where(cov.values[-1] > 6.0, 2.0, 1.0))
+
+
 class OralIOV(Oral):
     iov: pmx.Omega = pmx.omega(cl_occ=0.05, occasion=True)
 
@@ -224,16 +238,38 @@ def _table(n_doses=1, **changes):
         (Oral(), _table(WT=(3, 80.0)), False, False),  # WT changes within subject 1
         (Oral(), _table(WT=(slice(7, 13), 80.0)), True, True),  # constant within subjects
         (OralTime(), _table(), False, False),  # $PK reads TIME
+        (OralTimeInBulk(), _table(), False, False),  # ... through cov.as_dict()
+        (OralTimeByValues(), _table(), False, False),  # ... through cov.values
         (OralIOV(), _table(), True, True),  # one occasion per subject
         (OralIOV(), _table(OCC=(5, 2)), False, False),  # subject 1 on two occasions
         (Oral(), _table(SS=(0, 1), II=(0, 24.0)), False, True),  # steady state
     ],
     ids=["one-dose", "three-doses", "four-doses", "varying-WT", "WT-per-subject",
-         "reads-TIME", "IOV-one-occasion", "IOV-two-occasions", "steady-state"],
+         "reads-TIME", "TIME-as-dict", "TIME-by-values", "IOV-one-occasion",
+         "IOV-two-occasions", "steady-state"],
 )  # fmt: skip
 def test_which_data_and_models_are_superposed(model, table, superposed, constant):
     plan = prepare(model, pmx.read_nonmem(table)).plan
     assert (plan.superpose, plan.constant_parameters) == (superposed, constant)
+
+
+def test_a_sample_at_the_end_of_an_infusion_has_the_loops_derivative():
+    """Duration F * AMT / RATE = 1.6 h with F estimated, after a lag of
+    0.75 h; a sample exactly at the end of the infusion (2.35 h) is after
+    the end in event order, so its derivative in F is the ended infusion's
+    (the event loop's side of the kink): dA/dF = AMT = 100 there, not an
+    average of the two sides."""
+    rows = [(1, 0.0, 100.0, 1, 1, 50.0), (1, 2.35, 0.0, 0, 1, 0.0), (1, 6.0, 0.0, 0, 1, 0.0)]
+    table = pd.DataFrame(rows, columns=["ID", "TIME", "AMT", "EVID", "CMT", "RATE"])
+    table["DV"] = np.where(table.EVID == 0, 1.0, np.nan)
+    model = _model(pmx.pk.OneCompartment(), 1)
+    prepared = prepare(model, pmx.read_nonmem(table))
+    assert prepared.plan.superpose
+    names, x, total = _both(model, prepared)
+    at = names.index("bioav")
+    for superpose in (False, True):
+        jacobian = np.asarray(jax.jacfwd(lambda x, s=superpose: total(x, s))(x))
+        np.testing.assert_allclose(jacobian[0, 1, 0, at], 100.0, rtol=1e-12)
 
 
 def test_ode_and_reset_use_the_event_loop():

@@ -591,7 +591,11 @@ def superposed_amounts(
     in_depot, weights = amount * in_depot, amount[:, None] * weights
     if has_infusions:
         # An infusion that has run for ``running`` and stopped ``stopped`` ago.
-        running = jnp.minimum(since, doses.duration[None, :].astype(wide))
+        # A record exactly at the end of an infusion comes after its end in
+        # event order (the loop's side of the kink, for derivatives in F,
+        # ALAG, R and D): ``where``, not ``minimum``, whose derivative splits.
+        duration = doses.duration[None, :].astype(wide)
+        running = jnp.where(since >= duration, duration, since)
         stopped = since - running
         rate = jnp.where(doses.is_infusion, doses.rate, 0.0)
         infused = _phi(lam, running[..., None]) * jnp.exp(lam * stopped[..., None])

@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._results import RESULTS
 from ..data._subjects import Subjects
-from ..model._error import CENSORING_KINDS
+from ..model._error import CENSORING_KINDS, censored_log_likelihood
 from ..model._model import Model
 from ..model._observations import event_log_likelihood
 from ._predictions import subject_predictions
@@ -137,7 +137,7 @@ def record_terms(
         # 0 in DV of dose and BLQ records, which a log scale would turn to -inf.
         observed = jnp.where(is_normal, error_model.transform(jnp.where(is_normal, dv, 1.0)), mean)
         if censoring:
-            loglik = error_model.censored_log_likelihood(dv, cens, limit, bound, censored_kinds)
+            loglik = censored_log_likelihood(error_model, dv, cens, limit, bound, censored_kinds)
         else:
             loglik = error_model.log_likelihood(dv)
         log_scale = jnp.asarray(error_model.log_scale)

@@ -102,7 +102,9 @@ def _trace_pk(
 ) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     """The covariates the $PK block reads, the names of the individual
     parameters it returns and whether it reads the record's TIME, from one
-    abstract trace."""
+    abstract trace.  A block that reads the covariates in bulk
+    (``cov.values``, ``cov.as_dict()``) reads all of them, TIME included; one
+    that indexes by position reads the covariate at that position."""
     names = with_time(covariate_names)
     seen: set[str] = set()
 
@@ -113,6 +115,23 @@ def _trace_pk(
             index = super()._lookup(name)
             seen.add(names[index])
             return index
+
+        def __getitem__(self, key):
+            if not isinstance(key, str):
+                try:
+                    seen.update(np.asarray(names, dtype=object)[key].ravel().tolist())
+                except (IndexError, TypeError):  # a traced index: it may read any
+                    seen.update(names)
+            return super().__getitem__(key)
+
+        @property
+        def values(self):
+            seen.update(names)
+            return super().values
+
+        def as_dict(self):
+            seen.update(names)
+            return super().as_dict()
 
     def run(eta, cov):
         view = EtaView(eta, model.eta_names + model.iov_eta_names)

@@ -21,7 +21,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._error import CENSORING_KINDS, AbstractErrorModel
+from ._error import CENSORING_KINDS, AbstractErrorModel, censored_log_likelihood
 from ._errors import ObservationError
 
 
@@ -101,7 +101,8 @@ class SelectedEndpoint(AbstractErrorModel):
         kinds: Collection[str] = CENSORING_KINDS,
     ) -> Float[Array, "*shape"]:
         return self._select(
-            lambda k, e, s: e.censored_log_likelihood(
+            lambda k, e, s: censored_log_likelihood(
+                e,
                 jnp.where(s, y, 1.0),
                 jnp.where(s, cens, 0),
                 jnp.where(s, limit, 1.0),

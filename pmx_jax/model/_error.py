@@ -23,6 +23,8 @@ each ``jnp.where`` is fed a safe value in the branch it discards.
 """
 
 import abc
+import functools
+import inspect
 import math
 from collections.abc import Collection
 from typing import ClassVar
@@ -40,6 +42,21 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: Kinds of censored record: below a limit (CENS 1, BLQ: M3), above one
 #: (CENS -1) and within an interval (a finite LIMIT: M4 and the like).
 CENSORING_KINDS = ("below", "above", "interval")
+
+
+def censored_log_likelihood(error_model, y, cens, limit, bound, kinds: tuple[str, ...]):
+    """``error_model.censored_log_likelihood`` told which censoring kinds the
+    data have, where its signature takes them (``kinds``); an error model of
+    a user's own that overrides the method without it gets the older call."""
+    if _takes_kinds(type(error_model).censored_log_likelihood):
+        return error_model.censored_log_likelihood(y, cens, limit, bound, kinds=kinds)
+    return error_model.censored_log_likelihood(y, cens, limit, bound)
+
+
+@functools.cache
+def _takes_kinds(method) -> bool:
+    parameters = inspect.signature(method).parameters.values()
+    return any(p.name == "kinds" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def censoring_kinds(cens: np.ndarray, bound: np.ndarray, is_obs: np.ndarray) -> tuple[str, ...]:
