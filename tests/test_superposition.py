@@ -15,14 +15,12 @@ from pmx_jax.events._engine import superposed_amounts
 from pmx_jax.likelihood import prepare
 
 PARAMS = dict(cl=2.0, v=15.0, q=3.0, vp=30.0, q2=0.7, vp2=60.0, ka=1.3)
-# IV one-compartment, oral two and three compartments by default (a depot and
-# 1-3 eigenvalues); the rest with -m slow.
 CLOSED_FORMS = [
     pmx.pk.OneCompartment(),
-    pytest.param(pmx.pk.OneCompartmentOral(), marks=pytest.mark.slow),
-    pytest.param(pmx.pk.TwoCompartment(), marks=pytest.mark.slow),
+    pmx.pk.OneCompartmentOral(),
+    pmx.pk.TwoCompartment(),
     pmx.pk.TwoCompartmentOral(),
-    pytest.param(pmx.pk.ThreeCompartment(), marks=pytest.mark.slow),
+    pmx.pk.ThreeCompartment(),
     pmx.pk.ThreeCompartmentOral(),
 ]
 
@@ -111,7 +109,8 @@ def _both(model, prepared, values=None):
         return jax.vmap(one)(subjects, plan.dose_record, plan.dose_valid)
 
     x = jnp.asarray([float(model.thetas()[n].value) for n in names])
-    return names, x, total
+    # Compiled: run op by op, the derivatives below took minutes.
+    return names, x, jax.jit(total, static_argnums=(1, 2))
 
 
 @pytest.mark.parametrize("dynamics", CLOSED_FORMS, ids=lambda d: type(d).__name__)
@@ -135,8 +134,8 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     def scalar(x, superpose):
         return jnp.sum(weights * total(x, superpose))
 
-    g_loop = jax.grad(scalar)(x, False)
-    g_sup = jax.grad(scalar)(x, True)
+    gradient = jax.jit(jax.grad(scalar), static_argnums=1)
+    g_loop, g_sup = gradient(x, False), gradient(x, True)
     np.testing.assert_allclose(np.asarray(g_sup), np.asarray(g_loop), rtol=1e-9, atol=1e-9)
 
 
@@ -158,7 +157,7 @@ def test_event_loop_with_constant_parameters_is_the_same():
         def scalar(x):
             return jnp.sum(jnp.asarray(weights) * total(x, False, constant))
 
-        value, gradient = jax.value_and_grad(scalar)(x)
+        value, gradient = jax.jit(jax.value_and_grad(scalar))(x)
         return float(value), np.asarray(gradient)
 
     (v_loop, g_loop), (v_constant, g_constant) = value_and_gradient(False), value_and_gradient(True)
@@ -268,7 +267,7 @@ def test_a_sample_at_the_end_of_an_infusion_has_the_loops_derivative():
     names, x, total = _both(model, prepared)
     at = names.index("bioav")
     for superpose in (False, True):
-        jacobian = np.asarray(jax.jacfwd(lambda x, s=superpose: total(x, s))(x))
+        jacobian = np.asarray(jax.jit(jax.jacfwd(lambda x, s=superpose: total(x, s)))(x))
         np.testing.assert_allclose(jacobian[0, 1, 0, at], 100.0, rtol=1e-12)
 
 
