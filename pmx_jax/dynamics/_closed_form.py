@@ -145,11 +145,16 @@ class AbstractLinearCompartments(AbstractDynamics):
     def disposition_matrix(self, params: Params) -> Float[Array, "m m"]:
         raise NotImplementedError
 
-    def propagate(self, params, amounts, dt, rates):
+    def spectrum(self, params: Params) -> tuple[Float[Array, " m"], Float[Array, "m m m"]]:
+        """The eigenvalues ``l_i`` of the disposition matrix and their spectral
+        projectors ``P_i`` (``exp(A t) = sum_i exp(l_i t) P_i``)."""
         matrix = self.disposition_matrix(params)
         lam = _eigenvalues(matrix)
-        projectors = _projectors(matrix, lam)
-        dtype = jnp.result_type(amounts, dt, matrix)
+        return lam, _projectors(matrix, lam)
+
+    def propagate(self, params, amounts, dt, rates):
+        lam, projectors = self.spectrum(params)
+        dtype = jnp.result_type(amounts, dt, lam)
         dt = jnp.asarray(dt, dtype)
         if self.has_depot:
             ka = params["ka"]
@@ -183,10 +188,8 @@ class AbstractLinearCompartments(AbstractDynamics):
         differentiating :meth:`propagate` (``jax.jacfwd``), which would evaluate
         the whole solution once per compartment and input.
         """
-        matrix = self.disposition_matrix(params)
-        lam = _eigenvalues(matrix)
-        projectors = _projectors(matrix, lam)
-        dt = jnp.asarray(dt, jnp.result_type(dt, matrix))
+        lam, projectors = self.spectrum(params)
+        dt = jnp.asarray(dt, jnp.result_type(dt, lam))
         # exp(A dt) and int_0^dt exp(A s) ds (constant input into x).
         x_from_x = _spectral_sum(jnp.exp(lam * dt), projectors)
         x_from_input = _spectral_sum(_phi(lam, dt), projectors)

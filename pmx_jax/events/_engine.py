@@ -36,13 +36,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._results import RESULTS
 from ..data._subjects import Subjects
 from ..dynamics._base import AbstractDynamics, Params
-from ..dynamics._closed_form import (
-    AbstractLinearCompartments,
-    _eigenvalues,
-    _exp_difference,
-    _phi,
-    _projectors,
-)
+from ..dynamics._closed_form import AbstractLinearCompartments, _exp_difference, _phi
 from ._plan import EventPlan
 
 # Point kinds.
@@ -345,6 +339,14 @@ class EngineResult(eqx.Module):
     amounts: Float[Array, "n_rec n_cmt"]
     status: Int[Array, ""]
 
+    @classmethod
+    def of(cls, amounts: Float[Array, "n_rec n_cmt"], valid: Bool[Array, " n_rec"]):
+        """The result for ``amounts``: ``nonfinite_amounts`` where a valid
+        (not padding) record has one that is not finite."""
+        ok = jnp.all(jnp.isfinite(amounts) | ~valid[:, None])
+        status = jnp.where(ok, RESULTS.successful, RESULTS.nonfinite_amounts).astype(jnp.int32)
+        return cls(amounts=amounts, status=status)
+
     @property
     def ok(self) -> Bool[Array, ""]:
         return self.status == RESULTS.successful
@@ -513,9 +515,7 @@ def record_amounts(
     )
     _, trajectory = jax.lax.scan(step, init, points)
     amounts = trajectory[merge.record_position]
-    ok = jnp.all(jnp.isfinite(amounts) | ~subject.valid[:, None])
-    status = jnp.where(ok, RESULTS.successful, RESULTS.nonfinite_amounts).astype(jnp.int32)
-    return EngineResult(amounts=amounts, status=status)
+    return EngineResult.of(amounts, subject.valid)
 
 
 def superposed_amounts(
@@ -558,10 +558,8 @@ def superposed_amounts(
             & (doses.record[None, :] < jnp.arange(n_rec)[:, None])
         )
     )
-    matrix = dynamics.disposition_matrix(constant)
-    lam = _eigenvalues(matrix)
-    projectors = _projectors(matrix, lam)  # (i, row, column)
-    wide = jnp.result_type(time, matrix)
+    lam, projectors = dynamics.spectrum(constant)  # projectors: (i, row, column)
+    wide = jnp.result_type(time, lam)
     since = jnp.where(before, time[:, None] - doses.start[None, :], 0.0).astype(wide)
     depot = dynamics.has_depot
     # The compartment of the disposition matrix a dose enters: its own, or the
@@ -613,9 +611,7 @@ def superposed_amounts(
     system = jnp.einsum("rdi,dij->rj", weights, columns)
     parts = [jnp.sum(jnp.where(before, in_depot, 0.0), axis=1)[:, None]] if depot else []
     amounts = jnp.concatenate([*parts, system], axis=1).astype(dtype)
-    ok = jnp.all(jnp.isfinite(amounts) | ~subject.valid[:, None])
-    status = jnp.where(ok, RESULTS.successful, RESULTS.nonfinite_amounts).astype(jnp.int32)
-    return EngineResult(amounts=amounts, status=status)
+    return EngineResult.of(amounts, subject.valid)
 
 
 def batch_record_amounts(dynamics: AbstractDynamics, subjects: Subjects, params, plan: EventPlan):
