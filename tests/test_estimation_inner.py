@@ -225,3 +225,118 @@ def test_steps_stay_within_the_trust_region_and_reach_the_mode():
     assert int(found.status) == EBEStatus.CONVERGED
     assert abs(float(found.eta[0]) - mode) < 1e-4
     np.testing.assert_allclose(found.hessian, jax.hessian(_plateau)(found.eta, omega), rtol=1e-6)
+
+
+# -- the queue of a batched search -------------------------------------------------------
+
+
+def _uneven(eta, args):
+    # Subjects of very different difficulty: exponential slopes of rate c,
+    # one that is not finite anywhere (c = nan), one that cannot converge
+    # within the step limit given below.
+    c, y = args
+    return jnp.sum(jnp.exp(c * eta) - c * y * eta) + 0.5 * eta @ eta
+
+
+@pytest.fixture
+def small_queue(monkeypatch):
+    """Batched searches of more than 16 subjects go through a queue of 4 slots."""
+    from pmx_jax.likelihood import _ebe
+
+    monkeypatch.setattr(_ebe, "QUEUE_MIN", 16)
+    monkeypatch.setattr(_ebe, "QUEUE_FRACTION", 4)
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def _uneven_subjects(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.5, 6.0, (n, 2))
+    c[3] = np.nan
+    y = rng.uniform(0.1, 5.0, (n, 2))
+    eta0 = rng.normal(0.0, 0.3, (n, 2))
+    eta0[::6] = 4.0  # far out on the exponential slopes: many more steps
+    eta0[5] = [np.inf, 0.0]  # a non-finite start: from zero
+    return jnp.asarray(eta0), jnp.asarray(c), jnp.asarray(y)
+
+
+def test_a_queued_batch_gives_each_subject_its_own_search(small_queue):
+    eta0, c, y = _uneven_subjects()
+    metric = jnp.array([[2.0, 0.3], [0.3, 1.0]])
+
+    def search(e, cc, yy, steps):
+        return newton_ebe(_uneven, e, (cc, yy), max_steps=steps, metric=metric, try_zero=False)
+
+    steps = jnp.full(eta0.shape[0], 100).at[7].set(2)
+    queued = jax.jit(jax.vmap(search))(eta0, c, y, steps)
+    # One subject at a time (no vmap, so no queue).
+    alone = [search(eta0[i], c[i], y[i], steps[i]) for i in range(eta0.shape[0])]
+    for name in ("eta", "objective", "gradient", "hessian"):
+        expected = np.stack([np.asarray(getattr(r, name)) for r in alone])
+        np.testing.assert_allclose(getattr(queued, name), expected, rtol=1e-12, atol=1e-12)
+    for name in ("status", "n_steps"):
+        expected = np.stack([np.asarray(getattr(r, name)) for r in alone])
+        np.testing.assert_array_equal(getattr(queued, name), expected)
+    # The batch is uneven (what the queue is for), and every outcome is there.
+    assert np.asarray(queued.n_steps).max() >= 2 * np.median(queued.n_steps)
+    assert int(queued.status[3]) == EBEStatus.NONFINITE
+    assert int(queued.status[7]) == EBEStatus.MAX_STEPS
+    assert np.all(np.asarray(queued.status)[[0, 1, 2, 4, 5, 6]] == EBEStatus.CONVERGED)
+
+
+def test_a_queued_global_search_over_starts_and_subjects(small_queue):
+    # vmap over subjects of a global search (vmap over starts inside): both
+    # batch axes, arguments shared by all subjects (the tilt) and not.
+    eta0, c, y = _uneven_subjects(24, seed=1)
+    starts = jnp.array([[0.0, 0.0], [1.5, 0.0], [-1.5, 0.0], [0.0, 1.5], [0.0, -1.5]])
+
+    def one(cc, yy):
+        return global_ebe(_uneven, starts, (cc, yy))
+
+    found, index = jax.jit(jax.vmap(one))(c, y)
+    for i in (0, 3, 11, 23):
+        expected, expected_index = one(c[i], y[i])
+        assert int(index[i]) == int(expected_index)
+        np.testing.assert_allclose(found.eta[i], expected.eta, rtol=1e-12, atol=1e-12)
+
+
+def test_the_population_objective_and_its_gradient_do_not_depend_on_the_queue(monkeypatch):
+    """The FOCEI OFV and its gradient (local EBE search), and the EBEs of the
+    global search, on theophylline (12 subjects), with every batched search
+    queued equal those of plain batches."""
+    import pmx_jax as pmx
+    from pmx_jax.likelihood import _ebe
+
+    data = pmx.datasets.load("theophylline")
+    model = pmx.library.Theophylline()
+
+    def evaluate():
+        jax.clear_caches()
+
+        def ofv(theta):
+            return pmx.ofv(model.with_values(tcl=theta), data, "focei", ebe_search="local").ofv
+
+        value, grad = jax.value_and_grad(ofv)(jnp.asarray(1.0))
+        return float(value), float(grad), np.asarray(pmx.ofv(model, data, "focei").ebes)
+
+    plain = evaluate()
+    monkeypatch.setattr(_ebe, "QUEUE_MIN", 4)
+    monkeypatch.setattr(_ebe, "QUEUE_FRACTION", 4)
+    traced = []
+    queue = _ebe._queued_search
+
+    def counted(*args):
+        traced.append(args[2:])
+        return queue(*args)
+
+    monkeypatch.setattr(_ebe, "_queued_search", counted)
+    queued = evaluate()
+    # subjects (12, padded to the bucket) in a quarter of the slots; the 7
+    # starts of the global search in 2
+    assert any(n >= 12 and slots == -(-n // 4) for n, slots in traced)
+    assert (7, 2) in traced
+    jax.clear_caches()
+    np.testing.assert_allclose(queued[0], plain[0], rtol=1e-12)
+    np.testing.assert_allclose(queued[1], plain[1], rtol=1e-9)
+    np.testing.assert_allclose(queued[2], plain[2], atol=1e-10)
