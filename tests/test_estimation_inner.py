@@ -271,7 +271,8 @@ def test_a_queued_batch_gives_each_subject_its_own_search(small_queue):
     steps = jnp.full(eta0.shape[0], 100).at[7].set(2)
     queued = jax.jit(jax.vmap(search))(eta0, c, y, steps)
     # One subject at a time (no vmap, so no queue).
-    alone = [search(eta0[i], c[i], y[i], steps[i]) for i in range(eta0.shape[0])]
+    one = jax.jit(search)
+    alone = [one(eta0[i], c[i], y[i], steps[i]) for i in range(eta0.shape[0])]
     for name in ("eta", "objective", "gradient", "hessian"):
         expected = np.stack([np.asarray(getattr(r, name)) for r in alone])
         np.testing.assert_allclose(getattr(queued, name), expected, rtol=1e-12, atol=1e-12)
