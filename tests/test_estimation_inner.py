@@ -303,9 +303,9 @@ def test_a_queued_global_search_over_starts_and_subjects(small_queue):
 
 
 def test_the_population_objective_and_its_gradient_do_not_depend_on_the_queue(monkeypatch):
-    """The FOCEI OFV and its gradient (local EBE search), and the EBEs of the
-    global search, on theophylline (12 subjects), with every batched search
-    queued equal those of plain batches."""
+    """The FOCEI OFV, its gradient and the EBEs on theophylline (12 subjects,
+    local EBE search) with the subjects' searches queued equal those of a
+    plain batch (the global search's queue over starts: the test above)."""
     import pmx_jax as pmx
     from pmx_jax.likelihood import _ebe
 
@@ -316,10 +316,11 @@ def test_the_population_objective_and_its_gradient_do_not_depend_on_the_queue(mo
         jax.clear_caches()
 
         def ofv(theta):
-            return pmx.ofv(model.with_values(tcl=theta), data, "focei", ebe_search="local").ofv
+            result = pmx.ofv(model.with_values(tcl=theta), data, "focei", ebe_search="local")
+            return result.ofv, result.ebes
 
-        value, grad = jax.value_and_grad(ofv)(jnp.asarray(1.0))
-        return float(value), float(grad), np.asarray(pmx.ofv(model, data, "focei").ebes)
+        (value, ebes), grad = jax.value_and_grad(ofv, has_aux=True)(jnp.asarray(1.0))
+        return float(value), float(grad), np.asarray(ebes)
 
     plain = evaluate()
     monkeypatch.setattr(_ebe, "QUEUE_MIN", 4)
@@ -333,10 +334,8 @@ def test_the_population_objective_and_its_gradient_do_not_depend_on_the_queue(mo
 
     monkeypatch.setattr(_ebe, "_queued_search", counted)
     queued = evaluate()
-    # subjects (12, padded to the bucket) in a quarter of the slots; the 7
-    # starts of the global search in 2
+    # the subjects (12, padded to the bucket) in a quarter of the slots
     assert any(n >= 12 and slots == -(-n // 4) for n, slots in traced)
-    assert (7, 2) in traced
     jax.clear_caches()
     np.testing.assert_allclose(queued[0], plain[0], rtol=1e-12)
     np.testing.assert_allclose(queued[1], plain[1], rtol=1e-9)
