@@ -340,3 +340,47 @@ def test_the_population_objective_and_its_gradient_do_not_depend_on_the_queue(mo
     np.testing.assert_allclose(queued[0], plain[0], rtol=1e-12)
     np.testing.assert_allclose(queued[1], plain[1], rtol=1e-9)
     np.testing.assert_allclose(queued[2], plain[2], atol=1e-10)
+
+
+# -- a search that reaches a known mode --------------------------------------------------
+
+
+def test_a_search_stops_in_the_basin_of_a_known_mode():
+    tilt = 0.3
+    start = jnp.array([-2.0, 1.5])
+    full = newton_ebe(double_well, start, tilt, try_zero=False)
+    assert int(full.status) == EBEStatus.CONVERGED and float(full.eta[0]) < 0
+    known = (full.eta + 1e-9, full.objective)
+    merged = newton_ebe(double_well, start, tilt, try_zero=False, known=known)
+    # the known mode and its objective, fewer evaluations
+    assert int(merged.status) == EBEStatus.CONVERGED
+    np.testing.assert_array_equal(merged.eta, known[0])
+    assert float(merged.objective) == float(known[1])
+    assert int(merged.n_steps) < int(full.n_steps)
+    # Where the last point evaluated was: within the merge tolerance of the mode.
+    assert float(merged.gradient @ jnp.linalg.solve(merged.hessian, merged.gradient)) <= 0.1
+    # No known mode (an infinite objective): the full search, step for step.
+    none = newton_ebe(double_well, start, tilt, try_zero=False, known=(known[0], jnp.inf))
+    np.testing.assert_array_equal(none.eta, full.eta)
+    assert int(none.n_steps) == int(full.n_steps)
+
+
+def test_a_search_in_another_basin_ignores_the_known_mode():
+    # The known mode is the lower well (b0 < 0); a search from 0.9 stays in
+    # the upper well and must end at that well's own mode.
+    tilt = 0.3
+    lower = newton_ebe(double_well, jnp.array([-2.0, 0.0]), tilt, try_zero=False)
+    upper = newton_ebe(double_well, jnp.array([0.9, 0.0]), tilt, try_zero=False)
+    assert float(upper.eta[0]) > 0 > float(lower.eta[0])
+    found = newton_ebe(
+        double_well, jnp.array([0.9, 0.0]), tilt, try_zero=False, known=(lower.eta, lower.objective)
+    )
+    np.testing.assert_allclose(found.eta, upper.eta, atol=1e-12)
+    assert int(found.n_steps) == int(upper.n_steps)
+    # A known mode at the same place but with a much lower objective (not
+    # this objective's mode): no merge either.
+    fake = newton_ebe(
+        double_well, jnp.array([0.9, 0.0]), tilt, try_zero=False,
+        known=(upper.eta, upper.objective - 1.0),
+    )  # fmt: skip
+    np.testing.assert_allclose(fake.eta, upper.eta, atol=1e-12)

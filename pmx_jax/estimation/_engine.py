@@ -79,14 +79,14 @@ class _FromVector(eqx.Module):
 
 
 @stored("objective")
-def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance):
+def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance, known):
     """``(OFV, gradient, subject gradients (n_chunks, chunk, n_par), OFVResult)``."""
     copies = jnp.broadcast_to(y, problem.real.shape + y.shape)
 
     def total(copies):
         result = population_ofv(
             to_model(y), problem, ebe_init, max_steps, tolerance,
-            try_zero=try_zero, copies=(to_model, copies),
+            try_zero=try_zero, copies=(to_model, copies), known=known,
         )  # fmt: skip
         return result.ofv, result
 
@@ -181,13 +181,22 @@ class Engine:
         """EBEs of zero in the problem's layout."""
         return self.problem.place(jnp.zeros(self.shape, self.dtype))
 
-    def at(self, y, ebes: Array, try_zero: bool = True) -> Evaluation:
+    def at(self, y, ebes: Array, try_zero: bool = True, known=None) -> Evaluation:
         """Evaluate at ``y`` with each subject's EBE search from ``ebes`` (laid
-        out), switching to ``b = 0`` where that starts lower if ``try_zero``."""
+        out), switching to ``b = 0`` where that starts lower if ``try_zero``.
+        ``known = (etas, objectives)`` (laid out; numpy): modes found by
+        earlier searches at ``y``, where a search stops once in their basin
+        (:func:`pmx_jax.likelihood.newton_ebe`); none by default."""
         tic = time.perf_counter()
+        if known is None:
+            known = (
+                np.zeros(self._real.shape + (self.shape[1],)),
+                np.full(self._real.shape, np.inf),
+            )
+        known = tuple(_on_device(part, self.dtype) for part in known)
         value, grad, scores, result = _evaluate(
             self.to_model, jnp.asarray(y, self.dtype), self.program, ebes,
-            jnp.asarray(try_zero), *self.options,
+            jnp.asarray(try_zero), *self.options, known,
         )  # fmt: skip
         value = jax.block_until_ready(value)
         return Evaluation(value, grad, scores, result, self._real, time.perf_counter() - tic)
@@ -207,7 +216,29 @@ class Engine:
         starts = np.asarray(_starts(model, layout.n_occasions if layout.n_iov_eta else 0))
         lanes = [] if warm is None else [warm]
         lanes += [np.broadcast_to(row, self._real.shape + row.shape) for row in starts]
-        searches = [self.at(y, _on_device(lane, self.dtype), try_zero=False) for lane in lanes]
+        # One lane after another, each knowing the lowest converged mode of
+        # the lanes before it: a search that reaches that mode's basin stops
+        # there and returns it (with its objective, so the choice below is
+        # the one all lanes run to the end would make, up to which copy of
+        # the same mode wins a tie: the earlier).
+        known_eta = np.zeros(self._real.shape + (layout.size,))
+        known_value = np.full(self._real.shape, np.inf)
+        searches = []
+        for lane in lanes:
+            search = self.at(
+                y, _on_device(lane, self.dtype), try_zero=False, known=(known_eta, known_value)
+            )
+            searches.append(search)
+            value = np.asarray(search.result.ebe_objective)
+            eta = np.asarray(search.result.ebes)
+            lower = (
+                (np.asarray(search.result.status) == EBEStatus.CONVERGED)
+                & np.isfinite(value)
+                & np.all(np.isfinite(eta), axis=-1)
+                & (value < known_value)
+            )
+            known_eta = np.where(lower[..., None], eta, known_eta)
+            known_value = np.where(lower, value, known_value)
         objective = np.stack([np.asarray(s.result.ebe_objective) for s in searches])
         etas = np.stack([np.asarray(s.result.ebes) for s in searches])
         status = np.stack([np.asarray(s.result.status) for s in searches])

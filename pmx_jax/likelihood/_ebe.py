@@ -64,6 +64,14 @@ _NEAR = 1e4
 _NEGATIVE = 1e-8
 
 
+# A search that reaches the basin of a mode already known for the subject
+# (an earlier start of a global search) stops there (see ``_step``): its
+# Newton decrement, the distance of its Newton target from the known mode in
+# the Hessian's metric and the difference of the objectives are all below
+# this, on the -2LL scale.
+_MERGE = 0.1
+
+
 class EBEStatus:
     """Per-subject outcomes of the EBE search: the members of
     :class:`pmx_jax.RESULTS` that it uses, under their older names (``int``
@@ -164,6 +172,8 @@ class _Inputs(eqx.Module):
     max_steps: Array
     tolerance: Array
     metric: Array | None
+    known_eta: Array | None = None
+    known_value: Array | None = None
 
 
 def _initial_state(eta0: Array) -> _State:
@@ -220,11 +230,28 @@ def _step(
         saddle = (values[0] < -_NEGATIVE * scale) & (-jnp.dot(g, step) <= tol)
         down = vectors[:, 0] * jnp.where(jnp.dot(g, vectors[:, 0]) > 0, -1.0, 1.0)
         escape = down * jnp.sqrt(2.0 / jnp.maximum(-values[0], 1e-300))
+        newton = step
         step = jnp.where(saddle, escape, step)
     else:
         step = grad
         saddle = jnp.zeros((), bool)
     decrement = jnp.where(saddle, jnp.inf, -jnp.dot(grad, step))
+    merged = jnp.zeros((), bool)
+    if inputs.known_value is not None and eta0.shape[0]:
+        # The basin of the mode already known: the Hessian is positive
+        # definite here, the Newton step is short (decrement) and lands next
+        # to the known mode (distance in the Hessian's metric), whose
+        # objective is as low as this point's.  The search would end at that
+        # mode: it ends now, with the known mode and its objective.
+        offset = vectors.T @ (trial + newton - inputs.known_eta)
+        merged = (
+            accept
+            & jnp.isfinite(inputs.known_value)
+            & (values[0] > _NEGATIVE * scale)
+            & (decrement <= _MERGE)
+            & (jnp.sum(offset**2 * clipped) <= _MERGE)
+            & (jnp.abs(value - inputs.known_value) <= _MERGE)
+        )
     if metric is not None:
         # The trust region: at most ``radius`` prior SDs per step.
         length = jnp.sqrt(jnp.maximum(step @ metric @ step, 0.0))
@@ -255,7 +282,7 @@ def _step(
     stalled = (phase == 2) & (halvings >= max_halvings)
     status = jnp.select(
         [
-            converged | rounding,
+            converged | rounding | merged,
             phase == 3,
             stalled & (decrement_now <= _NEAR * tol),
             stalled,
@@ -270,6 +297,12 @@ def _step(
         ],
         -1,
     )
+    if inputs.known_value is not None and eta0.shape[0]:
+        # (No polishing step from a point that is not the one returned.)
+        merged = merged & ~(converged | rounding)
+        trial = jnp.where(merged, inputs.known_eta, trial)
+        value_now = jnp.where(merged, inputs.known_value, value_now)
+        step = jnp.where(merged, 0.0, step)
     return _State(
         eta=pick(trial, s.eta),
         value=value_now,
@@ -373,6 +406,7 @@ def _search(
     max_halvings: int,
     metric: Array | None = None,
     radius: float = 3.0,
+    known: tuple[Array, Array] | None = None,
 ) -> _State:
     """The damped Newton iterations from ``eta0`` with the curvature that
     ``evaluate`` returns (exact, or an approximation); ``metric`` (OMEGA^-1)
@@ -388,6 +422,7 @@ def _search(
         jnp.asarray(max_steps),
         jnp.asarray(tolerance, eta0.dtype),
         metric,
+        *((None, None) if known is None else known),
     )
     dynamic, static = eqx.partition(inputs, eqx.is_array)
 
@@ -435,6 +470,7 @@ def newton_ebe(
     try_zero: bool | Array = True,
     metric: Float[Array, "n_b n_b"] | None = None,
     radius: float = 3.0,
+    known: tuple[Float[Array, " n_b"], Float[Array, ""]] | None = None,
 ) -> EBEResult:
     """Minimise ``objective(eta, args)`` (one subject) from the warm start ``eta0``.
 
@@ -461,6 +497,16 @@ def newton_ebe(
     predictions, and the search crawls back for a hundred evaluations, each
     an ODE solve at absurd parameters.  Near the mode the steps are short and
     the region inactive, so Newton's quadratic convergence is kept.
+
+    ``known``: a mode of the same objective found earlier (by another start
+    of a global search) and its objective, or an infinite objective for none.
+    The search stops as soon as it is in that mode's basin: a positive
+    definite Hessian, a Newton decrement below ``_MERGE`` (0.1 on the -2LL
+    scale), a Newton target within ``_MERGE`` of the known mode in the
+    Hessian's metric and an objective within ``_MERGE`` of its.  It then
+    returns the known mode and its objective, converged: the last two or
+    three evaluations of a search that would end there are not made.  The
+    gradient and Hessian returned are those of the last point evaluated.
     """
     eta0 = jnp.where(jnp.isfinite(eta0), eta0, 0.0)
     zero = jnp.zeros_like(eta0)
@@ -482,6 +528,7 @@ def newton_ebe(
         max_halvings=max_halvings,
         metric=metric,
         radius=radius,
+        known=known,
     )
     n_scoring = jnp.zeros((), jnp.int32)
     if scoring is not None:

@@ -351,6 +351,7 @@ def population_ofv(
     warm_start: bool = True,
     try_zero: bool | Array = True,
     copies: tuple[Callable[[Array], Model], Array] | None = None,
+    known: tuple[Array, Array] | None = None,
 ) -> OFVResult:
     """The OFV of ``model`` on a laid-out :class:`Problem` (by ``problem.method``
     unless ``method`` is given).  ``scoring``: Fisher-scoring iterations before
@@ -368,7 +369,11 @@ def population_ofv(
     ``(n_chunks, chunk)`` axes in front) and ``to_model(y[c, i])`` equals
     ``model``: the gradient of the OFV with respect to ``y`` is then every
     subject's own gradient (its score), from the same reverse pass as the
-    total.
+    total.  ``known = (etas, objectives)``, laid out as ``ebe_init`` (an
+    infinite objective for none): a mode of each subject's individual
+    objective found earlier, where a local search stops as soon as it reaches
+    that mode's basin (see :func:`._ebe.newton_ebe`; a global search over
+    starts one after another, :meth:`pmx_jax.estimation._engine.Engine.global_search`).
     Per-subject outputs keep the problem's ``(n_chunks, chunk)`` layout
     (padding included); the OFV sums the real subjects only.  The compiled
     program takes :meth:`Problem.program`: one program per model, method and
@@ -377,14 +382,14 @@ def population_ofv(
         raise ValueError(f"search must be 'local' or 'global', got {search!r}")
     return _population_ofv(
         model, problem.program(), ebe_init, max_steps, tolerance, method, scoring, search,
-        warm_start, try_zero, copies,
+        warm_start, try_zero, copies, known,
     )  # fmt: skip
 
 
 @stored("population-ofv")
 def _population_ofv(
     model, problem, ebe_init, max_steps, tolerance, method, scoring, search, warm_start,
-    try_zero, copies,
+    try_zero, copies, known,
 ) -> OFVResult:  # fmt: skip
     method = problem.method if method is None else method
     layout = problem.layout
@@ -407,12 +412,12 @@ def _population_ofv(
             layout.n_occasions if layout.n_iov_eta else 0,
         )
 
-    def one(data, b_init, y_copy):
+    def one(data, b_init, y_copy, known_one):
         if copies is None:
-            return _one(data, b_init, model, prior)
+            return _one(data, b_init, model, prior, known_one)
         model_one = copies[0](y_copy)
         if not layout.size:
-            return _one(data, b_init, model_one, prior)
+            return _one(data, b_init, model_one, prior, known_one)
         # The subject's OMEGA equals the population's (``delta`` is zero), so
         # the population's factorisation serves; the first-order terms in
         # ``delta`` give the derivatives with respect to the subject's copy
@@ -424,9 +429,9 @@ def _population_ofv(
         delta = omega_one - jax.lax.stop_gradient(omega_one)
         inverse = prior_sg.inverse - prior_sg.inverse @ delta @ prior_sg.inverse
         log_det = prior_sg.logdet + jnp.sum(prior_sg.inverse * delta.T)
-        return _one(data, b_init, model_one, Prior(inverse, log_det))
+        return _one(data, b_init, model_one, Prior(inverse, log_det), known_one)
 
-    def _one(data, b_init, model, prior):
+    def _one(data, b_init, model, prior, known_one):
         subj = SubjectLikelihood(model, data, layout, has_censoring, has_general)
         subj_sg = SubjectLikelihood(model_sg, data, layout, has_censoring, has_general)
         zero = jnp.zeros(layout.size, dtype)
@@ -463,7 +468,9 @@ def _population_ofv(
                 starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
             ebe, _ = global_ebe(objective, starts, args_sg, **options)
         else:
-            ebe = newton_ebe(objective, b_init, args_sg, try_zero=try_zero, **options)
+            ebe = newton_ebe(
+                objective, b_init, args_sg, try_zero=try_zero, known=known_one, **options
+            )
         b = implicit_ebe(
             jax.lax.stop_gradient(ebe.eta),
             jax.lax.stop_gradient(ebe.hessian),
@@ -496,7 +503,7 @@ def _population_ofv(
             relative_curvature=curvature,
         )
 
-    out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1])
+    out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1], known)
     per_subject = out.pop("per_subject")
     engine = out.pop("engine")
     finite = jnp.isfinite(per_subject)
