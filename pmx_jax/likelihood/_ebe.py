@@ -321,14 +321,16 @@ def _step(
 
 # Batched searches (``vmap``) keep a queue on a CPU when there are more than
 # this many subjects (see :func:`_queued_search`) ...
-QUEUE_MIN = 2048
+QUEUE_MIN = 512
 # ... with one slot for every ``QUEUE_FRACTION`` subjects, but at least
 # ``QUEUE_MIN // QUEUE_FRACTION`` slots.  A global search at 10,240 subjects
 # (the FOCEI benchmark's 7 lanes, 2-core CPU, three runs of each setting
 # interleaved in one process): every subject in a slot 6.3-7.1 s, an eighth
 # of them 4.1-5.3 s, a 32nd 3.3-3.8 s; in a second such run a 32nd 4.1-4.8 s,
 # a 64th 4.2-4.5 s, a 128th 4.9-5.1 s.  Without the queue (before it was
-# built, same data) 5.1 s.
+# built, same data) 5.1 s.  At 1,024 subjects (with the known-mode stop of
+# ``newton_ebe``): 0.39-0.57 s without the queue, 0.31-0.33 s with a 32nd,
+# 0.30-0.44 s with a 16th, 0.37-0.43 s with an 8th.
 QUEUE_FRACTION = 32
 
 
