@@ -130,6 +130,14 @@ def _model_at(to_model: _FromVector, y: Array) -> Model:
     return to_model(y)
 
 
+def _modes(result: OFVResult) -> tuple[np.ndarray, ...]:
+    """A search's EBE objectives and EBEs (laid out), and where they are
+    finite and where converged (and finite)."""
+    value, eta = np.asarray(result.ebe_objective), np.asarray(result.ebes)
+    finite = np.isfinite(value) & np.all(np.isfinite(eta), axis=-1)
+    return value, eta, finite, finite & (np.asarray(result.status) == EBEStatus.CONVERGED)
+
+
 class Evaluation:
     """One evaluation on the host: ``ofv`` (float), ``grad`` (numpy,
     unconstrained scale), ``result`` (the :class:`OFVResult`, in the problem's
@@ -165,6 +173,12 @@ class Engine:
         self.program = problem.program()
         self._real = np.asarray(problem.real)
         self.shape = (problem.n_subjects, problem.layout.size)
+        # No known modes (``at``): put on the device once, not for every
+        # evaluation (and from numpy: no eager program to load).
+        self._no_modes = (
+            _on_device(np.zeros(self._real.shape + (self.shape[1],)), problem.dtype),
+            _on_device(np.full(self._real.shape, np.inf), problem.dtype),
+        )
 
     def on(self, problem: Problem) -> Engine:
         """This engine on other data of the same model and method (a
@@ -188,12 +202,7 @@ class Engine:
         earlier searches at ``y``, where a search stops once in their basin
         (:func:`pmx_jax.likelihood.newton_ebe`); none by default."""
         tic = time.perf_counter()
-        if known is None:
-            known = (
-                np.zeros(self._real.shape + (self.shape[1],)),
-                np.full(self._real.shape, np.inf),
-            )
-        known = tuple(_on_device(part, self.dtype) for part in known)
+        known = self._no_modes if known is None else tuple(_on_device(k, self.dtype) for k in known)
         value, grad, scores, result = _evaluate(
             self.to_model, jnp.asarray(y, self.dtype), self.program, ebes,
             jnp.asarray(try_zero), *self.options, known,
@@ -223,27 +232,18 @@ class Engine:
         # the same mode wins a tie: the earlier).
         known_eta = np.zeros(self._real.shape + (layout.size,))
         known_value = np.full(self._real.shape, np.inf)
-        searches = []
+        searches, found = [], []
         for lane in lanes:
             search = self.at(
                 y, _on_device(lane, self.dtype), try_zero=False, known=(known_eta, known_value)
             )
             searches.append(search)
-            value = np.asarray(search.result.ebe_objective)
-            eta = np.asarray(search.result.ebes)
-            lower = (
-                (np.asarray(search.result.status) == EBEStatus.CONVERGED)
-                & np.isfinite(value)
-                & np.all(np.isfinite(eta), axis=-1)
-                & (value < known_value)
-            )
+            found.append(_modes(search.result))
+            value, eta, _, converged = found[-1]
+            lower = converged & (value < known_value)
             known_eta = np.where(lower[..., None], eta, known_eta)
             known_value = np.where(lower, value, known_value)
-        objective = np.stack([np.asarray(s.result.ebe_objective) for s in searches])
-        etas = np.stack([np.asarray(s.result.ebes) for s in searches])
-        status = np.stack([np.asarray(s.result.status) for s in searches])
-        finite = np.isfinite(objective) & np.all(np.isfinite(etas), axis=-1)
-        converged = finite & (status == EBEStatus.CONVERGED)
+        objective, etas, finite, converged = (np.stack(part) for part in zip(*found, strict=True))
         eligible = np.where(np.any(converged, axis=0), converged, finite)
         best = np.argmin(np.where(eligible, objective, np.inf), axis=0)
         chosen = np.take_along_axis(etas, best[None, ..., None], axis=0)[0]

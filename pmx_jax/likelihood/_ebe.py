@@ -230,28 +230,12 @@ def _step(
         saddle = (values[0] < -_NEGATIVE * scale) & (-jnp.dot(g, step) <= tol)
         down = vectors[:, 0] * jnp.where(jnp.dot(g, vectors[:, 0]) > 0, -1.0, 1.0)
         escape = down * jnp.sqrt(2.0 / jnp.maximum(-values[0], 1e-300))
-        newton = step
         step = jnp.where(saddle, escape, step)
     else:
         step = grad
         saddle = jnp.zeros((), bool)
     decrement = jnp.where(saddle, jnp.inf, -jnp.dot(grad, step))
-    merged = jnp.zeros((), bool)
-    if inputs.known_value is not None and eta0.shape[0]:
-        # The basin of the mode already known: the Hessian is positive
-        # definite here, the Newton step is short (decrement) and lands next
-        # to the known mode (distance in the Hessian's metric), whose
-        # objective is as low as this point's.  The search would end at that
-        # mode: it ends now, with the known mode and its objective.
-        offset = vectors.T @ (trial + newton - inputs.known_eta)
-        merged = (
-            accept
-            & jnp.isfinite(inputs.known_value)
-            & (values[0] > _NEGATIVE * scale)
-            & (decrement <= _MERGE)
-            & (jnp.sum(offset**2 * clipped) <= _MERGE)
-            & (jnp.abs(value - inputs.known_value) <= _MERGE)
-        )
+    newton_step = step
     if metric is not None:
         # The trust region: at most ``radius`` prior SDs per step.
         length = jnp.sqrt(jnp.maximum(step @ metric @ step, 0.0))
@@ -280,6 +264,27 @@ def _step(
     # (a tolerance below rounding would otherwise cycle to max_steps).
     rounding = accept & (s.phase == 2) & (value >= s.value) & (decrement <= _NEAR * tol)
     stalled = (phase == 2) & (halvings >= max_halvings)
+    merged = jnp.zeros((), bool)
+    if inputs.known_value is not None and eta0.shape[0]:
+        # The basin of the mode already known: the Hessian is positive
+        # definite here, the Newton step is short (decrement) and lands next
+        # to the known mode (distance in the Hessian's metric), whose
+        # objective is as low as this point's.  The search would end at that
+        # mode: it ends now, with the known mode and its objective (and no
+        # polishing step from a point that is not the one returned).
+        offset = vectors.T @ (trial + newton_step - inputs.known_eta)
+        merged = (
+            accept
+            & ~(converged | rounding)
+            & jnp.isfinite(inputs.known_value)
+            & (values[0] > _NEGATIVE * scale)
+            & (decrement <= _MERGE)
+            & (jnp.sum(offset**2 * clipped) <= _MERGE)
+            & (jnp.abs(value - inputs.known_value) <= _MERGE)
+        )
+        trial = jnp.where(merged, inputs.known_eta, trial)
+        value_now = jnp.where(merged, inputs.known_value, value_now)
+        step = jnp.where(merged, 0.0, step)
     status = jnp.select(
         [
             converged | rounding | merged,
@@ -297,12 +302,6 @@ def _step(
         ],
         -1,
     )
-    if inputs.known_value is not None and eta0.shape[0]:
-        # (No polishing step from a point that is not the one returned.)
-        merged = merged & ~(converged | rounding)
-        trial = jnp.where(merged, inputs.known_eta, trial)
-        value_now = jnp.where(merged, inputs.known_value, value_now)
-        step = jnp.where(merged, 0.0, step)
     return _State(
         eta=pick(trial, s.eta),
         value=value_now,
