@@ -144,10 +144,8 @@ def pd_parameters(model: WarfarinPKPD) -> dict[str, float]:
 
 
 def main(simultaneous: bool = False, covariance: str | None = None, refdata: Path = REFDATA):
-    """Fit PK, then PK/PD; print both reports and return the PK/PD :class:`FitResult`.
-
-    The PK fit is kept as ``result.pk_result`` for comparison with R4.
-    """
+    """Fit PK, then PK/PD; print both reports and return both fit results,
+    ``(pk_result, pkpd_result)`` (the PK fit is REFERENCE_CASES R4)."""
     pk_data, pkpd_data = load_data(refdata)
     print(
         f"{pkpd_data.n_subjects} subjects, {pk_data.n_observations} concentrations, "
@@ -166,8 +164,7 @@ def main(simultaneous: bool = False, covariance: str | None = None, refdata: Pat
     print("Typical PD values:")
     for name, value in pd_parameters(result.model).items():
         print(f"  {name:20s} {value:10.4g}")
-    result.pk_result = pk_result
-    return result
+    return pk_result, result
 
 
 if __name__ == "__main__":

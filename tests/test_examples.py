@@ -103,8 +103,8 @@ def test_warfarin_pkpd_fit_runs(refdata):
     # PK stage = REFERENCE_CASES R4 (NONMEM FOCEI OFV 423.32729, to 0.01); the PD
     # estimates are checked against the physiology in test_fit_warfarin_pkpd.py.
     # Several minutes on a CPU (ODE model), hence slow.
-    result = _load("warfarin_pkpd").main(refdata=refdata)
-    assert abs(result.pk_result.ofv - 423.32729) < 0.01
+    pk, result = _load("warfarin_pkpd").main(refdata=refdata)
+    assert abs(pk.ofv - 423.32729) < 0.01
     assert result.converged, result.message
     assert result.n_observations == 483
 

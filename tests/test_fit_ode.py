@@ -89,6 +89,10 @@ def test_fit_of_a_nonlinear_ode_model_converges(data, method):
     # log-determinant term is differentiated in forward mode (forward_only).
     model = TheophyllineMM().with_values(tkm=pmx.theta(2.0, fixed=True))
     result = pmx.fit(model, data, method, covariance="sandwich")
-    assert result.converged, result.message
+    # The minimum is reached; three subjects carry no information on the
+    # variability of V, whose OMEGA collapses, and the fit says so.
+    assert result.message.startswith("gradient below"), result.message
+    assert result.status in (pmx.RESULTS.successful, pmx.RESULTS.suspect_point)
+    assert all("OMEGA iiv.v has collapsed" in str(reason) for reason in result.suspect)
     check_reports_its_own_ofv(result)
     assert np.all(np.isfinite(result.estimates()["se"].dropna()))

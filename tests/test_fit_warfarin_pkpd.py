@@ -40,13 +40,12 @@ def _example():
 @pytest.fixture(scope="module")
 def fitted(refdata):
     example = _example()
-    return example, example.main(refdata=refdata)
+    return (example, *example.main(refdata=refdata))
 
 
 @pytest.mark.slow
 def test_pk_stage_matches_nonmem_r4(fitted):
-    _, result = fitted
-    pk = result.pk_result
+    _, pk, _ = fitted
     assert pk.converged, pk.message
     assert (pk.n_subjects, pk.n_observations) == (32, 251)
     assert abs(pk.ofv - 423.32729) < 0.01
@@ -54,7 +53,7 @@ def test_pk_stage_matches_nonmem_r4(fitted):
 
 @pytest.mark.slow
 def test_pkpd_fit_converges_to_plausible_pd_estimates(fitted):
-    example, result = fitted
+    example, pk, result = fitted
     assert result.converged, result.message
     assert (result.n_subjects, result.n_observations) == (32, 483)
     pd_values = example.pd_parameters(result.model)
@@ -65,12 +64,12 @@ def test_pkpd_fit_converges_to_plausible_pd_estimates(fitted):
     assert 1.0 < pd_values["pca_sd"] < 15.0
     # the PK population parameters stayed where the PK stage put them
     for name in example.PK_NAMES:
-        assert float(getattr(result.model, name)) == float(getattr(result.pk_result.model, name))
+        assert float(getattr(result.model, name)) == float(getattr(pk.model, name))
 
 
 @pytest.mark.slow
 def test_individual_pca_predictions_track_observations(fitted):
-    _, result = fitted
+    _, _, result = fitted
     table = result.table()
     dvid = result.dataset.table["dvid"].to_numpy()[table["row"].to_numpy()]
     pca = table[(table["EVID"] == 0) & (dvid == "pca")]

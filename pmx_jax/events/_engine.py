@@ -28,6 +28,8 @@ between (lagged doses, infusion ends) use those of the next data record.
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -327,6 +329,10 @@ def _transition(dynamics: AbstractDynamics, params: Params, dt):
     transition = getattr(dynamics, "transition", None)
     if transition is not None:
         return transition(params, dt)
+    if getattr(dynamics, "error_control", "all") != "all":
+        # From zero amounts the amounts carry no error to control the steps:
+        # the Jacobian (the sensitivities) must be controlled itself.
+        dynamics = dataclasses.replace(dynamics, error_control="all")
     zero = jnp.zeros(dynamics.n_compartments, dtype=jnp.result_type(dt))
     return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(zero, zero)
 
