@@ -24,8 +24,9 @@ a derivative is asked for, the variational equations
     S' = (d rhs / d amounts) S + d rhs / d theta,    S(0) = d amounts(0) / d theta
 
 are integrated together with the amounts (one column per differentiated input,
-error-controlled like the amounts), and the derivative with respect to the
-interval length is the exact ``rhs`` at the end point.  The tangent is then a
+on the steps the amounts' error control takes: ``error_control``), and the
+derivative with respect to the interval length is the exact ``rhs`` at the end
+point.  The tangent is then a
 matrix-vector product with ``S``, which JAX can transpose, so one rule serves
 ``jax.jvp``/``jax.jacfwd`` and ``jax.grad``/``jax.jacrev`` alike, and it nests
 (Hessians: the variational system is itself solved by the same rule).  No
@@ -291,9 +292,9 @@ class AbstractODE(AbstractDynamics):
       are taken: ``"amounts"`` (default) the amounts alone, the sensitivities
       being integrated on the amounts' steps (CVODES with ``errconS`` false);
       ``"all"`` the sensitivities too, as a state of their own.  On the
-      warfarin turnover model (rtol 1e-6) ``"all"`` takes 230 steps for the
-      first derivatives where the amounts alone take 106, and 245 for the
-      second; the derivatives are then good to about 1e-6 of their largest
+      warfarin turnover model (rtol 1e-6) ``"all"`` takes 240 steps for the
+      first derivatives and 256 for the second where the amounts alone take
+      106; the derivatives are then good to about 1e-6 of their largest
       value instead of 3e-8, the amounts' own accuracy being 1e-7.  Jacobians
       taken where the amounts are all zero (transition matrices of linear
       ODEs) always use ``"all"``.
