@@ -224,6 +224,29 @@ def test_nonlinear_model_gradient_matches_finite_differences():
     np.testing.assert_allclose(grads[1], fd_km, rtol=1e-5)
 
 
+@pytest.mark.parametrize("control", ["amounts", "all"])
+def test_derivatives_on_the_amounts_steps_are_good_to_the_tolerance(control):
+    # error_control="amounts" (default) integrates the sensitivities on the
+    # steps the amounts' error control takes; "all" controls them too.  Either
+    # way the first and second derivatives of a nonlinear model at rtol 1e-6
+    # agree with a tight solve (rtol 1e-12) to about the tolerance.
+    x0, rates = jnp.asarray([200.0, 10.0]), jnp.zeros(2)
+
+    def central(model):
+        def f(theta):
+            p = {**MM_PARAMS, "vm": theta[0], "km": theta[1], "v": theta[2]}
+            return model.propagate(p, x0, 6.0, rates)
+
+        return f
+
+    theta = jnp.asarray([MM_PARAMS["vm"], MM_PARAMS["km"], MM_PARAMS["v"]])
+    loose = central(OneCompartmentOralMM(rtol=1e-6, atol=1e-8, error_control=control))
+    tight = central(OneCompartmentOralMM(rtol=1e-12, atol=1e-14, error_control="all"))
+    for transform in (jax.jacfwd, lambda f: jax.jacfwd(jax.jacfwd(f))):
+        got, want = jax.jit(transform(loose))(theta), jax.jit(transform(tight))(theta)
+        assert np.max(np.abs(got - want)) < 1e-5 * np.max(np.abs(want))
+
+
 def _one_compartment_central(theta):
     p = dict(cl=theta[0], v=theta[1])
     return OneCompartmentODE().propagate(p, start_state(1), 3.0, infusion(1))[0]
@@ -382,3 +405,5 @@ def test_user_errors_are_explained():
         OneCompartmentODE().propagate(PARAMS, jnp.ones(2), 1.0, jnp.zeros(1))
     with pytest.raises(ValueError, match="rtol and atol"):
         OneCompartmentODE(rtol=0.0)
+    with pytest.raises(ValueError, match="error_control must be 'amounts' or 'all', got 'sens'"):
+        OneCompartmentODE(error_control="sens")
