@@ -247,6 +247,43 @@ def test_derivatives_on_the_amounts_steps_are_good_to_the_tolerance(control):
         assert np.max(np.abs(got - want)) < 1e-5 * np.max(np.abs(want))
 
 
+def test_a_linear_ode_with_its_own_init_predicts_exactly():
+    # Linear ODEs move through transition matrices (Jacobians taken at zero
+    # amounts, with the sensitivities under error control): a subclass with
+    # its own __init__ gets there too.
+    import pandas as pd
+
+    import pmx_jax as pmx
+
+    class Elimination(AbstractODE):
+        compartments = ("central",)
+        is_linear = True
+        k: float
+
+        def __init__(self, half_life):
+            self.k = np.log(2.0) / half_life
+
+        def rhs(self, t, amounts, p):
+            return -self.k * amounts
+
+    class Decay(pmx.Model):
+        sd: pmx.Theta = pmx.theta(1.0, lower=0.0)
+        dynamics = Elimination(2.0)
+
+        def individual(self, eta, cov):
+            return {}
+
+        def observe(self, amounts, p):
+            return pmx.Additive(amounts.central, self.sd)
+
+    times = np.array([0.0, 1.0, 2.0, 5.0])
+    table = pd.DataFrame(
+        dict(ID=1, TIME=times, AMT=[100.0, 0, 0, 0], EVID=[1, 0, 0, 0], CMT=1, DV=[0, 1.0, 1, 1])
+    )
+    ipred = pmx.predict(Decay(), pmx.read_nonmem(table))["IPRED"].to_numpy()[1:]
+    np.testing.assert_allclose(ipred, 100.0 * 0.5 ** (times[1:] / 2.0), rtol=1e-7)
+
+
 def _one_compartment_central(theta):
     p = dict(cl=theta[0], v=theta[1])
     return OneCompartmentODE().propagate(p, start_state(1), 3.0, infusion(1))[0]
@@ -407,3 +444,6 @@ def test_user_errors_are_explained():
         OneCompartmentODE(rtol=0.0)
     with pytest.raises(ValueError, match="error_control must be 'amounts' or 'all', got 'sens'"):
         OneCompartmentODE(error_control="sens")
+    with pytest.raises(ValueError, match="error_control must be 'amounts' or 'all', got 'x'"):
+        OneCompartmentODE().with_error_control("x")
+    assert OneCompartmentODE().with_error_control("all").error_control == "all"

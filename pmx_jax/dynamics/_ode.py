@@ -40,6 +40,7 @@ diffrax, which differentiates through the solver's internals.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -391,6 +392,16 @@ class AbstractODE(AbstractDynamics):
                 f"{amounts.shape}, one rate of change per compartment {self.compartments}"
             )
         return derivative.astype(amounts.dtype)
+
+    def with_error_control(self, error_control: str) -> AbstractODE:
+        """This model with another ``error_control`` (a copy; works for
+        subclasses with their own ``__init__``, which ``dataclasses.replace``
+        would call with the wrong arguments)."""
+        if error_control not in ("amounts", "all"):
+            raise ValueError(f"error_control must be 'amounts' or 'all', got {error_control!r}")
+        other = copy.copy(self)
+        object.__setattr__(other, "error_control", error_control)
+        return other
 
     def _options(self) -> _SolveOptions:
         import diffrax

@@ -28,8 +28,6 @@ between (lagged doses, infusion ends) use those of the next data record.
 
 from __future__ import annotations
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -332,7 +330,7 @@ def _transition(dynamics: AbstractDynamics, params: Params, dt):
     if getattr(dynamics, "error_control", "all") != "all":
         # From zero amounts the amounts carry no error to control the steps:
         # the Jacobian (the sensitivities) must be controlled itself.
-        dynamics = dataclasses.replace(dynamics, error_control="all")
+        dynamics = dynamics.with_error_control("all")
     zero = jnp.zeros(dynamics.n_compartments, dtype=jnp.result_type(dt))
     return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(zero, zero)
 
@@ -418,7 +416,8 @@ def record_amounts(
     # ``keep * moved + added``; an SS=2 dose adds its steady state on top.
     evid = subject.evid
     is_reset = subject.valid & ((evid == 3) | (evid == 4))
-    reset_amounts = jax.vmap(dynamics.initial_amounts)(
+    # axis_size: a model may have no individual parameters at all.
+    reset_amounts = jax.vmap(dynamics.initial_amounts, axis_size=n_rec)(
         jax.tree_util.tree_map(lambda v: v[next_data], params)
     ).astype(dtype)
     added_amounts = jnp.where(is_reset[:, None], reset_amounts, 0.0)
