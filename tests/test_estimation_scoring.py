@@ -116,3 +116,27 @@ def test_population_objective_does_not_depend_on_scoring(method):
     np.testing.assert_allclose(scored.ofv, exact.ofv, rtol=1e-12)
     np.testing.assert_allclose(scored.ebes, exact.ebes, atol=1e-10)
     np.testing.assert_allclose(scored_gradient, exact_gradient, rtol=1e-7, atol=1e-7)
+
+
+def test_a_crawling_scoring_stage_hands_over_to_exact_newton():
+    # A stand-in curvature 20 times the Hessian: each scoring step covers 5% of
+    # the way, so scoring alone would need about 270 steps to reach
+    # sqrt(tolerance).  After SCORING_STEPS of them the exact stage takes over
+    # and converges to the same mode in a few more.
+    from pmx_jax.likelihood._ebe import SCORING_STEPS, EBEStatus, newton_ebe
+
+    target = jnp.asarray([1.0, -0.5])
+    curvature = jnp.asarray([[2.0, 0.3], [0.3, 1.0]])
+
+    def objective(b, args):
+        d = b - target
+        return d @ curvature @ d + 0.1 * jnp.sum(d**4)
+
+    def crawling(b, args):
+        value, grad = jax.value_and_grad(objective)(b, args)
+        return value, grad, 20.0 * jax.hessian(objective)(b, args)
+
+    result = jax.jit(lambda b: newton_ebe(objective, b, None, scoring=crawling))(jnp.zeros(2))
+    assert int(result.status) == EBEStatus.CONVERGED
+    np.testing.assert_allclose(result.eta, target, atol=1e-8)
+    assert SCORING_STEPS < int(result.n_steps) <= SCORING_STEPS + 8
