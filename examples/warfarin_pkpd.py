@@ -22,7 +22,7 @@ second stage, started from the sequential estimates.
 
 On a 2-core CPU (``benchmarks/fit_pkpd.py``): about 6 s for the PK stage
 (OFV 423.3273, as NONMEM), most of it compiling, and 1 min for the PD stage
-(27 s compiling, 29 s fitting; OFV 1422.43; PCA0 96.5 %, kout 0.051 /h, i.e. a
+(28 s compiling, 24 s fitting; OFV 1422.43; PCA0 96.5 %, kout 0.051 /h, i.e. a
 turnover half-life of 14 h, IC50 1.14 mg/L, PCA residual SD 3.6 %).
 
     python examples/warfarin_pkpd.py
