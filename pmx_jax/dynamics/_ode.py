@@ -26,10 +26,10 @@ a derivative is asked for, the variational equations
 are integrated together with the amounts (one column per differentiated input,
 on the steps the amounts' error control takes: ``error_control``), and the
 derivative with respect to the interval length is the exact ``rhs`` at the end
-point.  The tangent is then a
-matrix-vector product with ``S``, which JAX can transpose, so one rule serves
-``jax.jvp``/``jax.jacfwd`` and ``jax.grad``/``jax.jacrev`` alike, and it nests
-(Hessians: the variational system is itself solved by the same rule).  No
+point.  The tangent is then a matrix-vector product with ``S``, which JAX can
+transpose, so one rule serves ``jax.jvp``/``jax.jacfwd`` and
+``jax.grad``/``jax.jacrev`` alike, and it nests (Hessians: the variational
+system is itself solved by the same rule).  No
 derivative ever flows through the adaptive step-size logic, so ``dt == 0`` has
 finite derivatives.  Passing a diffrax adjoint instead (e.g.
 ``diffrax.RecursiveCheckpointAdjoint()`` for reverse mode only, or
@@ -293,12 +293,12 @@ class AbstractODE(AbstractDynamics):
       are taken: ``"amounts"`` (default) the amounts alone, the sensitivities
       being integrated on the amounts' steps (CVODES with ``errconS`` false);
       ``"all"`` the sensitivities too, as a state of their own.  On the
-      warfarin turnover model (rtol 1e-6) ``"all"`` takes 240 steps for the
-      first derivatives and 256 for the second where the amounts alone take
-      106; the derivatives are then good to about 1e-6 of their largest
-      value instead of 3e-8, the amounts' own accuracy being 1e-7.  Jacobians
-      taken where the amounts are all zero (transition matrices of linear
-      ODEs) always use ``"all"``.
+      warfarin turnover model (rtol 1e-6), first and second derivatives take
+      106 steps with ``"amounts"`` (as many as the amounts alone) and 240 and
+      256 with ``"all"``; they are good to about 1e-6 of their largest value
+      with ``"amounts"`` and 3e-8 with ``"all"``, the amounts to 1e-7 either
+      way.  Jacobians taken where the amounts are all zero (transition
+      matrices of linear ODEs) always use ``"all"``.
     - ``max_steps``: per interval; an interval that needs more is reported as
       failed, not silently truncated (see :meth:`propagate_with_status`).
     - ``dt0``: initial step (time units); ``None`` lets diffrax choose.
