@@ -68,7 +68,7 @@ class _SolveOptions(eqx.Module):
     dt0: float | None
     max_steps: int
     throw: bool
-    error_control: str = "amounts"
+    error_control: str
     # How deep the amounts sit in the state (0: the state is the amounts; each
     # level of the variational system wraps it as ``(state, sensitivities)``);
     # with error_control "amounts" the step size is controlled on them alone.
@@ -106,6 +106,17 @@ def _diffeqsolve(
     )
     y1 = jtu.tree_map(lambda ys: ys[-1], solution.ys)
     return y1, solution.result == diffrax.RESULTS.successful
+
+
+_ERROR_CONTROLS = ("amounts", "all")
+
+
+def _check_error_control(owner: str, error_control: str) -> None:
+    if error_control not in _ERROR_CONTROLS:
+        raise ValueError(
+            f"{owner}: error_control must be {' or '.join(map(repr, _ERROR_CONTROLS))}, "
+            f"got {error_control!r}"
+        )
 
 
 def _controller_norm(options: _SolveOptions) -> Callable[[PyTree], Array]:
@@ -344,11 +355,7 @@ class AbstractODE(AbstractDynamics):
                 f"{type(self).__name__}: rtol and atol must be positive, "
                 f"got rtol={self.rtol}, atol={self.atol}"
             )
-        if self.error_control not in ("amounts", "all"):
-            raise ValueError(
-                f"{type(self).__name__}: error_control must be 'amounts' or 'all', "
-                f"got {self.error_control!r}"
-            )
+        _check_error_control(type(self).__name__, self.error_control)
         if self.max_steps < 1:
             raise ValueError(f"{type(self).__name__}: max_steps must be >= 1")
 
@@ -397,8 +404,7 @@ class AbstractODE(AbstractDynamics):
         """This model with another ``error_control`` (a copy; works for
         subclasses with their own ``__init__``, which ``dataclasses.replace``
         would call with the wrong arguments)."""
-        if error_control not in ("amounts", "all"):
-            raise ValueError(f"error_control must be 'amounts' or 'all', got {error_control!r}")
+        _check_error_control(type(self).__name__, error_control)
         other = copy.copy(self)
         object.__setattr__(other, "error_control", error_control)
         return other
