@@ -178,17 +178,21 @@ class AbstractLinearCompartments(AbstractDynamics):
         return jnp.concatenate([depot_new[None], x_new])
 
     def transition(
-        self, params: Params, dt: Float[Array, ""]
+        self,
+        params: Params,
+        dt: Float[Array, ""],
+        spectrum: tuple[Float[Array, " m"], Float[Array, "m m m"]] | None = None,
     ) -> tuple[Float[Array, "n n"], Float[Array, "n n"]]:
         """The affine map of :meth:`propagate` as two matrices:
         ``propagate(params, a, dt, r) == to_amounts @ a + to_rates @ r``.
 
-        The event engine precomputes these for every interval and then only
-        multiplies in its sequential loop.  Written out rather than obtained by
-        differentiating :meth:`propagate` (``jax.jacfwd``), which would evaluate
-        the whole solution once per compartment and input.
+        ``spectrum``: :meth:`spectrum` of ``params`` where the caller already
+        has it (the event engine's loop, for parameters constant in time).
+        Written out rather than obtained by differentiating :meth:`propagate`
+        (``jax.jacfwd``), which would evaluate the whole solution once per
+        compartment and input.
         """
-        lam, projectors = self.spectrum(params)
+        lam, projectors = self.spectrum(params) if spectrum is None else spectrum
         dt = jnp.asarray(dt, jnp.result_type(dt, lam))
         # exp(A dt) and int_0^dt exp(A s) ds (constant input into x).
         x_from_x = _spectral_sum(jnp.exp(lam * dt), projectors)

@@ -367,6 +367,7 @@ def record_amounts(
     max_ss_overlap: int,
     has_infusions: bool = True,
     constant_parameters: bool = False,
+    derivatives: bool = True,
 ) -> EngineResult:
     """Compartment amounts at each record of one subject (un-batched arrays).
 
@@ -379,6 +380,11 @@ def record_amounts(
     ``constant_parameters=True`` says that the parameters are the same at
     every record (known from the data): a linear system's transitions then
     share one eigen-decomposition per subject instead of one per interval.
+    ``derivatives=False`` (prediction, simulation) says that no derivative
+    will be taken: with constant parameters and closed-form dynamics the loop
+    then computes each interval's transitions itself and keeps them while the
+    interval's length repeats (a ``lax.cond`` on the data, which reverse mode
+    cannot go through here), rather than precomputing them for every interval.
     """
     n_rec = subject.time.shape[0]
     n_cmt = dynamics.n_compartments
@@ -464,7 +470,34 @@ def record_amounts(
     dose_rates = jnp.where(alive, rate_change, 0.0)[:, None] * unit
 
     # --- the sequential part --------------------------------------------------------
-    if dynamics.is_linear:
+    memo, unroll = None, 1
+    if not derivatives and constant_parameters and isinstance(dynamics, AbstractLinearCompartments):
+        # The transitions depend on the interval's length alone: computed in the
+        # loop from one spectrum per subject, and kept while the length repeats
+        # (regular sampling).  Where the lengths are the same for every subject
+        # of a batch (one design simulated for many subjects) the test for a
+        # repeat is not batched and a repeat skips the exponentials; otherwise
+        # ``cond`` becomes a select and costs what computing them always would.
+        constant = jax.tree_util.tree_map(lambda v: v[0], params)
+        spectrum = dynamics.spectrum(constant)
+
+        def transitions(h):
+            to_amounts, to_rates = dynamics.transition(constant, h, spectrum)
+            return (to_amounts, to_rates) if has_infusions else (to_amounts,)
+
+        def move(amounts, rates, point, kept):
+            matrices = jax.lax.cond(point["repeat"], lambda: kept, lambda: transitions(point["dt"]))
+            moved = jnp.sum(matrices[0] * amounts, axis=1)
+            if has_infusions:
+                moved = moved + jnp.sum(matrices[1] * rates, axis=1)
+            return moved, matrices
+
+        motion = dict(dt=dt, repeat=jnp.append(False, dt[1:] == dt[:-1]))
+        memo = transitions(dt[0])
+        # A small step: four per loop iteration halve the loop's fixed costs
+        # (10,000 x 757 points: 0.16 s against 0.19-0.20 s with one).
+        unroll = 4
+    elif dynamics.is_linear:
         # Affine in (amounts, rates): precompute each interval's transition
         # matrices, vectorised over points, so the sequential part is two matvecs.
         if constant_parameters:
@@ -475,35 +508,35 @@ def record_amounts(
                 point_params, dt
             )
 
-        def move(amounts, rates, point):
+        def move(amounts, rates, point, memo):
             # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched
             # dot of tiny matrices is a separate, slow kernel per loop step on CPU.
             moved = jnp.sum(point["to_amounts"] * amounts, axis=1)
             if has_infusions:
                 moved = moved + jnp.sum(point["to_rates"] * rates, axis=1)
-            return moved
+            return moved, memo
 
         motion = dict(to_amounts=to_amounts)
         if has_infusions:
             motion.update(to_rates=to_rates)
     else:
 
-        def move(amounts, rates, point):
+        def move(amounts, rates, point, memo):
             rates = jnp.zeros_like(amounts) if rates is None else rates
-            return dynamics.propagate(point["params"], amounts, point["dt"], rates)
+            return dynamics.propagate(point["params"], amounts, point["dt"], rates), memo
 
         motion = dict(params=point_params, dt=dt)
 
     def step(carry, point):
-        amounts, rates = carry
+        amounts, rates, memo = carry
         # ``where``, not a multiplication by 0/1: a restart also recovers from
         # amounts that had become non-finite.  The casts keep the records' dtype
         # when parameters come in wider (float32 data, float64 THETAs).
-        moved = move(amounts, rates, point)
+        moved, memo = move(amounts, rates, point, memo)
         amounts = (jnp.where(point["keep"], moved, 0.0) + point["amounts"]).astype(dtype)
         if has_infusions:
             rates = (jnp.where(point["keep"], rates, 0.0) + point["rates"]).astype(dtype)
-        return (amounts, rates), amounts
+        return (amounts, rates, memo), amounts
 
     n_dose_points = dose_points.time.shape[0]
     points = dict(
@@ -517,8 +550,9 @@ def record_amounts(
     init = (
         dynamics.initial_amounts(first_params).astype(dtype),
         jnp.zeros(n_cmt, dtype=dtype) if has_infusions else None,
+        memo,
     )
-    _, trajectory = jax.lax.scan(step, init, points)
+    _, trajectory = jax.lax.scan(step, init, points, unroll=unroll)
     amounts = trajectory[merge.record_position]
     return EngineResult.of(amounts, subject.valid)
 

@@ -81,6 +81,7 @@ def subject_predictions(
             max_ss_overlap=data.max_ss_overlap,
             has_infusions=data.has_infusions,
             constant_parameters=data.constant_parameters,
+            derivatives=data.derivatives,
         )
 
     def observe(amounts, p, dvid):

@@ -34,7 +34,8 @@ class SubjectData(eqx.Module):
     ``records``: the subject's padded records (a :class:`~pmx_jax.Subjects`
     without the subject axis); ``dose_record``/``dose_valid``: its dose
     slots (:class:`~pmx_jax.events.EventPlan`); the static flags say which
-    event machinery the dataset needs.  Batched (a leading subject axis on
+    event machinery the dataset needs, and ``derivatives`` whether autodiff
+    must be able to go through it.  Batched (a leading subject axis on
     every array) it is what :meth:`Prepared.subject_data` returns for
     ``jax.vmap``.
     """
@@ -47,6 +48,7 @@ class SubjectData(eqx.Module):
     has_infusions: bool = eqx.field(static=True, default=True)
     constant_parameters: bool = eqx.field(static=True, default=False)
     superpose: bool = eqx.field(static=True, default=False)
+    derivatives: bool = eqx.field(static=True, default=True)
 
 
 class Prepared(eqx.Module):
@@ -70,9 +72,12 @@ class Prepared(eqx.Module):
         """Some endpoint is not Gaussian (counts, categories, time to event...)."""
         return not all(self.gaussian_levels)
 
-    def subject_data(self) -> SubjectData:
+    def subject_data(self, *, derivatives: bool = True) -> SubjectData:
         """Every subject as one batched :class:`SubjectData` (leading axis:
-        subjects), to ``jax.vmap`` a per-subject function over."""
+        subjects), to ``jax.vmap`` a per-subject function over.
+        ``derivatives=False`` (prediction and simulation) lets the event
+        engine use a loop that autodiff cannot go through
+        (:func:`pmx_jax.events.record_amounts`)."""
         plan = self.plan
         return SubjectData(
             self.subjects,
@@ -83,11 +88,13 @@ class Prepared(eqx.Module):
             plan.has_infusions,
             plan.constant_parameters,
             plan.superpose,
+            derivatives,
         )
 
-    def subject(self, index) -> SubjectData:
+    def subject(self, index, *, derivatives: bool = True) -> SubjectData:
         """Subject ``index`` (0-based, dataset order) as a :class:`SubjectData`."""
-        return jax.tree_util.tree_map(lambda x: x[index], self.subject_data())
+        data = self.subject_data(derivatives=derivatives)
+        return jax.tree_util.tree_map(lambda x: x[index], data)
 
 
 def used_covariates(model: Model, covariate_names: Sequence[str]) -> tuple[str, ...]:

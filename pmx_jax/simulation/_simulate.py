@@ -67,7 +67,7 @@ def _predict_batch(model: Model, prepared: Prepared, etas, iov_etas):
         )
         return both.prediction[0], both.prediction[1], jnp.all(both.ok)
 
-    return jax.vmap(one)(prepared.subject_data(), etas, iov_etas)
+    return jax.vmap(one)(prepared.subject_data(derivatives=False), etas, iov_etas)
 
 
 def predict(
@@ -212,7 +212,7 @@ def _simulate_subject(
 ):
     """One virtual subject: etas, IOV etas, predictions and residual draws
     (and event times of time-to-event endpoints, see :mod:`._events`)."""
-    data = prepared.subject(template)
+    data = prepared.subject(template, derivatives=False)
     subject = data.records
     if covariate_values is not None:
         cov = jnp.where(covariate_mask, covariate_values[None, :], subject.cov)
@@ -225,10 +225,22 @@ def _simulate_subject(
     eta = _correlated_normal(k_eta, omega, ())
     iov = _correlated_normal(k_iov, model.iov_omega_matrix().astype(dtype), (prepared.n_occasions,))
     result = subject_predictions(model, data, eta, iov)
-    keys = jax.random.split(k_eps, subject.time.shape[0])
-    dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
+    if prepared.has_general:
+        # Counts, categories, events...: one key per record for each record's draw.
+        keys = jax.random.split(k_eps, subject.time.shape[0])
+        dv = jax.vmap(model.record_sample)(keys, result.amounts, result.params, subject.dvid)
+    else:
+        # Gaussian endpoints: one vector of standard normal draws for all records
+        # (the error models sample any shape); a key per record would cost two
+        # threefry hashes per draw instead of half of one.
+        observations = jax.vmap(model.observation)(result.amounts, result.params, subject.dvid)
+        dv = observations.sample(k_eps)
     dv = jnp.where(subject.is_obs | (subject.evid == 0), dv, 0.0)
-    event_time = jnp.full(subject.time.shape, jnp.nan, dtype)
+    # Only with a time-to-event endpoint: a NaN array as large as the DVs
+    # would cost a tenth of a Gaussian simulation to fill and copy.
+    event_time = (
+        jnp.full(subject.time.shape, jnp.nan, dtype) if any(prepared.event_levels) else None
+    )
     for level, is_event in enumerate(prepared.event_levels):
         if not is_event:
             continue
@@ -306,6 +318,18 @@ def _covariate_override(prepared: Prepared, covariates, n_subjects: int):
     return jnp.asarray(values, dtype), jnp.asarray(mask)
 
 
+def _default_chunk(n_records: int) -> int:
+    """Subjects per compiled batch: 65536 on accelerators; on a CPU about 2^20
+    records (a power of two, 128 to 2048), so that a batch's arrays stay in
+    cache while each step of the event loop has enough subjects to outweigh
+    its fixed cost.  Measured (benchmarks/simulate.py and 10,000 subjects of
+    a 12-record design, 2-core CPU): 757 records ran best with 1024 (0.17 s,
+    against 0.19 s with 512 and 0.25 s with 2048); 12 records with 2048."""
+    if jax.default_backend() != "cpu":
+        return 65536
+    return 1 << int(np.clip(np.log2(max(2**20 // max(n_records, 1), 1)), 7, 11))
+
+
 def simulate(
     model: Model,
     design: Dataset | Regimen | pd.DataFrame,
@@ -330,13 +354,15 @@ def simulate(
             arrays of length ``n_subjects`` or scalars), constant over time, e.g.
             drawn from a covariate distribution of the target population.
         chunk_size: subjects per compiled batch; memory is proportional to it, not to
-            ``n_subjects`` (default 128 on CPU, where small batches keep their
-            intermediates in cache, and 65536 on accelerators).  Each chunk is
+            ``n_subjects`` (default on a CPU: a power of two from 128 to 2048,
+            about 2^20 records per batch, which keeps intermediates in cache;
+            65536 on accelerators).  Each chunk is
             split over all local devices.
         dtype: float dtype (float32 halves memory and is faster on GPUs).
         on_chunk: if given, called as
             ``on_chunk(first_index, (ipred, dv, etas, ok, event_time))``
-            for each chunk and nothing is accumulated (the function returns None):
+            for each chunk (``event_time`` None without a time-to-event
+            endpoint) and nothing is accumulated (the function returns None):
             the way to summarise 10^6+ subjects without holding them all.
     """
     data = _as_dataset(design)
@@ -352,9 +378,7 @@ def simulate(
     if n_subjects < 1:
         raise ValueError("n_subjects must be >= 1")
     if chunk_size is None:
-        # CPU: measured on the 10,000-subject benchmark (benchmarks/simulate.py),
-        # 128 ran 2-2.5x faster than 1024 and no slower than 64 or 256.
-        chunk_size = 128 if jax.default_backend() == "cpu" else 65536
+        chunk_size = _default_chunk(prepared.subjects.time.shape[1])
     chunk = padded_count(min(chunk_size, n_subjects))
     if on_chunk is None:
         n_records = prepared.subjects.time.shape[1]
@@ -379,16 +403,19 @@ def simulate(
             values = pad_subjects(values[first : first + count], chunk)
         values, indices, templates = shard_subjects((values, jnp.asarray(indices), templates))
         out = _simulate_chunk(model, prepared, values, mask, indices, templates, key)
-        result = tuple(np.asarray(x)[:count] for x in jax.device_get(out))
+        result = tuple(None if x is None else np.asarray(x)[:count] for x in jax.device_get(out))
         if on_chunk is not None:
             on_chunk(first, result)
             continue
         if outputs is None:
             # Filled chunk by chunk: concatenating at the end would copy the
             # (n_subjects, n_records) arrays once more.
-            outputs = tuple(np.empty((n_subjects, *x.shape[1:]), x.dtype) for x in result)
+            outputs = tuple(
+                None if x is None else np.empty((n_subjects, *x.shape[1:]), x.dtype) for x in result
+            )
         for whole, part in zip(outputs, result, strict=True):
-            whole[first : first + count] = part
+            if whole is not None:
+                whole[first : first + count] = part
     if on_chunk is not None:
         return None
     assert outputs is not None
@@ -404,5 +431,5 @@ def simulate(
         template=np.arange(n_subjects) % n_template,
         eta_names=model.eta_names,
         ids=data.ids,
-        event_time=event_time if any(prepared.event_levels) else None,
+        event_time=event_time,
     )
