@@ -346,38 +346,40 @@ def test_event_loop_without_derivatives_is_the_same(dynamics):
     oral = dynamics.has_depot
     model = _model(dynamics, 1)
     for table in (_events_table(1, 2 if oral else 1), _history(1, 2 if oral else 1, 3)):
-        prepared = prepare(model, pmx.read_nonmem(table))
-        subjects, plan = prepared.subjects, prepared.plan
-        assert plan.constant_parameters
-        scales = jnp.asarray([0.5, 1.0, 3.0])
+        _check_loop_without_derivatives(model, prepare(model, pmx.read_nonmem(table)))
 
-        def amounts(subject, r, v, scale, derivatives):
-            params = jax.vmap(
-                lambda c: model.individual_parameters(jnp.zeros(0), c, subject.covariate_names)
-            )(subject.cov)
-            params = dict(params, cl=params["cl"] * scale, ka=params["ka"] / scale)
-            return record_amounts(
-                model.dynamics, subject, params, r, v,
-                has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
-                constant_parameters=not derivatives, derivatives=derivatives,
-            ).amounts  # fmt: skip
 
-        @jax.jit
-        def both(derivatives):
-            del derivatives
-            return [
-                jax.vmap(
-                    lambda s, r, v, d=d: jax.vmap(lambda k: amounts(s, r, v, k, d))(scales)
-                )(subjects, plan.dose_record, plan.dose_valid)
-                for d in (True, False)
-            ]
+def _check_loop_without_derivatives(model, prepared):
+    subjects, plan = prepared.subjects, prepared.plan
+    assert plan.constant_parameters
+    scales = jnp.asarray([0.5, 1.0, 3.0])
 
-        general, fast = both(0)
-        valid = np.asarray(subjects.valid)[:, None, :]
-        assert np.all(np.isfinite(np.asarray(general)[np.broadcast_to(valid, general.shape[:3])]))
-        np.testing.assert_allclose(
-            np.where(valid[..., None], fast, 0.0),
-            np.where(valid[..., None], general, 0.0),
-            rtol=1e-11,
-            atol=1e-11 * float(np.max(np.abs(general))),
-        )
+    def amounts(subject, r, v, scale, derivatives):
+        params = jax.vmap(
+            lambda c: model.individual_parameters(jnp.zeros(0), c, subject.covariate_names)
+        )(subject.cov)
+        params = dict(params, cl=params["cl"] * scale, ka=params["ka"] / scale)
+        return record_amounts(
+            model.dynamics, subject, params, r, v,
+            has_ss=plan.has_ss, max_ss_overlap=plan.max_ss_overlap,
+            constant_parameters=not derivatives, derivatives=derivatives,
+        ).amounts  # fmt: skip
+
+    @jax.jit
+    def both():
+        return [
+            jax.vmap(lambda s, r, v, d=d: jax.vmap(lambda k: amounts(s, r, v, k, d))(scales))(
+                subjects, plan.dose_record, plan.dose_valid
+            )
+            for d in (True, False)
+        ]
+
+    general, fast = both()
+    valid = np.asarray(subjects.valid)[:, None, :]
+    assert np.all(np.isfinite(np.asarray(general)[np.broadcast_to(valid, general.shape[:3])]))
+    np.testing.assert_allclose(
+        np.where(valid[..., None], fast, 0.0),
+        np.where(valid[..., None], general, 0.0),
+        rtol=1e-11,
+        atol=1e-11 * float(np.max(np.abs(general))),
+    )

@@ -235,17 +235,21 @@ def _check_overlap(doses: _Doses, n_virtual: int) -> _Doses:
     )
 
 
-def _dose_points(doses: _Doses, n_virtual: int) -> _DosePoints:
+def _dose_points(doses: _Doses, n_virtual: int, has_infusions: bool = True) -> _DosePoints:
+    """``has_infusions=False`` (no dose has a RATE, known from the data):
+    no infusion ends, so no end points at all (each would be ``_NOOP``)."""
     n_dose = doses.record.shape[0]
     dose_seq = 3 * doses.record
-    times = [doses.start, doses.start + doses.duration]
-    seqs = [dose_seq + 1, dose_seq + 2]
-    kinds = [
-        jnp.where(doses.valid & ~doses.is_constant, _START, _NOOP),
-        jnp.where(doses.valid & doses.is_infusion & ~doses.is_constant, _END, _NOOP),
-    ]
-    slots = [jnp.arange(n_dose), jnp.arange(n_dose)]
-    if n_virtual:
+    times = [doses.start]
+    seqs = [dose_seq + 1]
+    kinds = [jnp.where(doses.valid & ~doses.is_constant, _START, _NOOP)]
+    slots = [jnp.arange(n_dose)]
+    if has_infusions:
+        times.append(doses.start + doses.duration)
+        seqs.append(dose_seq + 2)
+        kinds.append(jnp.where(doses.valid & doses.is_infusion & ~doses.is_constant, _END, _NOOP))
+        slots.append(jnp.arange(n_dose))
+    if n_virtual and has_infusions:
         k = jnp.arange(1, n_virtual + 1, dtype=doses.ii.dtype)
         ends = doses.start[:, None] + doses.duration[:, None] - k[None, :] * doses.ii[:, None]
         running = (
@@ -398,7 +402,7 @@ def record_amounts(
     doses = _dose_table(subject, dose_record, dose_valid, params, n_cmt)
     n_virtual = max_ss_overlap if has_ss else 0
     doses = _check_overlap(doses, n_virtual)
-    dose_points = _dose_points(doses, n_virtual)
+    dose_points = _dose_points(doses, n_virtual, has_infusions)
     merge = _merge(subject.time, dose_points)
     record_ids = jnp.arange(n_rec)
 
