@@ -323,8 +323,9 @@ def _default_chunk(n_records: int) -> int:
     records (a power of two, 128 to 2048), so that a batch's arrays stay in
     cache while each step of the event loop has enough subjects to outweigh
     its fixed cost.  Measured (benchmarks/simulate.py and 10,000 subjects of
-    a 12-record design, 2-core CPU): 757 records ran best with 1024 (0.17 s,
-    against 0.19 s with 512 and 0.25 s with 2048); 12 records with 2048."""
+    a 12-record design, 2-core CPU): 701 records (757 event points) ran best
+    with 1024 (0.17 s, against 0.19 s with 512 and 0.25 s with 2048); 12
+    records with 2048."""
     if jax.default_backend() != "cpu":
         return 65536
     return 1 << int(np.clip(np.log2(max(2**20 // max(n_records, 1), 1)), 7, 11))
