@@ -385,8 +385,8 @@ def record_amounts(
     every record (known from the data): a linear system's transitions then
     share one eigen-decomposition per subject instead of one per interval.
     ``derivatives=False`` (prediction, simulation) says that no derivative
-    will be taken: with constant parameters and closed-form dynamics the loop
-    then computes each interval's transitions itself and keeps them while the
+    will be taken: with constant parameters and linear dynamics the loop then
+    computes each interval's transitions itself and keeps them while the
     interval's length repeats (a ``lax.cond`` on the data, which reverse mode
     cannot go through here), rather than precomputing them for every interval.
     """
@@ -475,18 +475,24 @@ def record_amounts(
 
     # --- the sequential part --------------------------------------------------------
     memo, unroll = None, 1
-    if not derivatives and constant_parameters and isinstance(dynamics, AbstractLinearCompartments):
+    closed_form = isinstance(dynamics, AbstractLinearCompartments)
+    if not derivatives and constant_parameters and dynamics.is_linear:
         # The transitions depend on the interval's length alone: computed in the
-        # loop from one spectrum per subject, and kept while the length repeats
-        # (regular sampling).  Where the lengths are the same for every subject
-        # of a batch (one design simulated for many subjects) the test for a
-        # repeat is not batched and a repeat skips the exponentials; otherwise
-        # ``cond`` becomes a select and costs what computing them always would.
+        # loop (closed forms: from one spectrum per subject; linear ODEs: an ODE
+        # solve and its Jacobian) and kept while the length repeats (regular
+        # sampling).  Where the lengths are the same for every subject of a
+        # batch (one design simulated for many subjects) the test for a repeat
+        # is not batched and a repeat skips the work; otherwise ``cond``
+        # becomes a select and computes them at every point, as the
+        # precomputed transitions do.
         constant = jax.tree_util.tree_map(lambda v: v[0], params)
-        spectrum = dynamics.spectrum(constant)
+        spectrum = dynamics.spectrum(constant) if closed_form else None
 
         def transitions(h):
-            to_amounts, to_rates = dynamics.transition(constant, h, spectrum)
+            if closed_form:
+                to_amounts, to_rates = dynamics.transition(constant, h, spectrum)
+            else:
+                to_amounts, to_rates = _transition(dynamics, constant, h)
             return (to_amounts, to_rates) if has_infusions else (to_amounts,)
 
         def move(amounts, rates, point, kept):
@@ -499,8 +505,9 @@ def record_amounts(
         motion = dict(dt=dt, repeat=jnp.append(False, dt[1:] == dt[:-1]))
         memo = transitions(dt[0])
         # A small step: four per loop iteration halve the loop's fixed costs
-        # (10,000 x 757 points: 0.16 s against 0.19-0.20 s with one).
-        unroll = 4
+        # (10,000 x 757 points: 0.16 s against 0.19-0.20 s with one).  Not an
+        # ODE solve: four copies of it in the loop take seconds to compile.
+        unroll = 4 if closed_form else 1
     elif dynamics.is_linear:
         # Affine in (amounts, rates): precompute each interval's transition
         # matrices, vectorised over points, so the sequential part is two matvecs.
