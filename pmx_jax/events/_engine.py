@@ -474,6 +474,14 @@ def record_amounts(
     dose_rates = jnp.where(alive, rate_change, 0.0)[:, None] * unit
 
     # --- the sequential part --------------------------------------------------------
+    def affine(matrices, amounts, rates):
+        # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched
+        # dot of tiny matrices is a separate, slow kernel per loop step on CPU.
+        moved = jnp.sum(matrices[0] * amounts, axis=1)
+        if has_infusions:
+            moved = moved + jnp.sum(matrices[1] * rates, axis=1)
+        return moved
+
     memo, unroll = None, 1
     closed_form = isinstance(dynamics, AbstractLinearCompartments)
     if not derivatives and constant_parameters and dynamics.is_linear:
@@ -497,10 +505,7 @@ def record_amounts(
 
         def move(amounts, rates, point, kept):
             matrices = jax.lax.cond(point["repeat"], lambda: kept, lambda: transitions(point["dt"]))
-            moved = jnp.sum(matrices[0] * amounts, axis=1)
-            if has_infusions:
-                moved = moved + jnp.sum(matrices[1] * rates, axis=1)
-            return moved, matrices
+            return affine(matrices, amounts, rates), matrices
 
         motion = dict(dt=dt, repeat=jnp.append(False, dt[1:] == dt[:-1]))
         memo = transitions(dt[0])
@@ -520,16 +525,9 @@ def record_amounts(
             )
 
         def move(amounts, rates, point, memo):
-            # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched
-            # dot of tiny matrices is a separate, slow kernel per loop step on CPU.
-            moved = jnp.sum(point["to_amounts"] * amounts, axis=1)
-            if has_infusions:
-                moved = moved + jnp.sum(point["to_rates"] * rates, axis=1)
-            return moved, memo
+            return affine(point["matrices"], amounts, rates), memo
 
-        motion = dict(to_amounts=to_amounts)
-        if has_infusions:
-            motion.update(to_rates=to_rates)
+        motion = dict(matrices=(to_amounts, to_rates) if has_infusions else (to_amounts,))
     else:
 
         def move(amounts, rates, point, memo):

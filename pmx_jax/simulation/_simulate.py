@@ -378,11 +378,11 @@ def simulate(
     n_subjects = n_template if n_subjects is None else int(n_subjects)
     if n_subjects < 1:
         raise ValueError("n_subjects must be >= 1")
+    n_records = prepared.subjects.time.shape[1]
     if chunk_size is None:
-        chunk_size = _default_chunk(prepared.subjects.time.shape[1])
+        chunk_size = _default_chunk(n_records)
     chunk = padded_count(min(chunk_size, n_subjects))
     if on_chunk is None:
-        n_records = prepared.subjects.time.shape[1]
         itemsize = np.dtype(prepared.subjects.time.dtype).itemsize
         check_fits(
             n_subjects * (2 * n_records + model.n_eta) * itemsize,
