@@ -17,10 +17,9 @@ What is reported, per population size and method:
   accepted BFGS iterations, of objective+gradient evaluations (line-search
   trials included) and final OFV;
 - *global*: the part of *fit* spent in the global EBE searches (from the
-  fixed starts along OMEGA's principal axes, value only) at the initial
-  estimates and at every end point of the quasi-Newton search (``n_global``
-  of them; more than two when a global search found lower modes and the fit
-  continued: ``restarts``);
+  fixed starts along OMEGA's principal axes) at every end point of the
+  quasi-Newton search (``n_global`` of them; more than one when a global
+  search found lower modes and the fit continued: ``restarts``);
 - *eval*: one objective+gradient evaluation outside the fit (best of
   ``--repeats``): ``jax.value_and_grad`` of ``pmx.estimation.ofv(...).ofv`` with
   respect to the unconstrained parameter vector, jitted, at the initial
@@ -224,7 +223,7 @@ def time_fit(model, prepared, method: str) -> dict:
     )
     estimates = result.estimates()
     trace = result.trace
-    global_rows = trace[trace["event"].isin(["initial", "check"])]
+    global_rows = trace[trace["event"] == "check"]
     return dict(
         compile_s=compile_s,
         warm_up_s=warm_up_s,

@@ -3,7 +3,7 @@ own gradient, at a parameter vector, from a warm start of the EBEs.
 
 Everything the estimation step needs is built from this one evaluation
 (:class:`Engine`): the quasi-Newton iterations (value and gradient), the global
-EBE search at the initial estimates and at each end point (one evaluation per
+EBE search at each end point (one evaluation per
 fixed start, then one from each subject's lowest mode; see
 :meth:`Engine.global_search`), and the covariance step (central differences
 of the gradient for ``R``, the per-subject gradients for ``S``).  Compiling

@@ -9,13 +9,18 @@ fixed parameters are not in the vector, so they stay fixed).
 
 Design notes (why it is built this way):
 
-- **One objective.**  The OFV a fit reports, at its initial estimates and at
-  its end, is the OFV :func:`pmx_jax.ofv` gives for the same model and data:
-  each subject's EBE is the lowest mode found from a fixed set of starts
-  (``b = 0`` and two prior SDs along each principal axis of OMEGA, see
+- **One objective.**  The OFV a fit reports at its end is the OFV
+  :func:`pmx_jax.ofv` gives for the same model and data: each subject's EBE
+  is the lowest mode found from a fixed set of starts (``b = 0`` and two
+  prior SDs along each principal axis of OMEGA, see
   :func:`pmx_jax.likelihood.prior_starts`); the iterations also search from
-  each subject's current EBE (see below).  It is
-  evaluated afresh at the end, not remembered from the search.
+  each subject's current EBE (see below).  It is evaluated afresh at the end,
+  not remembered from the search.  At the initial estimates the fit searches
+  once per subject, from ``b = 0`` (or ``ebe_init``), as NONMEM's iteration 0
+  does: the OFV there is ``pmx.ofv(..., ebe_search="local")``.  A global
+  search there would cost ``2 n_eta + 1`` searches from starts far from the
+  EBEs (on ``benchmarks/fit.py``'s 10,000 subjects 3.0-4.4 s of a 10.3-12.3
+  s fit), for modes of parameters the fit is about to leave.
 - **Warm starts between iterations, a global check at the end.**  The
   iterations search each EBE from the one of the last accepted point (or
   ``b = 0`` where that starts lower): a subject whose individual objective has
@@ -423,8 +428,8 @@ def fit(
             accepted point) and the model at the last accepted point: to log
             or checkpoint a long fit (e.g. save ``model.estimates()``).
         ebe_init: EBEs to start from, ``(n_subjects, n_b)`` (e.g. the
-            ``ebe_matrix`` of an earlier fit): an extra start of the global EBE
-            search at the initial estimates.
+            ``ebe_matrix`` of an earlier fit): the start of each subject's EBE
+            search at the initial estimates (``b = 0`` where that starts lower).
         ebe_search: the objective minimised and reported, as
             ``pmx.ofv(..., ebe_search=...)``: ``"global"`` (default), each
             subject's EBE the lowest mode from ``b = 0`` and two prior SDs
@@ -433,10 +438,10 @@ def fit(
             the one next to ``b = 0``).  Either way the iterations warm-start
             the EBEs and the end point is checked afresh (the fit continues
             when that is lower).  The global search costs about ``2 n_eta + 1``
-            local ones at the initial estimates and at each end point
-            (``benchmarks/fit.py``: 65 of 103 s of a 10,000-subject FOCEI fit);
-            ``"local"`` is for large populations whose individual objectives
-            are known to have one mode.
+            local ones at each end point (``benchmarks/fit.py``: 2.7-2.8 s of
+            an 8.1-8.6 s 10,000-subject FOCEI fit); ``"local"`` is for large
+            populations whose individual objectives are known to have one
+            mode.
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
             :func:`pmx_jax.estimation.ofv`.
         max_restarts: how often the minimisation may continue after the global
@@ -640,9 +645,12 @@ def _fit_once(
         method, subjects.n_subjects, int(y0.size), progress, print_every, callback, started,
     )  # fmt: skip
 
-    def fresh_evaluation(y, event, iteration=0, gradient_max=float("nan"), warm=None):
-        # The objective pmx.ofv gives (its EBE search from the same starts).
-        done, made = engine.fresh(y, ebe_search, warm)
+    def fresh_evaluation(
+        y, event, iteration=0, gradient_max=float("nan"), warm=None, search=ebe_search
+    ):
+        # The objective pmx.ofv gives with ``ebe_search=search`` (its EBE
+        # search from the same starts).
+        done, made = engine.fresh(y, search, warm)
         log.evaluation(
             event, done.ofv, False,
             (max(e.steps[0] for e in made), sum(e.steps[1] for e in made)),
@@ -653,9 +661,10 @@ def _fit_once(
         )
         return done
 
-    # The initial estimates: the OFV that pmx.ofv gives there, its EBEs and gradient.
+    # The initial estimates: the OFV from one EBE search per subject (from
+    # ``ebe_init``, or ``b = 0``), its EBEs and gradient (see the module notes).
     log.preparing()
-    initial = fresh_evaluation(y0, "initial", warm=warm)
+    initial = fresh_evaluation(y0, "initial", warm=warm, search="local")
     ofv0 = initial.ofv
     log.accepted(0, ofv0, engine.model(y0))
     compile_seconds = time.perf_counter() - started
@@ -713,7 +722,7 @@ def _fit_once(
                     f"OFV from {run.ofv:.6f} to {ofv_value:.6f}; continuing from its EBEs"
                 )
                 start = final
-    if final is initial and ebe_init is not None:
+    if final is initial and (ebe_search == "global" or ebe_init is not None):
         # The OFV reported is pmx.ofv's, from its own starts alone.
         final = fresh_evaluation(y, "check", iterations, gnorm)
         ofv_value = final.ofv
