@@ -192,8 +192,11 @@ class Engine:
         return _model_at(self.to_model, jnp.asarray(y, self.dtype))
 
     def zeros(self) -> Array:
-        """EBEs of zero in the problem's layout."""
-        return self.problem.place(jnp.zeros(self.shape, self.dtype))
+        """EBEs of zero in the problem's layout: the device array made once
+        from numpy (``jnp.zeros`` would compile a program for every number
+        of subjects, so a dataset of the same shape bucket would not run
+        on the compiled programs alone)."""
+        return self._no_modes[0]
 
     def at(self, y, ebes: Array, try_zero: bool = True, known=None) -> Evaluation:
         """Evaluate at ``y`` with each subject's EBE search from ``ebes`` (laid
