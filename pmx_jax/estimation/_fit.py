@@ -438,8 +438,8 @@ def fit(
             the one next to ``b = 0``).  Either way the iterations warm-start
             the EBEs and the end point is checked afresh (the fit continues
             when that is lower).  The global search costs about ``2 n_eta + 1``
-            local ones at each end point (``benchmarks/fit.py``: 2.7-2.8 s of
-            an 8.1-8.6 s 10,000-subject FOCEI fit); ``"local"`` is for large
+            local ones at each end point (``benchmarks/fit.py``: 1.7 s of a
+            5.8 s 10,000-subject FOCEI fit); ``"local"`` is for large
             populations whose individual objectives are known to have one
             mode.
         ebe_max_steps, ebe_tolerance: the inner (EBE) Newton search, as in
