@@ -96,6 +96,22 @@ def test_warfarin_lag_fit_is_a_minimum_of_its_own_objective(warfarin_lag):
     check_minimum_of_its_own_objective(fit, data, "focei")
 
 
+def test_the_initial_row_is_the_search_from_zero_and_the_end_is_global(warfarin_lag):
+    """At its initial estimates a fit searches each EBE from b = 0 (NONMEM's
+    iteration 0); at these estimates the data have lower modes, which the
+    global search of an end point finds, also when the fit makes no
+    iteration."""
+    data, fit = warfarin_lag
+    local = float(pmx.ofv(WarfarinLag(), data, "focei", ebe_search="local").ofv)
+    best = float(pmx.ofv(WarfarinLag(), data, "focei").ofv)
+    assert best < local - 1.0, (best, local)
+    assert fit.trace["event"].iloc[0] == "initial"
+    assert fit.trace["ofv"].iloc[0] == pytest.approx(local, abs=1e-6)
+    none = pmx.fit(WarfarinLag(), data, "focei", max_iterations=0, covariance=None)
+    assert list(none.trace["event"]) == ["initial", "check"]
+    assert none.ofv == pytest.approx(best, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_warfarin_lag_ebes_are_global_modes(warfarin_lag):
     data, fit = warfarin_lag
