@@ -127,7 +127,7 @@ def _jacobi_eigh(matrix: Array) -> tuple[Array, Array]:
     LAPACK's ``syevd`` (``jnp.linalg.eigh``), called once per matrix, was a
     fifth of a Newton evaluation of the FOCEI benchmark's EBE search.  In a
     loop over a batch of 3x3 matrices this takes 10-13 us an iteration
-    against 29-48 us for 32 matrices, 69-96 us against 300-360 us for 313 (the
+    against 29-48 us for 32 matrices, 69-96 us against 303-364 us for 313 (the
     queue of a 1,000- and a 10,000-subject search), and compiles in 0.3 s
     against 0.2 s.  Cyclic Jacobi converges quadratically; the sweeps of
     ``_JACOBI_SWEEPS`` are two more than random matrices of each size needed
