@@ -128,8 +128,8 @@ def _jacobi_eigh(matrix: Array) -> tuple[Array, Array]:
     fifth of a Newton evaluation of the FOCEI benchmark's EBE search.  In a
     loop over a batch of 3x3 matrices this takes 10-13 us an iteration
     against 29-48 us for 32 matrices, 69-96 us against 303-364 us for 313 (the
-    queue of a 1,000- and a 10,000-subject search), and compiles in 0.3 s
-    against 0.2 s.  Cyclic Jacobi converges quadratically; the sweeps of
+    queue of a 1,000- and a 10,000-subject search), and that loop compiles in
+    0.3-0.4 s against 0.1-0.2 s.  Cyclic Jacobi converges quadratically; the sweeps of
     ``_JACOBI_SWEEPS`` are two more than random matrices of each size needed
     for eigenvalues and reconstruction within 3e-15 of the largest eigenvalue
     (eigenvalues from 1e-12 to 1e8 in size, either sign, with exact and
