@@ -173,12 +173,12 @@ class Engine:
         self.program = problem.program()
         self._real = np.asarray(problem.real)
         self.shape = (problem.n_subjects, problem.layout.size)
-        # No known modes (``at``): put on the device once, not for every
-        # evaluation (and from numpy: no eager program to load).
-        self._no_modes = (
-            _on_device(np.zeros(self._real.shape + (self.shape[1],)), problem.dtype),
-            _on_device(np.full(self._real.shape, np.inf), problem.dtype),
-        )
+        # Zero EBEs, and no known modes (``at``): put on the device once, not
+        # for every evaluation, and from numpy (``jnp.zeros`` would compile a
+        # program for every number of subjects, so a dataset of the same
+        # shape bucket would not run on the compiled programs alone).
+        self._zeros = _on_device(np.zeros(self._real.shape + (self.shape[1],)), problem.dtype)
+        self._no_modes = (self._zeros, _on_device(np.full(self._real.shape, np.inf), problem.dtype))
 
     def on(self, problem: Problem) -> Engine:
         """This engine on other data of the same model and method (a
@@ -192,11 +192,8 @@ class Engine:
         return _model_at(self.to_model, jnp.asarray(y, self.dtype))
 
     def zeros(self) -> Array:
-        """EBEs of zero in the problem's layout: the device array made once
-        from numpy (``jnp.zeros`` would compile a program for every number
-        of subjects, so a dataset of the same shape bucket would not run
-        on the compiled programs alone)."""
-        return self._no_modes[0]
+        """EBEs of zero in the problem's layout (made once, see ``_bind``)."""
+        return self._zeros
 
     def at(self, y, ebes: Array, try_zero: bool = True, known=None) -> Evaluation:
         """Evaluate at ``y`` with each subject's EBE search from ``ebes`` (laid
