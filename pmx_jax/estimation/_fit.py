@@ -664,7 +664,8 @@ def _fit_once(
     # The initial estimates: the OFV from one EBE search per subject (from
     # ``ebe_init``, or ``b = 0``), its EBEs and gradient (see the module notes).
     log.preparing()
-    initial = fresh_evaluation(y0, "initial", warm=warm, search="local")
+    initial_search = "local"
+    initial = fresh_evaluation(y0, "initial", warm=warm, search=initial_search)
     ofv0 = initial.ofv
     log.accepted(0, ofv0, engine.model(y0))
     compile_seconds = time.perf_counter() - started
@@ -722,7 +723,7 @@ def _fit_once(
                     f"OFV from {run.ofv:.6f} to {ofv_value:.6f}; continuing from its EBEs"
                 )
                 start = final
-    if final is initial and (ebe_search == "global" or ebe_init is not None):
+    if final is initial and (ebe_search != initial_search or ebe_init is not None):
         # The OFV reported is pmx.ofv's, from its own starts alone.
         final = fresh_evaluation(y, "check", iterations, gnorm)
         ofv_value = final.ofv
