@@ -22,6 +22,9 @@ subjects          32        4           12 -> 32, 33 -> 40, 1000 -> 1024,
                                         10000 -> 10240
 records/subject   8         4           12 -> 12, 13 -> 14, 71 -> 80
 dose slots        1         4           1 -> 1, 5 -> 5, 9 -> 10, 30 -> 32
+censored records  1         4           as dose slots (per subject: the
+                                        censored observations the M3
+                                        likelihood is evaluated at)
 ================  ========  ==========  ====================================
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 SUBJECTS = dict(minimum=32, per_octave=4)
 RECORDS = dict(minimum=8, per_octave=4)
 DOSES = dict(minimum=1, per_octave=4)
+CENSORED = dict(minimum=1, per_octave=4)
 
 
 def bucket(n: int, *, minimum: int = 1, per_octave: int = 4) -> int:
@@ -53,3 +57,7 @@ def records_bucket(n: int) -> int:
 
 def doses_bucket(n: int) -> int:
     return bucket(n, **DOSES)
+
+
+def censored_bucket(n: int) -> int:
+    return bucket(n, **CENSORED)

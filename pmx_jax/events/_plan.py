@@ -28,7 +28,8 @@ class EventPlan(eqx.Module):
     the number of earlier steady-state infusions that may still run when a
     steady-state infusion dose is given (``max_ss_overlap``; 0 when the data has
     no steady-state infusions), zero-order inputs (``has_infusions``: some dose
-    has a non-zero RATE), whether every subject's individual parameters are
+    has a non-zero RATE), resets (``has_resets``: some record has EVID 3 or
+    4), whether every subject's individual parameters are
     the same at all its records (``constant_parameters``) and whether the
     amounts may be computed by superposition (``superpose``); the last two
     are set by the likelihood layer, which knows the model
@@ -39,6 +40,7 @@ class EventPlan(eqx.Module):
     has_ss: bool = eqx.field(static=True)
     max_ss_overlap: int = eqx.field(static=True)
     has_infusions: bool = eqx.field(static=True, default=True)
+    has_resets: bool = eqx.field(static=True, default=True)
     constant_parameters: bool = eqx.field(static=True, default=False)
     superpose: bool = eqx.field(static=True, default=False)
 
@@ -72,4 +74,5 @@ def plan_events(
         has_ss=has_ss,
         max_ss_overlap=max_ss_overlap if has_ss_infusion else 0,
         has_infusions=has_infusions,
+        has_resets=bool((valid & np.isin(evid, (3, 4))).any()),
     )

@@ -82,6 +82,7 @@ def subject_predictions(
             has_infusions=data.has_infusions,
             constant_parameters=data.constant_parameters,
             derivatives=data.derivatives,
+            has_resets=data.has_resets,
         )
 
     def observe(amounts, p, dvid):
