@@ -294,8 +294,8 @@ def _merge(record_time: Float[Array, " n_rec"], dose_points: _DosePoints) -> _Me
     n_points = n_rec + n_dose_points
     # Records before a dose point: the earlier ones and, at the same time, those
     # up to and including the dose's own record.
-    first_same = _searchsorted(record_time, dose_points.time, side="left")
-    after_same = _searchsorted(record_time, dose_points.time, side="right")
+    first_same = jnp.searchsorted(record_time, dose_points.time, side="left")
+    after_same = jnp.searchsorted(record_time, dose_points.time, side="right")
     records_before = first_same + jnp.clip(
         dose_points.record + 1 - first_same, 0, after_same - first_same
     )
@@ -313,22 +313,6 @@ def _merge(record_time: Float[Array, " n_rec"], dose_points: _DosePoints) -> _Me
         jnp.zeros(n_points, dtype=order.dtype).at[order].set(positions, unique_indices=True)
     )[:n_rec]
     return _Merge(records_before=records_before, record_position=record_position, order=order)
-
-
-#: Up to this many (sorted value, query) pairs :func:`_searchsorted` compares
-#: them all at once; above it, a binary search per query.
-_COMPARE_ALL_MAX = 4096
-
-
-def _searchsorted(sorted_values: Array, queries: Array, *, side: str) -> Array:
-    """``jnp.searchsorted`` by the method that suits the sizes, known when
-    tracing: for a few dozen records and doses, comparing every pair is a
-    single fused kernel, where the binary search is a ``while`` loop with a
-    fixed cost per iteration (four of them were 10-15% of a NUTS gradient's
-    time); for long histories, the binary search's log-size work wins."""
-    pairs = sorted_values.shape[-1] * queries.shape[-1]
-    method = "compare_all" if pairs <= _COMPARE_ALL_MAX else "scan"
-    return jnp.searchsorted(sorted_values, queries, side=side, method=method)
 
 
 def _running(op, values: Array, *, reverse: bool = False) -> Array:
@@ -626,7 +610,7 @@ def _from_dose_points(
     anchor_time = jnp.concatenate([start[None], dose_points.time])
     # Dose point j precedes record r in event order when r >= records_before[j].
     record_ids = jnp.arange(subject.time.shape[0])
-    anchor = _searchsorted(merge.records_before, record_ids, side="right")
+    anchor = jnp.searchsorted(merge.records_before, record_ids, side="right")
     n_points = dose_points.time.shape[0]
     intervals = jnp.concatenate([jnp.diff(anchor_time), subject.time - anchor_time[anchor]])
     to_amounts, to_rates = jax.vmap(lambda h: _transition(dynamics, constant, h))(intervals)
