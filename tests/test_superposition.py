@@ -278,8 +278,8 @@ def _table(n_doses=1, **changes):
     ("model", "table", "superposed", "constant"),
     [
         (Oral(), _table(), True, True),
-        (Oral(), _table(3), True, True),
-        (Oral(), _table(4), False, True),  # more dose slots than SUPERPOSE_MAX_DOSES
+        (Oral(), _table(2), True, True),
+        (Oral(), _table(3), False, True),  # more dose slots than SUPERPOSE_MAX_DOSES
         (Oral(), _table(WT=(3, 80.0)), False, False),  # WT changes within subject 1
         (Oral(), _table(WT=(slice(7, 13), 80.0)), True, True),  # constant within subjects
         (OralTime(), _table(), False, False),  # $PK reads TIME
@@ -289,7 +289,7 @@ def _table(n_doses=1, **changes):
         (OralIOV(), _table(OCC=(5, 2)), False, False),  # subject 1 on two occasions
         (Oral(), _table(SS=(0, 1), II=(0, 24.0)), False, True),  # steady state
     ],
-    ids=["one-dose", "three-doses", "four-doses", "varying-WT", "WT-per-subject",
+    ids=["one-dose", "two-doses", "three-doses", "varying-WT", "WT-per-subject",
          "reads-TIME", "TIME-as-dict", "TIME-by-values", "IOV-one-occasion",
          "IOV-two-occasions", "steady-state"],
 )  # fmt: skip

@@ -162,13 +162,15 @@ def _trace_pk(
 
 
 #: The most dose slots for which :func:`can_superpose` chooses superposition:
-#: its work grows as records x doses, the event loop's as records + doses, and
-#: a step of the loop costs about as much as 3-4 (record, dose) pairs.  Measured
-#: on 2 CPU cores, one-compartment oral model, amounts and their gradient: 1
-#: dose and 12 records, 1,000 subjects: superposition 0.25 / 0.30 ms, loop 0.78 /
-#: 1.34 ms; 7 doses and 48 records, 128 subjects: 0.62 / 1.67 ms against 0.36 /
-#: 0.70 ms.
-SUPERPOSE_MAX_DOSES = 3
+#: its work grows as records x doses, the event loop's as records + doses
+#: (with constant parameters the loop's sequential part runs over the dose
+#: points alone).  Measured on 2 CPU cores, ``benchmarks/fit.py``'s model and
+#: design given 1, 2 or 3 times a day apart, 1,000 subjects, the
+#: log-likelihood and its gradient in the etas (best of 100 calls, two runs):
+#: 1 dose, 12 records: superposition 0.50 ms, loop 0.84 ms; 2 doses, 24
+#: records: 1.12 against 1.61 ms; 3 doses, 40 records: 2.65 / 4.12 against
+#: 1.91 / 2.64 ms.
+SUPERPOSE_MAX_DOSES = 2
 
 
 #: :func:`censored_records` lists the censored observations when they are at
