@@ -48,13 +48,6 @@ def _phi(lam: Float[Array, "..."], t: Float[Array, ""]) -> Float[Array, "..."]:
     return t * _expm1_ratio(lam * t)
 
 
-# Below this |(a - b) t| the difference of exponentials is taken from its
-# Taylor series (terms up to d^10 / 11!: truncation below 3e-18 relative);
-# above it the plain quotient loses at most eps / |d| to cancellation.
-_NEAR = 0.1
-_SERIES = tuple(1.0 / math.factorial(n + 1) for n in range(11))
-
-
 def _exp_difference(
     a: Float[Array, "..."],
     b: Float[Array, ""],
@@ -64,29 +57,19 @@ def _exp_difference(
     """``int_0^t exp(a (t - s)) exp(b s) ds`` = ``(exp(a t) - exp(b t)) / (a - b)``.
 
     Near a == b the quotient cancels catastrophically; there we use
-    ``exp(b t) t expm1(d)/d`` with ``d = (a - b) t``, ``expm1(d)/d`` by its
-    series, which is exact and smooth through d == 0.  Both forms take the same
-    two exponentials, ``exp(a t)`` and ``exp(b t)`` (``exp_b`` when the caller
-    has it already): the amounts moved without the depot need them too, so a
-    pair of rates costs two exponentials in all (``expm1`` would be a third,
-    and does not fuse on CPU).  ``1 / (a - b)`` is taken once per pair of
-    rates, not once per time.
+    ``exp(b t) t expm1(d)/d`` with ``d = (a - b) t``, which is exact and smooth.
+    Far from it the plain quotient avoids the overflow of ``expm1(d)`` when the
+    two rates are far apart and ``t`` is long.  ``exp_b``: ``exp(b t)``, when
+    the caller has it already (superposition's depot amounts).
     """
-    exp_a = jnp.exp(a * t)
     if exp_b is None:
         exp_b = jnp.exp(b * t)
-    gap = a - b
-    d = gap * t
-    near = jnp.abs(d) < _NEAR
-    # The quotient is taken only where |gap t| >= _NEAR, never at a tiny gap;
-    # the guard keeps 1 / gap and its derivative finite where it is not taken.
-    inverse = 1.0 / jnp.where(jnp.abs(gap) < 1e-100, 1.0, gap)
-    far_value = (exp_a - exp_b) * inverse
-    x = jnp.where(near, d, 0.0)
-    series = _SERIES[-1]
-    for c in reversed(_SERIES[:-1]):
-        series = series * x + c
-    return jnp.where(near, exp_b * t * series, far_value)
+    d = (a - b) * t
+    near = jnp.abs(d) < 1.0
+    diff_safe = jnp.where(near, 1.0, a - b)
+    far_value = (jnp.exp(a * t) - exp_b) / diff_safe
+    near_value = exp_b * t * _expm1_ratio(jnp.where(near, d, 0.0))
+    return jnp.where(near, near_value, far_value)
 
 
 def _eigenvalues(matrix: Float[Array, "m m"]) -> Float[Array, " m"]:
