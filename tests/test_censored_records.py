@@ -79,13 +79,16 @@ def test_censored_records_only_give_the_same_likelihood_and_derivatives(model):
     kinds = ("below", "above", "interval")
 
     def loglik(source, theta, eta):
-        m = model.with_values(tka=theta[0], tcl=theta[1], tv=theta[2])
+        names = ("tka", "tcl", "tv", "add", "prop")
+        m = model.with_values(**dict(zip(names, theta, strict=True)))
         data = source.subject_data()
         return jax.vmap(lambda d, e: record_terms(m, d, e, jnp.zeros((1, 0)), kinds))(
             data, eta
         ).log_likelihood
 
-    theta = jnp.asarray([0.3, 1.0, 3.0])
+    # The residual error's THETAs too: each censored entry depends on them
+    # directly, not through the record it is picked from.
+    theta = jnp.asarray([0.3, 1.0, 3.0, 0.2, 0.15])
     run = eqx.filter_jit(loglik)
     listed, full = np.asarray(run(prepared, theta, eta)), np.asarray(run(every, theta, eta))
     assert np.all(np.isfinite(full))
@@ -106,6 +109,19 @@ def test_censored_records_only_give_the_same_likelihood_and_derivatives(model):
     for a, b in zip(gradient(prepared), gradient(every), strict=True):
         assert np.all(np.isfinite(np.asarray(b)))
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-12)
+
+    # Second derivatives in the etas (Laplace, SAEM's information), on every
+    # subject: each has padding entries in the list (subject 4 has only those).
+    @eqx.filter_jit
+    def hessians(source):
+        def one(e, i):
+            return jnp.sum(loglik(source, theta, eta.at[i].set(e))[i])
+
+        return jnp.stack([jax.hessian(one)(eta[i], i) for i in range(4)])
+
+    listed_h, full_h = np.asarray(hessians(prepared)), np.asarray(hessians(every))
+    assert np.all(np.isfinite(full_h))
+    np.testing.assert_allclose(listed_h, full_h, rtol=1e-10, atol=1e-10)
 
 
 def test_which_data_list_their_censored_records():

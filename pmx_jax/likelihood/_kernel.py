@@ -190,10 +190,16 @@ def _censored_log_likelihood(
     subject = data.records
     n_rec = subject.time.shape[0]
     index, valid = data.censored_record, data.censored_valid
-    pick = (index[:, None] == jnp.arange(n_rec)[None, :]) & valid[:, None]
+    # A padding entry (``valid`` False) points at record 0 and is evaluated
+    # there, at real amounts and parameters, then left out.  With zeros
+    # instead, its prediction would be 0/0 (a zero volume), and the NaN
+    # derivative times its zero weight would reach the residual error's
+    # THETAs, which enter every entry directly.
+    at = index[:, None] == jnp.arange(n_rec)[None, :]
+    pick = at & valid[:, None]
 
     def gathered(x):
-        mask = pick.reshape(pick.shape + (1,) * (x.ndim - 1))
+        mask = at.reshape(at.shape + (1,) * (x.ndim - 1))
         return jnp.sum(jnp.where(mask, x[None], 0.0), axis=1)
 
     def one(amounts, params, dvid, dv, cens, limit, bound):
