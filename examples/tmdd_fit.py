@@ -108,9 +108,9 @@ def estimates(model: MonoclonalTMDD) -> dict[str, float]:
     return values
 
 
-def main(per_dose: int = 10, seed: int = 0) -> pmx.FitResult:
-    """Simulate, fit, print estimates against the truth; return the FitResult
-    (``result.truth`` and ``result.simulated`` hold the truth and the data)."""
+def main(per_dose: int = 10, seed: int = 0) -> tuple[pmx.FitResult, dict, pd.DataFrame]:
+    """Simulate, fit, print estimates against the truth; return the
+    FitResult, the truth (natural scale) and the simulated table."""
     table = design(per_dose)
     sims = pmx.simulate(MonoclonalTMDD(), table, key=jax.random.PRNGKey(seed))
     simulated = sims.to_frame()[["ID", "TIME", "DV"]]
@@ -134,9 +134,7 @@ def main(per_dose: int = 10, seed: int = 0) -> pmx.FitResult:
     print(f"{'parameter':>10} {'truth':>8} {'estimate':>9}")
     for name, value in truth.items():
         print(f"{name:>10} {value:>8.3g} {fitted[name]:>9.3g}")
-    result.truth = truth
-    result.simulated = table
-    return result
+    return result, truth, table
 
 
 if __name__ == "__main__":

@@ -261,8 +261,9 @@ def test_nuts_agrees_with_focei_warfarin(refdata):
     # 500 warmup + 1,000 draws per chain, gave R-hat <= 1.009 and no
     # divergence once, and later (other rounding in the potential) one
     # divergence, or R-hat 1.011 on tcl.  1,000 warmup + 1,000 draws: R-hat
-    # <= 1.0091 (tcl), bulk ESS >= 630, no divergence.  The posterior of tka is right-skewed (mean 0.45 SE,
-    # median 0.31 SE above the ML estimate in each of three runs: two chain
+    # <= 1.0091 (tcl), bulk ESS >= 630, no divergence.  The posterior of tka
+    # is right-skewed (mean 0.45 SE, median 0.31 SE above the ML estimate in
+    # each of three runs: two chain
     # lengths, both parametrisations; its Monte Carlo error is 0.05 SE), hence
     # 0.75 SE.  OMEGA medians: 1.44 (KA), 1.10 (CL), 1.11 (V) times the estimates.
     model = WarfarinPK.at(initial_estimates(refdata, WARFARIN_EXT))

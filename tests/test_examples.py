@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pmx_jax import RESULTS
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -214,9 +216,12 @@ def test_tmdd_fit_recovers_the_simulation_truth():
     # is (observed 1.086).  Observed: CL 0.184, V 2.65, SD 0.0919.  About 4 min
     # on a loaded 2-core CPU (ODE compilation), hence slow.
     example = _load("tmdd_fit")
-    result = example.main(per_dose=3, seed=0)
-    assert result.converged, result.message
-    fitted, truth = example.estimates(result.model), result.truth
+    result, truth, _ = example.main(per_dose=3, seed=0)
+    # Twelve subjects do not determine KSS's IIV: its variance goes to the
+    # boundary, which the fit reports as a suspect point; nothing else may.
+    assert result.status in (RESULTS.successful, RESULTS.suspect_point), result.message
+    assert all("kss" in str(reason) for reason in result.suspect), result.suspect
+    fitted = example.estimates(result.model)
     for name in ("cl", "v"):
         assert abs(np.log(fitted[name] / truth[name])) < 0.25, name
     slope = fitted["kint"] * fitted["r0"] / fitted["kss"]
