@@ -255,6 +255,24 @@ def test_an_absurd_observation_makes_the_fit_suspect(data):
     assert any("shrinkage" in str(reason) for reason in result.suspect)
 
 
+def test_all_shrunk_iiv_is_suspect_only_without_iov():
+    """Shrinkage covers the IIV etas only: with IOV etas (which may carry
+    what the subjects differ by) an all-shrunk IIV is not a suspect point."""
+    from pmx_jax.estimation._suspect import point_suspicions
+
+    class WithIOV(pmx.library.Theophylline):
+        iov: pmx.Omega = pmx.omega(cl_occ=0.05, occasion=True)
+
+    def reasons(model):
+        found = point_suspicions(
+            model, model, eta_shrinkage=[1.0, 1.0, 1.0], n_subjects=12, n_vanishing=0, n_normal=0
+        )
+        return " ".join(map(str, found))
+
+    assert "shrinkage" in reasons(pmx.library.Theophylline())
+    assert WithIOV().n_iov_eta == 1 and reasons(WithIOV()) == ""
+
+
 def test_fit_result_is_an_immutable_value(result):
     with pytest.raises(AttributeError, match="immutable"):
         result.ofv = 0.0

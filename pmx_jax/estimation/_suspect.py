@@ -69,7 +69,12 @@ def point_suspicions(
             )
         )
     shrinkage = np.asarray(eta_shrinkage, dtype=float)
-    if n_subjects >= 3 and shrinkage.size and np.all(shrinkage >= _FULL_SHRINKAGE):
+    # ``eta_shrinkage`` covers the IIV etas only: with IOV (or nested) etas,
+    # which may carry what the subjects differ by, an all-shrunk IIV says
+    # nothing of the random effects as a whole (a site variance at 0 when
+    # sites are the individuals and subjects their occasions).
+    has_iov = final.n_iov_eta > 0
+    if n_subjects >= 3 and shrinkage.size and not has_iov and np.all(shrinkage >= _FULL_SHRINKAGE):
         reasons.append(
             Suspicion(
                 "eta shrinkage is above 99% on every eta: the EBEs are all ~0 and the "
