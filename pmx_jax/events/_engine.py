@@ -339,6 +339,17 @@ def _transition(dynamics: AbstractDynamics, params: Params, dt):
     return jax.jacfwd(lambda a, r: dynamics.propagate(params, a, dt, r), argnums=(0, 1))(zero, zero)
 
 
+def _affine(matrices, amounts, rates, has_infusions: bool):
+    """``matrices[0] @ amounts (+ matrices[1] @ rates)``, over any leading axes.
+
+    Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched dot
+    of tiny matrices is a separate, slow kernel per loop step on CPU."""
+    moved = jnp.sum(matrices[0] * amounts[..., None, :], axis=-1)
+    if has_infusions:
+        moved = moved + jnp.sum(matrices[1] * rates[..., None, :], axis=-1)
+    return moved
+
+
 class EngineResult(eqx.Module):
     """Amounts in every compartment right after each record was processed, and
     the outcome: :class:`pmx_jax.RESULTS` ``successful`` or
@@ -486,12 +497,7 @@ def record_amounts(
 
     # --- the sequential part --------------------------------------------------------
     def affine(matrices, amounts, rates):
-        # Broadcast-and-sum rather than ``@``: vmapped over subjects, a batched
-        # dot of tiny matrices is a separate, slow kernel per loop step on CPU.
-        moved = jnp.sum(matrices[0] * amounts, axis=1)
-        if has_infusions:
-            moved = moved + jnp.sum(matrices[1] * rates, axis=1)
-        return moved
+        return _affine(matrices, amounts, rates, has_infusions)
 
     memo, unroll = None, 1
     closed_form = isinstance(dynamics, AbstractLinearCompartments)
@@ -615,17 +621,10 @@ def _from_dose_points(
     intervals = jnp.concatenate([jnp.diff(anchor_time), subject.time - anchor_time[anchor]])
     to_amounts, to_rates = jax.vmap(lambda h: _transition(dynamics, constant, h))(intervals)
 
-    def affine(matrices, amounts, rates):
-        # Broadcast-and-sum, not ``@``: vmapped over subjects, a batched dot of
-        # tiny matrices is a separate, slow kernel on CPU.
-        moved = jnp.sum(matrices[0] * amounts[..., None, :], axis=-1)
-        if has_infusions:
-            moved = moved + jnp.sum(matrices[1] * rates[..., None, :], axis=-1)
-        return moved
-
     def step(carry, point):
         amounts, rates = carry
-        amounts = (affine(point["matrices"], amounts, rates) + point["amounts"]).astype(dtype)
+        moved = _affine(point["matrices"], amounts, rates, has_infusions)
+        amounts = (moved + point["amounts"]).astype(dtype)
         if has_infusions:
             rates = (rates + point["rates"]).astype(dtype)
         return (amounts, rates), (amounts, rates)
@@ -643,7 +642,7 @@ def _from_dose_points(
     at_anchor = jnp.concatenate([init[0][None], after_amounts])[anchor]
     rates_at_anchor = jnp.concatenate([init[1][None], after_rates])[anchor]
     matrices = (to_amounts[n_points:], to_rates[n_points:])
-    amounts = affine(matrices, at_anchor, rates_at_anchor).astype(dtype)
+    amounts = _affine(matrices, at_anchor, rates_at_anchor, has_infusions).astype(dtype)
     return EngineResult.of(amounts, subject.valid)
 
 

@@ -45,6 +45,16 @@ class EventPlan(eqx.Module):
     superpose: bool = eqx.field(static=True, default=False)
 
 
+def flagged_records(flags: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per subject (row of ``flags``), the indices of its flagged records in
+    order, ``width`` of them: ``(index, valid)``, padded with record 0 where
+    ``valid`` is False (numpy; ``width`` at least the most flags of a row)."""
+    # A stable sort of "not flagged" puts each subject's flagged records first, in order.
+    order = np.argsort(~flags, axis=1, kind="stable")[:, :width]
+    valid = np.take_along_axis(flags, order, axis=1)
+    return np.where(valid, order, 0).astype(np.int32), valid
+
+
 def plan_events(
     subjects: Subjects, *, max_ss_overlap: int = 8, pad_doses: Callable[[int], int] | None = None
 ) -> EventPlan:
@@ -59,10 +69,7 @@ def plan_events(
     n_dose = max(int(is_dose.sum(axis=1).max(initial=0)), 1)
     if pad_doses is not None:
         n_dose = max(min(int(pad_doses(n_dose)), evid.shape[1]), n_dose)
-    # A stable sort of "not a dose" puts each subject's dose records first, in order.
-    order = np.argsort(~is_dose, axis=1, kind="stable")[:, :n_dose]
-    dose_valid = np.take_along_axis(is_dose, order, axis=1)
-    dose_record = np.where(dose_valid, order, 0).astype(np.int32)
+    dose_record, dose_valid = flagged_records(is_dose, n_dose)
     ss_dose = is_dose & (ss > 0)
     has_ss = bool(ss_dose.any())
     has_ss_infusion = bool((ss_dose & (rate != 0)).any())

@@ -21,7 +21,7 @@ from .._shapes import censored_bucket, doses_bucket, records_bucket
 from ..data._checks import check_endpoint_values, check_modelled_inputs
 from ..data._dataset import Dataset
 from ..data._subjects import Subjects
-from ..events._plan import EventPlan, plan_events
+from ..events._plan import EventPlan, flagged_records, plan_events
 from ..model._errors import ObservationError
 from ..model._model import Model
 from ..model._views import CovariateView, EtaView
@@ -199,10 +199,7 @@ def censored_records(
     width = min(censored_bucket(most) if buckets else most, n_rec)
     if width > CENSORED_MAX_FRACTION * n_rec:
         return None, None
-    # A stable sort of "not censored" puts each subject's censored records first, in order.
-    order = np.argsort(~censored, axis=1, kind="stable")[:, :width]
-    valid = np.take_along_axis(censored, order, axis=1)
-    index = np.where(valid, order, 0).astype(np.int32)
+    index, valid = flagged_records(censored, width)
     # device_put, not jnp.asarray: no program to compile per array shape.
     return jax.device_put(index), jax.device_put(valid)
 
@@ -227,12 +224,12 @@ def constant_parameters(model: Model, subjects: Subjects, *, reads_time: bool) -
     return model.n_iov_eta == 0 or constant(np.asarray(subjects.occ))
 
 
-def can_superpose(model: Model, subjects: Subjects, plan: EventPlan) -> bool:
+def can_superpose(model: Model, plan: EventPlan) -> bool:
     """Whether the event engine may compute every subject's amounts by
     superposition (:func:`pmx_jax.events.superposed_amounts`) instead of its
     event loop: closed-form linear dynamics with zero initial amounts,
     parameters constant within each subject (``plan.constant_parameters``),
-    no steady-state dose, no reset (EVID 3/4) and at most
+    no steady-state dose, no reset (EVID 3/4: ``plan.has_resets``) and at most
     :data:`SUPERPOSE_MAX_DOSES` dose slots.  Decided from the concrete data,
     before tracing."""
     from ..dynamics._base import AbstractDynamics
@@ -243,10 +240,7 @@ def can_superpose(model: Model, subjects: Subjects, plan: EventPlan) -> bool:
         return False
     if type(dynamics).initial_amounts is not AbstractDynamics.initial_amounts:
         return False
-    if plan.has_ss or plan.dose_record.shape[-1] > SUPERPOSE_MAX_DOSES:
-        return False
-    evid = np.asarray(subjects.evid)
-    return not np.any(np.asarray(subjects.valid) & ((evid == 3) | (evid == 4)))
+    return not (plan.has_ss or plan.has_resets or plan.dose_record.shape[-1] > SUPERPOSE_MAX_DOSES)
 
 
 def _abstract(*shape: int) -> jax.ShapeDtypeStruct:
@@ -331,7 +325,7 @@ def prepare(
     plan = plan_events(subjects, pad_doses=doses_bucket if buckets else None)
     constant = constant_parameters(model, subjects, reads_time=reads_time)
     plan = dataclasses.replace(plan, constant_parameters=constant)
-    plan = dataclasses.replace(plan, superpose=can_superpose(model, subjects, plan))
+    plan = dataclasses.replace(plan, superpose=can_superpose(model, plan))
     n_occ = max(len(data.occ_levels), 1)
     censored_record, censored_valid = censored_records(subjects, buckets=buckets)
     return Prepared(
