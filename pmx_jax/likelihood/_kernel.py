@@ -181,7 +181,7 @@ def _censored_log_likelihood(
     """``loglik`` with the M3 log probability of each censored observation
     (``data.censored_record``) in place of its entry.
 
-    Only these records are evaluated: with 286 of 4,680 observations below
+    Only these records are evaluated: with 281 of 4,680 observations below
     the LLOQ (``benchmarks/nuts.py``), the ``log Phi`` of every record slot
     was half of a NUTS gradient's time.  The amounts and parameters, which
     carry derivatives, are picked by a masked sum over the records rather
