@@ -89,8 +89,25 @@ def test_censored_records_only_give_the_same_likelihood_and_derivatives(model):
     # The residual error's THETAs too: each censored entry depends on them
     # directly, not through the record it is picked from.
     theta = jnp.asarray([0.3, 1.0, 3.0, 0.2, 0.15])
-    run = eqx.filter_jit(loglik)
-    listed, full = np.asarray(run(prepared, theta, eta)), np.asarray(run(every, theta, eta))
+    weights = jnp.asarray(np.random.default_rng(1).uniform(size=np.shape(prepared.subjects.time)))
+
+    @eqx.filter_jit
+    def evaluate(source):
+        """Per-record log-likelihoods, a gradient in the THETAs and the etas,
+        and each subject's Hessian in its etas (Laplace, SAEM's information):
+        every subject has padding entries in the list (subject 4 only those).
+        Subjects are independent, so the Hessian of the sum in all etas is
+        block-diagonal and its diagonal blocks are the subjects' Hessians."""
+        values = loglik(source, theta, eta)
+        gradient = jax.grad(lambda t, e: jnp.sum(weights * loglik(source, t, e)), argnums=(0, 1))(
+            theta, eta
+        )
+        hessian = jax.hessian(lambda e: jnp.sum(loglik(source, theta, e)))(eta)
+        blocks = jnp.stack([hessian[i, :, i, :] for i in range(eta.shape[0])])
+        return values, gradient, blocks
+
+    (listed, listed_g, listed_h), (full, full_g, full_h) = evaluate(prepared), evaluate(every)
+    listed, full = np.asarray(listed), np.asarray(full)
     assert np.all(np.isfinite(full))
     np.testing.assert_allclose(listed, full, rtol=1e-13, atol=1e-13)
     # Every censored record's entry is an M3 probability (log P <= 0) and changed
@@ -98,30 +115,14 @@ def test_censored_records_only_give_the_same_likelihood_and_derivatives(model):
     censored = np.asarray(prepared.subjects.is_obs) & (np.asarray(prepared.subjects.cens) != 0)
     assert censored.sum() == 6 and np.all(full[censored] <= 0.0)
 
-    weights = jnp.asarray(np.random.default_rng(1).uniform(size=listed.shape))
-
-    @eqx.filter_jit
-    def gradient(source):
-        return jax.grad(lambda t, e: jnp.sum(weights * loglik(source, t, e)), argnums=(0, 1))(
-            theta, eta
-        )
-
-    for a, b in zip(gradient(prepared), gradient(every), strict=True):
+    # The residual error's THETAs too: each censored entry depends on them
+    # directly, not through the record it is picked from.
+    for a, b in zip(listed_g, full_g, strict=True):
         assert np.all(np.isfinite(np.asarray(b)))
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-12)
 
-    # Second derivatives in the etas (Laplace, SAEM's information), on every
-    # subject: each has padding entries in the list (subject 4 has only those).
-    @eqx.filter_jit
-    def hessians(source):
-        def one(e, i):
-            return jnp.sum(loglik(source, theta, eta.at[i].set(e))[i])
-
-        return jnp.stack([jax.hessian(one)(eta[i], i) for i in range(4)])
-
-    listed_h, full_h = np.asarray(hessians(prepared)), np.asarray(hessians(every))
-    assert np.all(np.isfinite(full_h))
-    np.testing.assert_allclose(listed_h, full_h, rtol=1e-10, atol=1e-10)
+    assert np.all(np.isfinite(np.asarray(full_h)))
+    np.testing.assert_allclose(np.asarray(listed_h), np.asarray(full_h), rtol=1e-10, atol=1e-10)
 
 
 def test_which_data_list_their_censored_records():

@@ -113,6 +113,18 @@ def _both(model, prepared, values=None):
     return names, x, jax.jit(total, static_argnums=(1, 2, 3))
 
 
+def _value_gradient_amounts(total, x, weights, *path):
+    """``sum(weights * amounts)``, its gradient in the THETAs and the amounts
+    themselves, by one path of ``total``: one compiled program per path."""
+
+    def scalar(x):
+        amounts = total(x, *path)
+        return jnp.sum(weights * amounts), amounts
+
+    (value, amounts), gradient = jax.jit(jax.value_and_grad(scalar, has_aux=True))(x)
+    return float(value), np.asarray(gradient), np.asarray(amounts)
+
+
 @pytest.mark.parametrize("dynamics", CLOSED_FORMS, ids=lambda d: type(d).__name__)
 def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     oral = dynamics.has_depot
@@ -124,19 +136,15 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
     # Nine dose slots: prepare itself would choose the loop; both are run here.
     assert prepared.plan.constant_parameters and prepared.plan.has_infusions
     _, x, total = _both(model, prepared)
-    loop, sup = total(x, False), total(x, True)
     valid = np.asarray(prepared.subjects.valid)
-    np.testing.assert_allclose(
-        np.asarray(sup)[valid], np.asarray(loop)[valid], rtol=1e-10, atol=1e-10
+    weights = jnp.asarray(
+        np.random.default_rng(1).uniform(size=(*valid.shape, dynamics.n_compartments))
+        * valid[..., None]
     )
-    weights = jnp.asarray(np.random.default_rng(1).uniform(size=loop.shape) * valid[..., None])
-
-    def scalar(x, superpose):
-        return jnp.sum(weights * total(x, superpose))
-
-    gradient = jax.jit(jax.grad(scalar), static_argnums=1)
-    g_loop, g_sup = gradient(x, False), gradient(x, True)
-    np.testing.assert_allclose(np.asarray(g_sup), np.asarray(g_loop), rtol=1e-9, atol=1e-9)
+    _, g_loop, loop = _value_gradient_amounts(total, x, weights, False)
+    _, g_sup, sup = _value_gradient_amounts(total, x, weights, True)
+    np.testing.assert_allclose(sup[valid], loop[valid], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(g_sup, g_loop, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -164,24 +172,21 @@ def test_loop_over_dose_points_equals_the_full_loop(dynamics):
         * valid[..., None]
     )
 
-    def value_and_gradient(anchored):
-        # The full loop: parameters not known to be constant.
-        def scalar(x):
-            return jnp.sum(weights * total(x, False, anchored, not anchored))
-
-        value, gradient = jax.jit(jax.value_and_grad(scalar))(x)
-        return float(value), np.asarray(gradient)
-
-    (v_full, g_full), (v_points, g_points) = value_and_gradient(False), value_and_gradient(True)
+    # The full loop: parameters not known to be constant.
+    v_full, g_full, amounts_full = _value_gradient_amounts(total, x, weights, False, False, True)
+    v_points, g_points, amounts_points = _value_gradient_amounts(
+        total, x, weights, False, True, False
+    )
     # The ODE solves of either path integrate other intervals: they agree to
     # the solver's tolerance, the closed forms to rounding.
     ode = "ODE" in type(dynamics).__name__
     np.testing.assert_allclose(v_points, v_full, rtol=1e-7 if ode else 1e-11)
     np.testing.assert_allclose(g_points, g_full, rtol=1e-6 if ode else 1e-8, atol=1e-10)
-    amounts_full = np.asarray(total(x, False, False, True))[valid]
-    amounts_points = np.asarray(total(x, False, True, False))[valid]
     np.testing.assert_allclose(
-        amounts_points, amounts_full, rtol=1e-6 if ode else 1e-10, atol=1e-7 if ode else 1e-12
+        amounts_points[valid],
+        amounts_full[valid],
+        rtol=1e-6 if ode else 1e-10,
+        atol=1e-7 if ode else 1e-12,
     )
 
 
