@@ -17,8 +17,9 @@ from pmx_jax.likelihood import prepare
     "dynamics",
     [
         pmx.pk.OneCompartmentOral(),
-        pmx.pk.TwoCompartment(),
-        pmx.pk.ThreeCompartmentOral(),
+        # Two and three compartments (a 2x2 and a 4x4 spectrum): slow set, 13-20 s each.
+        pytest.param(pmx.pk.TwoCompartment(), marks=pytest.mark.slow),
+        pytest.param(pmx.pk.ThreeCompartmentOral(), marks=pytest.mark.slow),
         pmx.pk.OneCompartmentOralODE(),
     ],
     ids=lambda d: type(d).__name__,

@@ -288,6 +288,11 @@ def test_theophylline_ofv_equals_library_model(tmp_path, theo_csv):
     assert settings["method"] == "focei"
     reference = ofv(Theophylline(), pmx.datasets.load("theophylline"))
     assert ofv(model, data) == pytest.approx(reference, abs=1e-6)
+
+
+@pytest.mark.slow  # FOCE: a second objective to compile for each model (17 s)
+def test_theophylline_foce_ofv_equals_library_model(tmp_path, theo_csv):
+    model, data, _ = read_model(write(tmp_path, THEO), data=theo_csv)
     assert ofv(model, data, "foce") == pytest.approx(
         ofv(Theophylline(), pmx.datasets.load("theophylline"), "foce"), abs=1e-6
     )

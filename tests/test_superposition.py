@@ -149,7 +149,8 @@ def test_amounts_and_gradients_equal_the_event_loop(dynamics):
 
 @pytest.mark.parametrize(
     "dynamics",
-    [*CLOSED_FORMS, pmx.pk.OneCompartmentOralODE()],
+    # The ODE: its transitions from ODE solves, in the slow set (18 s).
+    [*CLOSED_FORMS, pytest.param(pmx.pk.OneCompartmentOralODE(), marks=pytest.mark.slow)],
     ids=lambda d: type(d).__name__,
 )
 def test_loop_over_dose_points_equals_the_full_loop(dynamics):
@@ -190,6 +191,7 @@ def test_loop_over_dose_points_equals_the_full_loop(dynamics):
     )
 
 
+@pytest.mark.slow  # 36 s: steady state and resets, value and gradient by two loops
 def test_event_loop_with_constant_parameters_is_the_same():
     """The event loop told that the parameters are constant (one
     eigen-decomposition per subject) gives the same amounts and gradients on
