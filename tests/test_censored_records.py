@@ -115,8 +115,6 @@ def test_censored_records_only_give_the_same_likelihood_and_derivatives(model):
     censored = np.asarray(prepared.subjects.is_obs) & (np.asarray(prepared.subjects.cens) != 0)
     assert censored.sum() == 6 and np.all(full[censored] <= 0.0)
 
-    # The residual error's THETAs too: each censored entry depends on them
-    # directly, not through the record it is picked from.
     for a, b in zip(listed_g, full_g, strict=True):
         assert np.all(np.isfinite(np.asarray(b)))
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-12)
