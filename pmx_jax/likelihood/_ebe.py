@@ -601,8 +601,8 @@ def newton_ebe(
     zero = jnp.zeros_like(eta0)
     # Start from the better of the warm start and eta = 0, compared by value
     # alone (no derivatives: much cheaper than a Newton evaluation).
-    warm_value = objective(eta0, args)
-    zero_value = objective(zero, args)
+    # One call at both points (vmapped): one copy of the model's program.
+    warm_value, zero_value = jax.vmap(objective, in_axes=(0, None))(jnp.stack([eta0, zero]), args)
     # ``try_zero`` false (a Python or a traced bool): from the warm start
     # whenever it is finite.
     from_zero = jnp.all(eta0 == 0) | jnp.where(

@@ -239,7 +239,8 @@ def _scoring(objective, general_products: bool = True):
 
 
 def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
-    """FOCE/FOCEI per-subject OFV at the EBE ``b`` (see the module notes)."""
+    """FOCE/FOCEI per-subject OFV at the EBE ``b`` (see the module notes), and
+    the record terms at ``b``."""
     terms, g_mean, g_var = moments_and_jacobian(subj, b)
     variance = terms.variance if interaction else v0
     info, _ = _first_order_information(prior, terms, g_mean, g_var, variance, interaction)
@@ -252,14 +253,14 @@ def _first_order_ofv(subj, prior, b, v0, *, interaction, has_censoring):
         + prior.logdet
         + logdet(info)
     )
-    return jnp.where(terms.ok, value, jnp.inf)
+    return jnp.where(terms.ok, value, jnp.inf), terms
 
 
 def _laplace_ofv(subj, prior, b, floor: float, materialize: bool = False):
     """``materialize``: differentiate the log-determinant in forward mode
     (nonlinear ODEs, see :func:`forward_only`); the EBE ``b`` and the THETAs
     are materialised, OMEGA keeps its tangent.  ``floor``: see
-    :mod:`._curvature`."""
+    :mod:`._curvature`.  Returns the OFV and the record terms at ``b``."""
     terms = subj.terms(b)
     n_normal = jnp.sum(terms.normal)
     value = _interaction_objective(b, (subj, prior))
@@ -268,7 +269,7 @@ def _laplace_ofv(subj, prior, b, floor: float, materialize: bool = False):
         det = forward_only((b, subj, prior), fn=log_det, materialize=_laplace_select)
     else:
         det = log_det((b, subj, prior))
-    return value - n_normal * LOG_2PI + prior.logdet + det
+    return value - n_normal * LOG_2PI + prior.logdet + det, terms
 
 
 def _curvatures(b, subj, prior):
@@ -306,7 +307,8 @@ def _laplace_select(args):
 
 def _fo_ofv(subj, prior, b0):
     """FO: marginal normal of the model linearised at ``b = 0``, via Woodbury
-    (an ``n_b x n_b`` determinant rather than a records x records one)."""
+    (an ``n_b x n_b`` determinant rather than a records x records one); and
+    the record terms at ``b = 0``."""
     terms, g_mean, _ = moments_and_jacobian(subj, b0)
     v = jnp.where(terms.normal, terms.variance, 1.0)
     w = jnp.where(terms.normal, 1.0 / v, 0.0)
@@ -324,17 +326,18 @@ def _fo_ofv(subj, prior, b0):
         + logdet(info)
         + _censored_m2ll(terms)
     )
-    return jnp.where(terms.ok, value, jnp.inf)
+    return jnp.where(terms.ok, value, jnp.inf), terms
 
 
 # -- the population objective ----------------------------------------------------------
 
 
-def _diagnose(subj: SubjectLikelihood, b: Array) -> tuple[Array, Array]:
-    """At ``b``: the normal observations predicted as ~0 (below 1e-10 of a
-    non-zero DV), and the event engine's outcome."""
-    terms = subj.terms(b)
-    dv = subj.data.records.dv
+def _diagnose(terms: RecordTerms, dv: Array) -> tuple[Array, Array]:
+    """From the record terms at the EBE: the normal observations predicted as
+    ~0 (below 1e-10 of a non-zero ``dv``), and the event engine's outcome.
+    The terms are those the OFV formula computed (no further evaluation of
+    the model: its program would be one more copy of the model's)."""
+    terms = jax.lax.stop_gradient(terms)
     tiny = jnp.abs(terms.prediction) < 1e-10 * jnp.abs(dv)
     return jnp.sum(terms.normal & (dv != 0) & tiny).astype(jnp.int32), terms.status
 
@@ -437,9 +440,10 @@ def _population_ofv(
         zero = jnp.zeros(layout.size, dtype)
         none = jnp.asarray(jnp.nan, dtype)
         if method == "fo":
-            vanishing, engine = _diagnose(subj_sg, zero)
+            value, terms = _fo_ofv(subj, prior, zero)
+            vanishing, engine = _diagnose(terms, subj.data.records.dv)
             return dict(
-                per_subject=_fo_ofv(subj, prior, zero),
+                per_subject=value,
                 ebes=zero,
                 status=jnp.asarray(EBEStatus.CONVERGED, jnp.int32),
                 engine=engine,
@@ -480,10 +484,12 @@ def _population_ofv(
         )
         curvature = none
         if method == "laplace":
-            value = _laplace_ofv(subj, prior, b, problem.laplace_floor, materialize=nonlinear_ode)
+            value, terms = _laplace_ofv(
+                subj, prior, b, problem.laplace_floor, materialize=nonlinear_ode
+            )
             curvature = smallest_relative_curvature(*_curvatures(ebe.eta, subj_sg, prior_sg))
         else:
-            value = _first_order_ofv(
+            value, terms = _first_order_ofv(
                 subj,
                 prior,
                 b,
@@ -491,7 +497,7 @@ def _population_ofv(
                 interaction=method == "focei",
                 has_censoring=has_censoring,
             )
-        vanishing, engine = _diagnose(subj_sg, ebe.eta)
+        vanishing, engine = _diagnose(terms, subj.data.records.dv)
         return dict(
             per_subject=value,
             ebes=b,
