@@ -124,6 +124,36 @@ def test_dt_zero_is_identity_with_finite_derivatives():
         np.testing.assert_allclose(d_dt, slope[2], rtol=1e-12)
 
 
+def test_dt_zero_is_reached_whatever_max_steps():
+    """An explicit solve runs in scaled time from 0 to 1 whatever ``dt``; for
+    ``dt == 0`` its field is zero and the start comes back, reached, even
+    where the solver may not take a single step."""
+    x0, rates = start_state(2), infusion(2)
+    amounts, ok = propagate(OneCompartmentOralODE(max_steps=1), PARAMS, x0, 0.0, rates)
+    assert ok
+    np.testing.assert_array_equal(amounts, x0)
+
+
+def _nextafter_count(model, dt):
+    """Operations from ``nextafter`` left in the compiled program of one
+    solve over a traced ``dt`` (after XLA's constant folding)."""
+    x0, rates = start_state(2), infusion(2)
+    program = jax.jit(lambda h: model.propagate(MM_PARAMS, x0, h, rates)).lower(dt).compile()
+    return program.as_text().count("/nextafter")
+
+
+def test_explicit_solves_compute_no_end_point_threshold():
+    """diffrax rounds a step to the end point once it is within 100 ULPs of
+    it, a threshold computed by 100 chained ``nextafter`` on the end point:
+    about 1,500 lines of HLO in every solve of a program where the end point
+    is traced.  An explicit solve's end point is the constant 1 (scaled
+    time): XLA folds the chain away.  An implicit solve (integrated in
+    ``t``) keeps it, which shows that the count sees it."""
+    dt = jnp.asarray(2.0)
+    assert _nextafter_count(OneCompartmentOralMM(), dt) == 0
+    assert _nextafter_count(OneCompartmentOralMM(stiff=True), dt) >= 100
+
+
 def test_negative_dt_integrates_backwards():
     model = TwoCompartmentODE()
     x0, rates = start_state(2), infusion(2)
