@@ -263,6 +263,10 @@ class _Program:
         leaves = jax.device_put(leaves, self.device)
         return jax.tree.unflatten(self.out_structure, self.call(*leaves))
 
+    def lower(self, leaves):
+        """The call's lowering for ``leaves`` (as ``__call__`` commits them)."""
+        return self.call.lower(*jax.device_put(leaves, self.device))
+
 
 @functools.cache
 def _prepare_lapack() -> None:
@@ -340,15 +344,40 @@ class Stored:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
+        text, program, leaves = self._find(args)
+        if program is not None:
+            try:
+                return program(leaves)
+            except Exception:  # noqa: BLE001 - a program that fails to load or run: trace
+                self.programs[text] = None
+        return self.jitted(*args)
+
+    def lowered(self, *args) -> Callable[[], Any]:
+        """Trace (or read) and lower the program for ``args`` now; return a
+        function that compiles it into the caches that a call with arguments
+        of the same structure and shapes then uses (nothing runs).  XLA
+        releases the GIL while it compiles, so that function can run in a
+        thread while Python traces another program."""
+        _, program, leaves = self._find(args)
+        if program is not None:
+            try:
+                return program.lower(leaves).compile
+            except Exception:  # noqa: BLE001 - the call will trace (see __call__)
+                pass
+        return self.jitted.lower(*args).compile
+
+    def _find(self, args) -> tuple[str | None, _Program | None, list]:
+        """The key text, stored program and array leaves for ``args``; no
+        program where ``jitted`` must trace (see the module notes)."""
         where = folder()
         if where is None or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
-            return self.jitted(*args)
+            return None, None, []
         dynamic, static = eqx.partition(args, eqx.is_array)
         leaves, treedef = jax.tree.flatten(dynamic)
         try:
             text = _structure(self.name, static, treedef, leaves)
         except Exception:  # noqa: BLE001 - no certain key (see the module notes): trace
-            return self.jitted(*args)
+            return None, None, leaves
         if text not in self.programs:
             # The code cannot change the program within a process: hashed once.
             try:
@@ -358,13 +387,7 @@ class Stored:
             else:
                 path = where / f"{self.name}-{key[:32]}{SUFFIX}"
                 self.programs[text] = self._load(path, static, treedef, leaves)
-        program = self.programs.get(text)
-        if program is not None:
-            try:
-                return program(leaves)
-            except Exception:  # noqa: BLE001 - a program that fails to load or run: trace
-                self.programs[text] = None
-        return self.jitted(*args)
+        return text, self.programs.get(text), leaves
 
     def _load(self, path: Path, static, treedef, leaves) -> _Program | None:
         program = _read(path)
@@ -396,6 +419,26 @@ class Stored:
         except Exception:  # noqa: BLE001 - an unwritable folder or an unpicklable output: not stored
             pass
         return _Program(exported, out["structure"])
+
+
+def signature(args) -> tuple | None:
+    """What sets ``args`` apart for a compiled program, hashable: their
+    structure, static values, and the arrays' shapes and dtypes (None where a
+    static value cannot be hashed)."""
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    leaves, treedef = jax.tree.flatten(dynamic)
+    static_leaves, static_def = jax.tree.flatten(static)
+    key = (
+        treedef,
+        static_def,
+        tuple(static_leaves),
+        tuple((x.shape, str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def stored(name: str) -> Callable[[Callable], Stored]:

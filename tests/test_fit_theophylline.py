@@ -96,11 +96,12 @@ def test_outer_steps_do_not_recompile(result, data):
     # The module fit compiled the BFGS step once for all its evaluations; a new
     # fit of the same model structure at other values reuses it too.  (Counted
     # as a difference: other tests in the session may have compiled other models.)
-    before = _engine._evaluate.jitted._cached._cache_size()
+    programs = (_engine._search, _engine._evaluate)
+    before = [program.jitted._cached._cache_size() for program in programs]
     start = pmx.library.Theophylline().with_values(tcl=0.8, iiv=[0.5, 0.2, 0.05])
     short = fit(start, data, "focei", max_iterations=3)
     assert short.n_evaluations >= 3
-    assert _engine._evaluate.jitted._cached._cache_size() == before
+    assert [program.jitted._cached._cache_size() for program in programs] == before
 
 
 def test_iteration_limit_reports_not_converged(data):

@@ -1,23 +1,27 @@
-"""One compiled program for a fit: the OFV, its gradient and every subject's
-own gradient, at a parameter vector, from a warm start of the EBEs.
+"""The compiled programs of a fit: every subject's EBE search at a parameter
+vector, from a warm start; and the OFV, its gradient and every subject's own
+gradient at the modes found.
 
-Everything the estimation step needs is built from this one evaluation
-(:class:`Engine`): the quasi-Newton iterations (value and gradient), the global
-EBE search at each end point (one evaluation per
-fixed start, then one from each subject's lowest mode; see
-:meth:`Engine.global_search`), and the covariance step (central differences
-of the gradient for ``R``, the per-subject gradients for ``S``).  Compiling
-the population objective dominates the time to a first result on a CPU
-(tens of seconds for an event-engine model); a program per task (search,
-step, scores) compiled it three times.
+Everything the estimation step needs is built from these two
+(:class:`Engine`): the quasi-Newton iterations (value and gradient: the
+search, then the objective), the global EBE search at each end point (the
+search alone from each fixed start, then the evaluation from each subject's
+lowest mode; see :meth:`Engine.global_search`), and the covariance step
+(central differences of the gradient for ``R``, the per-subject gradients
+for ``S``).  Compiling them dominates the time to a first result on a CPU
+(tens of seconds for an event-engine model), so the first evaluation
+compiles the search in a thread while Python traces the objective
+(:meth:`Engine._compile`): as one program, the fit waited for both
+compilations in turn.
 
 The per-subject gradients come from the same reverse pass as the total: every
 subject evaluates its own copy of the model, made from its own copy of the
-parameter vector (``population_ofv(..., copies=...)``), and the gradient with
-respect to those copies is the matrix of subject gradients, whose sum is the
-gradient.
+parameter vector (``population_ofv_at(..., copies=...)``), and the gradient
+with respect to those copies is the matrix of subject gradients, whose sum is
+the gradient.  The search is not differentiated: the modes enter the OFV
+through their implicit derivative (:func:`pmx_jax.likelihood.implicit_ebe`).
 
-The program takes :meth:`Problem.program`: the same program serves every
+The programs take :meth:`Problem.program`: the same programs serve every
 dataset of the model's shape bucket (:mod:`pmx_jax._shapes`), in this process
 and, through the persistent compilation cache, in the next.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import threading
 import time
 from typing import Any
 
@@ -37,9 +42,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
-from .._stored import stored
-from ..likelihood import OFVResult, Problem, population_ofv, prior_starts
+from .._stored import signature, stored
+from ..likelihood import EBEResult, OFVResult, Problem, prior_starts
 from ..likelihood._ebe import EBEStatus
+from ..likelihood._objective import no_modes, population_modes, population_ofv_at
 from ..model._model import Model
 
 
@@ -78,21 +84,34 @@ class _FromVector(eqx.Module):
         return self.model.from_unconstrained(self.unravel(y))
 
 
+@stored("modes")
+def _search(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance, known):
+    """Every subject's EBE search at ``y`` (:func:`population_modes`)."""
+    return population_modes(
+        to_model(y), problem, ebe_init, max_steps, tolerance, try_zero=try_zero, known=known
+    )
+
+
 @stored("objective")
-def _evaluate(to_model, y, problem, ebe_init, try_zero, max_steps, tolerance, known):
-    """``(OFV, gradient, subject gradients (n_chunks, chunk, n_par), OFVResult)``."""
+def _evaluate(to_model, y, problem, modes):
+    """At the searches' ``modes``: ``(OFV, gradient, subject gradients
+    (n_chunks, chunk, n_par), OFVResult)``."""
     copies = jnp.broadcast_to(y, problem.real.shape + y.shape)
 
     def total(copies):
-        result = population_ofv(
-            to_model(y), problem, ebe_init, max_steps, tolerance,
-            try_zero=try_zero, copies=(to_model, copies), known=known,
-        )  # fmt: skip
+        result = population_ofv_at(to_model(y), problem, modes, copies=(to_model, copies))
         return result.ofv, result
 
     (value, result), scores = jax.value_and_grad(total, has_aux=True)(copies)
     scores = jnp.where(problem.real[..., None], scores, 0.0)
     return value, jnp.sum(scores, axis=(0, 1)), scores, result
+
+
+# The signatures of the searches whose programs :meth:`Engine._compile` has
+# compiled in this process (with their objective's): a later engine on the
+# same model and shape bucket (the covariance step's, a bootstrap's) runs
+# them from the caches.
+_COMPILED: set = set()
 
 
 # The small computations around the objective are single programs rather
@@ -130,12 +149,28 @@ def _model_at(to_model: _FromVector, y: Array) -> Model:
     return to_model(y)
 
 
-def _modes(result: OFVResult) -> tuple[np.ndarray, ...]:
+def _modes(modes: EBEResult) -> tuple[np.ndarray, ...]:
     """A search's EBE objectives and EBEs (laid out), and where they are
     finite and where converged (and finite)."""
-    value, eta = np.asarray(result.ebe_objective), np.asarray(result.ebes)
+    value, eta = np.asarray(modes.objective), np.asarray(modes.eta)
     finite = np.isfinite(value) & np.all(np.isfinite(eta), axis=-1)
-    return value, eta, finite, finite & (np.asarray(result.status) == EBEStatus.CONVERGED)
+    return value, eta, finite, finite & (np.asarray(modes.status) == EBEStatus.CONVERGED)
+
+
+def _steps(n_steps, real) -> tuple[int, int]:
+    """The largest and total EBE Newton evaluations over the real subjects."""
+    n_steps = np.where(real, np.asarray(n_steps), 0)
+    return int(n_steps.max(initial=0)), int(n_steps.sum())
+
+
+class Search:
+    """One EBE search on the host: ``modes`` (the :class:`EBEResult`, in the
+    problem's layout), ``steps`` (as :class:`Evaluation`'s) and ``seconds``."""
+
+    def __init__(self, modes: EBEResult, real, seconds):
+        self.modes = modes
+        self.steps = _steps(modes.n_steps, real)
+        self.seconds = seconds
 
 
 class Evaluation:
@@ -150,8 +185,7 @@ class Evaluation:
         self.grad = np.asarray(grad)
         self.scores = scores
         self.result: OFVResult = result
-        n_steps = np.where(real, np.asarray(result.n_steps), 0)
-        self.steps = (int(n_steps.max(initial=0)), int(n_steps.sum()))
+        self.steps = _steps(result.n_steps, real)
         self.seconds = seconds
 
 
@@ -179,6 +213,9 @@ class Engine:
         # shape bucket would not run on the compiled programs alone).
         self._zeros = _on_device(np.zeros(self._real.shape + (self.shape[1],)), problem.dtype)
         self._no_modes = (self._zeros, _on_device(np.full(self._real.shape, np.inf), problem.dtype))
+        # FO searches nothing.
+        self._searches = problem.method != "fo"
+        self._no_search = jax.tree.map(jax.device_put, no_modes(problem))
 
     def on(self, problem: Problem) -> Engine:
         """This engine on other data of the same model and method (a
@@ -202,13 +239,56 @@ class Engine:
         earlier searches at ``y``, where a search stops once in their basin
         (:func:`pmx_jax.likelihood.newton_ebe`); none by default."""
         tic = time.perf_counter()
-        known = self._no_modes if known is None else tuple(_on_device(k, self.dtype) for k in known)
-        value, grad, scores, result = _evaluate(
-            self.to_model, jnp.asarray(y, self.dtype), self.program, ebes,
-            jnp.asarray(try_zero), *self.options, known,
-        )  # fmt: skip
+        y = jnp.asarray(y, self.dtype)
+        modes = self._no_search
+        if self._searches:
+            modes = self._search(y, ebes, try_zero, known, compile_objective=True)
+        value, grad, scores, result = _evaluate(self.to_model, y, self.program, modes)
         value = jax.block_until_ready(value)
         return Evaluation(value, grad, scores, result, self._real, time.perf_counter() - tic)
+
+    def search(self, y, ebes: Array, try_zero: bool = True, known=None) -> Search:
+        """The EBE searches of :meth:`at` alone (no OFV, no gradient)."""
+        tic = time.perf_counter()
+        y = jnp.asarray(y, self.dtype)
+        if not self._searches:
+            return Search(self._no_search, self._real, time.perf_counter() - tic)
+        modes = jax.block_until_ready(self._search(y, ebes, try_zero, known))
+        return Search(modes, self._real, time.perf_counter() - tic)
+
+    def _search(self, y, ebes, try_zero, known, compile_objective=False) -> EBEResult:
+        known = self._no_modes if known is None else tuple(_on_device(k, self.dtype) for k in known)
+        args = (self.to_model, y, self.program, ebes, jnp.asarray(try_zero), *self.options, known)
+        if compile_objective:
+            key = signature(args)
+            if key is None or key not in _COMPILED:
+                self._compile(args)
+                if key is not None:
+                    _COMPILED.add(key)
+        return _search(*args)
+
+    def _compile(self, search_args) -> None:
+        """Compile the search and the objective side by side: XLA compiles the
+        search in a thread while Python traces the objective (tracing holds
+        the GIL, compiling does not).  On a 2-core CPU the first evaluation
+        of an ODE model then waits for about one compilation less (see
+        ``benchmarks/README.md``).  A failure in the thread is left to the
+        call that follows, which compiles again and raises."""
+        compile_search = _search.lowered(*search_args)
+
+        def work():
+            try:
+                compile_search()
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
+
+        worker = threading.Thread(target=work, name="pmx_jax-compile", daemon=True)
+        worker.start()
+        try:
+            y = search_args[1]
+            _evaluate.lowered(self.to_model, y, self.program, self._no_search)()
+        finally:
+            worker.join()
 
     def global_search(self, y, warm: Array | None = None) -> tuple[Evaluation, list]:
         """The OFV by :func:`pmx_jax.ofv`'s global EBE search at ``y``: one
@@ -234,11 +314,11 @@ class Engine:
         known_value = np.full(self._real.shape, np.inf)
         searches, found = [], []
         for lane in lanes:
-            search = self.at(
+            search = self.search(
                 y, _on_device(lane, self.dtype), try_zero=False, known=(known_eta, known_value)
             )
             searches.append(search)
-            found.append(_modes(search.result))
+            found.append(_modes(search.modes))
             value, eta, _, converged = found[-1]
             lower = converged & (value < known_value)
             known_eta = np.where(lower[..., None], eta, known_eta)

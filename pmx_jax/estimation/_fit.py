@@ -30,15 +30,16 @@ Design notes (why it is built this way):
   continues from there with the new EBEs (a ``check`` row in ``trace``, a
   count in ``restarts``), until the end point is a minimum of the objective
   it reports.
-- **One compiled program.**  The driver is a Python loop around one jitted
-  evaluation (:mod:`._engine`: OFV, gradient and per-subject gradients from a
-  warm start of the EBEs); the BFGS update and line search run in numpy on
-  the host (a few parameters), the global EBE search is one evaluation per
-  fixed start, and the covariance step uses the same program.  Every argument
+- **Two compiled programs.**  The driver is a Python loop around one
+  evaluation (:mod:`._engine`: the EBE search from a warm start, then OFV,
+  gradient and per-subject gradients at the modes, compiled side by side);
+  the BFGS update and line search run in numpy on the host (a few
+  parameters), the global EBE search is one search per fixed start, and the
+  covariance step uses the same programs.  Every argument
   that changes between evaluations is an array, and the program takes the
-  problem without its host-side parts: it compiles once per model, method and
+  problem without its host-side parts: they compile once per model, method and
   shape bucket (:mod:`pmx_jax._shapes`).  The warm start is an argument of the
-  objective, not differentiated: the OFV gradient is the implicit (envelope)
+  search, not differentiated: the OFV gradient is the implicit (envelope)
   derivative of the OFV at the mode found, whatever the starting point.
 - The objective is divided by a constant fixed at the initial estimates (the
   largest absolute gradient component there, at least 1).  BFGS starts from the

@@ -63,7 +63,7 @@ from ..dynamics._ode import AbstractODE
 from ..model._model import Model
 from ..model._parameters import Omega
 from ._curvature import floored_logdet, positive_part, smallest_relative_curvature
-from ._ebe import EBEStatus, global_ebe, newton_ebe, prior_starts
+from ._ebe import EBEResult, EBEStatus, global_ebe, newton_ebe, prior_starts
 from ._implicit import forward_only, implicit_ebe
 from ._kernel import (
     LOG_2PI,
@@ -394,33 +394,116 @@ def _population_ofv(
     model, problem, ebe_init, max_steps, tolerance, method, scoring, search, warm_start,
     try_zero, copies, known,
 ) -> OFVResult:  # fmt: skip
-    method = problem.method if method is None else method
-    layout = problem.layout
-    has_censoring = problem.has_censoring
-    has_general = problem.prepared.has_general
-    dtype = problem.dtype
-    prior = Prior.of(layout.omega(model).astype(dtype))
-    prior_sg = jax.lax.stop_gradient(prior)
-    model_sg = jax.lax.stop_gradient(model)
-    # Nonlinear ODEs: their derivative rule solves a variational ODE (a while
-    # loop) that reverse mode cannot transpose inside the implicit derivative.
-    dynamics = model.dynamics
-    nonlinear_ode = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
-    if scoring is None:
-        scoring = isinstance(dynamics, AbstractODE)
-    if search == "global":
-        fixed_starts = prior_starts(
-            jnp.asarray(model_sg.omega_matrix(), dtype),
-            jnp.asarray(model_sg.iov_omega_matrix(), dtype),
-            layout.n_occasions if layout.n_iov_eta else 0,
-        )
+    setup = _Setup(model, problem, method, scoring)
+    options = (max_steps, tolerance, search, warm_start, try_zero)
 
     def one(data, b_init, y_copy, known_one):
+        ebe = setup.search(data, b_init, known_one, *options)
+        return setup.at_mode(data, ebe, *setup.subject_model(model, copies, y_copy))
+
+    out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1], known)
+    return _result(out, problem)
+
+
+def population_modes(
+    model: Model,
+    problem: Problem,
+    ebe_init: Array,
+    max_steps: Array,
+    tolerance: Array,
+    *,
+    try_zero: bool | Array = True,
+    known: tuple[Array, Array] | None = None,
+) -> EBEResult:
+    """The local EBE searches of :func:`population_ofv` alone (arguments as
+    there): each subject's :class:`EBEResult`, laid out as ``ebe_init``.
+    :func:`population_ofv_at` at them gives the OFV of ``population_ofv``.
+    Apart, the search is a program of its own (the lanes of a global search
+    need no OFV or gradient; see :class:`pmx_jax.estimation._engine.Engine`).
+    ``problem``: :meth:`Problem.program` (as the programs that call this take
+    it).  Not jitted: call it in a compiled function."""
+    setup = _Setup(model, problem, None, None)
+
+    def one(data, b_init, known_one):
+        return setup.search(data, b_init, known_one, max_steps, tolerance, "local", True, try_zero)
+
+    return map_subjects(problem, one, ebe_init, known)
+
+
+def population_ofv_at(
+    model: Model,
+    problem: Problem,
+    modes: EBEResult,
+    *,
+    copies: tuple[Callable[[Array], Model], Array] | None = None,
+) -> OFVResult:
+    """:func:`population_ofv` from the searches' results ``modes`` (of
+    :func:`population_modes`; ``copies`` as in ``population_ofv``): the OFV at
+    their modes, with the implicit derivative of each mode.  Not jitted."""
+    setup = _Setup(model, problem, None, None)
+
+    def one(data, ebe, y_copy):
+        return setup.at_mode(data, ebe, *setup.subject_model(model, copies, y_copy))
+
+    out = map_subjects(problem, one, modes, None if copies is None else copies[1])
+    return _result(out, problem)
+
+
+def no_modes(problem: Problem) -> EBEResult:
+    """Searches' results of the shapes :func:`population_modes` gives on
+    ``problem`` (numpy; zero random effects, none searched): what FO, which
+    has no search, evaluates at, and what a program taking modes is compiled
+    for before a search has run."""
+    lead = np.shape(problem.real)
+    n_b, dtype = problem.layout.size, problem.dtype
+    return EBEResult(
+        eta=np.zeros(lead + (n_b,), dtype),
+        objective=np.full(lead, np.nan, dtype),
+        gradient=np.zeros(lead + (n_b,), dtype),
+        hessian=np.zeros(lead + (n_b, n_b), dtype),
+        status=np.full(lead, EBEStatus.CONVERGED, np.int32),
+        n_steps=np.zeros(lead, np.int32),
+    )
+
+
+class _Setup:
+    """What a subject's EBE search and its OFV at the mode share, for one
+    model, problem and method."""
+
+    def __init__(self, model, problem, method, scoring):
+        self.method = problem.method if method is None else method
+        self.layout = problem.layout
+        self.flags = (problem.has_censoring, problem.prepared.has_general)
+        self.laplace_floor = problem.laplace_floor
+        self.dtype = problem.dtype
+        self.prior = Prior.of(self.layout.omega(model).astype(self.dtype))
+        self.prior_sg = jax.lax.stop_gradient(self.prior)
+        self.model_sg = jax.lax.stop_gradient(model)
+        # Nonlinear ODEs: their derivative rule solves a variational ODE (a
+        # while loop) that reverse mode cannot transpose inside the implicit
+        # derivative.
+        dynamics = model.dynamics
+        self.nonlinear_ode = isinstance(dynamics, AbstractODE) and not dynamics.is_linear
+        self.scoring = isinstance(dynamics, AbstractODE) if scoring is None else scoring
+
+    def subject(self, model, data) -> SubjectLikelihood:
+        return SubjectLikelihood(model, data, self.layout, *self.flags)
+
+    def objective(self, subj, prior):
+        """The individual objective the method minimises, and its arguments."""
+        if self.method == "foce":
+            v0 = subj.terms(jnp.zeros(self.layout.size, self.dtype)).variance
+            return _foce_objective, (subj, prior, v0)
+        return _interaction_objective, (subj, prior)
+
+    def subject_model(self, model, copies, y_copy):
+        """The subject's model and prior: its own copy ``copies[0](y_copy)``
+        when given (see :func:`population_ofv`)."""
         if copies is None:
-            return _one(data, b_init, model, prior, known_one)
+            return model, self.prior
         model_one = copies[0](y_copy)
-        if not layout.size:
-            return _one(data, b_init, model_one, prior, known_one)
+        if not self.layout.size:
+            return model_one, self.prior
         # The subject's OMEGA equals the population's (``delta`` is zero), so
         # the population's factorisation serves; the first-order terms in
         # ``delta`` give the derivatives with respect to the subject's copy
@@ -428,75 +511,76 @@ def _population_ofv(
         # dOmega)) by matrix products, not one Cholesky factorisation per
         # subject (a batched LAPACK call, which XLA:CPU was seen to deadlock
         # in at 10,240 subjects).
-        omega_one = layout.omega(model_one).astype(dtype)
+        omega_one = self.layout.omega(model_one).astype(self.dtype)
         delta = omega_one - jax.lax.stop_gradient(omega_one)
-        inverse = prior_sg.inverse - prior_sg.inverse @ delta @ prior_sg.inverse
-        log_det = prior_sg.logdet + jnp.sum(prior_sg.inverse * delta.T)
-        return _one(data, b_init, model_one, Prior(inverse, log_det), known_one)
+        prior = self.prior_sg
+        inverse = prior.inverse - prior.inverse @ delta @ prior.inverse
+        log_det = prior.logdet + jnp.sum(prior.inverse * delta.T)
+        return model_one, Prior(inverse, log_det)
 
-    def _one(data, b_init, model, prior, known_one):
-        subj = SubjectLikelihood(model, data, layout, has_censoring, has_general)
-        subj_sg = SubjectLikelihood(model_sg, data, layout, has_censoring, has_general)
-        zero = jnp.zeros(layout.size, dtype)
-        none = jnp.asarray(jnp.nan, dtype)
-        if method == "fo":
-            value, terms = _fo_ofv(subj, prior, zero)
-            vanishing, engine = _diagnose(terms, subj.data.records.dv)
-            return dict(
-                per_subject=value,
-                ebes=zero,
-                status=jnp.asarray(EBEStatus.CONVERGED, jnp.int32),
-                engine=engine,
-                n_steps=jnp.zeros((), jnp.int32),
-                n_vanishing=vanishing,
-                ebe_objective=none,
-                relative_curvature=none,
-            )
-        if method == "foce":
-            v0 = subj.terms(zero).variance
-            objective = _foce_objective
-            args = (subj, prior, v0)
-            args_sg = (subj_sg, prior_sg, jax.lax.stop_gradient(v0))
-        else:
-            objective = _interaction_objective
-            args, args_sg = (subj, prior), (subj_sg, prior_sg)
+    def search(
+        self, data, b_init, known_one, max_steps, tolerance, search, warm_start, try_zero
+    ) -> EBEResult:
+        """One subject's EBE search (none for FO: zero random effects)."""
+        if self.method == "fo":
+            return jax.tree.map(jnp.asarray, _no_search(self.layout.size, self.dtype))
+        objective, args = self.objective(self.subject(self.model_sg, data), self.prior_sg)
         options = dict(
             max_steps=max_steps,
             tolerance=tolerance,
-            scoring=_scoring(objective) if scoring else None,
-            metric=prior_sg.inverse,
+            scoring=_scoring(objective) if self.scoring else None,
+            metric=self.prior_sg.inverse,
         )
-        if search == "global":
-            starts = fixed_starts
-            if warm_start:
-                starts = jnp.concatenate([b_init[None], fixed_starts], axis=0)
-            ebe, _ = global_ebe(objective, starts, args_sg, **options)
-        else:
-            ebe = newton_ebe(
-                objective, b_init, args_sg, try_zero=try_zero, known=known_one, **options
+        if search == "local":
+            return newton_ebe(
+                objective, b_init, args, try_zero=try_zero, known=known_one, **options
             )
-        b = implicit_ebe(
-            jax.lax.stop_gradient(ebe.eta),
-            jax.lax.stop_gradient(ebe.hessian),
-            args,
-            objective=objective,
-            materialize=_reaches_the_dynamics if nonlinear_ode else False,
+        model = self.model_sg
+        starts = prior_starts(
+            jnp.asarray(model.omega_matrix(), self.dtype),
+            jnp.asarray(model.iov_omega_matrix(), self.dtype),
+            self.layout.n_occasions if self.layout.n_iov_eta else 0,
         )
+        if warm_start:
+            starts = jnp.concatenate([b_init[None], starts], axis=0)
+        return global_ebe(objective, starts, args, **options)[0]
+
+    def at_mode(self, data, ebe: EBEResult, model, prior) -> dict:
+        """One subject's OFV at its search's mode ``ebe``, for ``model`` and
+        ``prior`` (the population's or the subject's copy), with what the
+        :class:`OFVResult` reports of it."""
+        subj = self.subject(model, data)
+        none = jnp.asarray(jnp.nan, self.dtype)
         curvature = none
-        if method == "laplace":
-            value, terms = _laplace_ofv(
-                subj, prior, b, problem.laplace_floor, materialize=nonlinear_ode
-            )
-            curvature = smallest_relative_curvature(*_curvatures(ebe.eta, subj_sg, prior_sg))
+        if self.method == "fo":
+            b = jnp.zeros(self.layout.size, self.dtype)
+            value, terms = _fo_ofv(subj, prior, b)
         else:
-            value, terms = _first_order_ofv(
-                subj,
-                prior,
-                b,
-                args[2] if method == "foce" else None,
-                interaction=method == "focei",
-                has_censoring=has_censoring,
+            objective, args = self.objective(subj, prior)
+            b = implicit_ebe(
+                jax.lax.stop_gradient(ebe.eta),
+                jax.lax.stop_gradient(ebe.hessian),
+                args,
+                objective=objective,
+                materialize=_reaches_the_dynamics if self.nonlinear_ode else False,
             )
+            if self.method == "laplace":
+                value, terms = _laplace_ofv(
+                    subj, prior, b, self.laplace_floor, materialize=self.nonlinear_ode
+                )
+                subj_sg = self.subject(self.model_sg, data)
+                curvature = smallest_relative_curvature(
+                    *_curvatures(ebe.eta, subj_sg, self.prior_sg)
+                )
+            else:
+                value, terms = _first_order_ofv(
+                    subj,
+                    prior,
+                    b,
+                    args[2] if self.method == "foce" else None,
+                    interaction=self.method == "focei",
+                    has_censoring=self.flags[0],
+                )
         vanishing, engine = _diagnose(terms, subj.data.records.dv)
         return dict(
             per_subject=value,
@@ -509,7 +593,21 @@ def _population_ofv(
             relative_curvature=curvature,
         )
 
-    out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1], known)
+
+def _no_search(n_b: int, dtype) -> EBEResult:
+    """One subject's :func:`no_modes`."""
+    return EBEResult(
+        eta=np.zeros(n_b, dtype),
+        objective=np.asarray(np.nan, dtype),
+        gradient=np.zeros(n_b, dtype),
+        hessian=np.zeros((n_b, n_b), dtype),
+        status=np.asarray(EBEStatus.CONVERGED, np.int32),
+        n_steps=np.zeros((), np.int32),
+    )
+
+
+def _result(out: dict, problem: Problem) -> OFVResult:
+    """The :class:`OFVResult` of the subjects' :meth:`_Setup.at_mode` outputs."""
     per_subject = out.pop("per_subject")
     engine = out.pop("engine")
     finite = jnp.isfinite(per_subject)
@@ -521,7 +619,7 @@ def _population_ofv(
     total = jnp.sum(jnp.where(problem.real, per_subject, 0.0))
     # Everything but the OFV itself is reported, not differentiated.
     out = jax.lax.stop_gradient(out)
-    return OFVResult(ofv=total, per_subject=per_subject, layout=layout, **out)
+    return OFVResult(ofv=total, per_subject=per_subject, layout=problem.layout, **out)
 
 
 def ofv(
