@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -268,25 +269,34 @@ class Engine:
         return _search(*args)
 
     def _compile(self, search_args) -> None:
-        """Compile the search and the objective side by side: XLA compiles the
-        search in a thread while Python traces the objective (tracing holds
-        the GIL, compiling does not).  On a 2-core CPU the first evaluation
-        of an ODE model then waits for about one compilation less (see
-        ``benchmarks/README.md``).  A failure in the thread is left to the
-        call that follows, which compiles again and raises."""
-        compile_search = _search.lowered(*search_args)
+        """Compile the search and the objective side by side: XLA compiles
+        one in a thread while Python traces the other (tracing holds the
+        GIL, compiling does not).  The program traced first is the one whose
+        compilation the other's tracing hides best: the search for FOCE(I)
+        (an ODE model's search compiles in about as long as its objective
+        traces), the objective for Laplace (its third derivatives make it
+        the longer compilation by far).  Measured in ``benchmarks/README.md``.
+        A failure in the thread is left to the call that follows, which
+        compiles again and raises."""
+        y = search_args[1]
+        programs = [
+            functools.partial(_search.lowered, *search_args),
+            functools.partial(_evaluate.lowered, self.to_model, y, self.program, self._no_search),
+        ]
+        if self.problem.method == "laplace":
+            programs.reverse()
+        compile_first = programs[0]()
 
         def work():
             try:
-                compile_search()
+                compile_first()
             except Exception:  # noqa: BLE001 - see the docstring
                 pass
 
         worker = threading.Thread(target=work, name="pmx_jax-compile", daemon=True)
         worker.start()
         try:
-            y = search_args[1]
-            _evaluate.lowered(self.to_model, y, self.program, self._no_search)()
+            programs[1]()()
         finally:
             worker.join()
 
