@@ -355,15 +355,15 @@ class Stored:
     def lowered(self, *args) -> Callable[[], Any]:
         """Trace (or read) and lower the program for ``args`` now; return a
         function that compiles it into the caches that a call with arguments
-        of the same structure and shapes then uses (nothing runs).  XLA
+        of the same structure, shapes and placement then uses (nothing runs).  XLA
         releases the GIL while it compiles, so that function can run in a
         thread while Python traces another program."""
-        _, program, leaves = self._find(args)
+        text, program, leaves = self._find(args)
         if program is not None:
             try:
                 return program.lower(leaves).compile
-            except Exception:  # noqa: BLE001 - the call will trace (see __call__)
-                pass
+            except Exception:  # noqa: BLE001 - traced instead, as __call__ would
+                self.programs[text] = None
         return self.jitted.lower(*args).compile
 
     def _find(self, args) -> tuple[str | None, _Program | None, list]:
@@ -410,7 +410,7 @@ class Stored:
         except Exception as error:  # noqa: BLE001 - not exportable: trace as usual
             warnings.warn(
                 f"pmx_jax: {self.name} cannot be stored ({error}); tracing it each run",
-                stacklevel=3,
+                stacklevel=4,
             )
             return None
         try:

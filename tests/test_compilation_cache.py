@@ -30,10 +30,14 @@ import pmx_jax as pmx
 data = pmx.datasets.load("theophylline")
 first, last = (int(x) for x in sys.argv[1:3])
 result = pmx.fit(pmx.library.Theophylline(), data.subset(data.ids[first:last]), "focei")
-from pmx_jax.estimation._engine import _evaluate
+from pmx_jax.estimation._engine import _evaluate, _search
+# Each stored program of the fit compiled once (the objective first at
+# placeholder modes, beside the search: the placeholders must match).
+sizes = [p.call._cache_size() for f in (_search, _evaluate) for p in f.programs.values() if p]
 print(json.dumps({"ofv": result.ofv, "se": list(result.covariance.se),
                   "compiled": counts["requests"] - counts["hits"],
                   "objective": [_evaluate.exports, _evaluate.hits],
+                  "search": [_search.exports, _search.hits], "sizes": sizes,
                   "cache": jax.config.jax_compilation_cache_dir}))
 """
 
@@ -56,18 +60,20 @@ def test_a_second_run_compiles_nothing(tmp_path):
     assert first["cache"] == str(folder) and first["compiled"] > 5
     assert second["compiled"] == 0
     assert first["objective"] == [1, 0] and second["objective"] == [0, 1]
+    assert first["search"] == [1, 0] and second["search"] == [0, 1]
+    assert first["sizes"] == [1, 1] and second["sizes"] == [1, 1]
     assert second["ofv"] == first["ofv"] and second["se"] == first["se"]
     assert any((folder / "programs").iterdir())
     # Other subjects, as many: the same bucket, so the same programs.
     other = run_job(str(folder), subjects=(2, 12))
     assert other["compiled"] == 0 and other["ofv"] != first["ofv"]
-    assert other["objective"] == [0, 1]
+    assert other["objective"] == [0, 1] and other["search"] == [0, 1]
 
 
 def test_the_cache_can_be_turned_off(tmp_path):
     result = run_job("off")
     assert result["cache"] is None and result["compiled"] > 5
-    assert result["objective"] == [0, 0]
+    assert result["objective"] == [0, 0] and result["search"] == [0, 0]
 
 
 def test_importing_loads_only_what_is_used():

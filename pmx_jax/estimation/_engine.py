@@ -10,9 +10,9 @@ lowest mode; see :meth:`Engine.global_search`), and the covariance step
 (central differences of the gradient for ``R``, the per-subject gradients
 for ``S``).  Compiling them dominates the time to a first result on a CPU
 (tens of seconds for an event-engine model), so the first evaluation
-compiles the search in a thread while Python traces the objective
-(:meth:`Engine._compile`): as one program, the fit waited for both
-compilations in turn.
+compiles one in a thread while Python traces the other
+(:meth:`Engine._compile`): as one program, the fit waited for tracing and
+compilation in turn.  FO searches nothing: one program.
 
 The per-subject gradients come from the same reverse pass as the total: every
 subject evaluates its own copy of the model, made from its own copy of the
@@ -112,7 +112,7 @@ def _evaluate(to_model, y, problem, modes):
 # compiled in this process (with their objective's): a later engine on the
 # same model and shape bucket (the covariance step's, a bootstrap's) runs
 # them from the caches.
-_COMPILED: set = set()
+_SIDE_BY_SIDE: set = set()
 
 
 # The small computations around the objective are single programs rather
@@ -217,6 +217,7 @@ class Engine:
         # FO searches nothing.
         self._searches = problem.method != "fo"
         self._no_search = jax.tree.map(jax.device_put, no_modes(problem))
+        self._compiled = False
 
     def on(self, problem: Problem) -> Engine:
         """This engine on other data of the same model and method (a
@@ -260,12 +261,14 @@ class Engine:
     def _search(self, y, ebes, try_zero, known, compile_objective=False) -> EBEResult:
         known = self._no_modes if known is None else tuple(_on_device(k, self.dtype) for k in known)
         args = (self.to_model, y, self.program, ebes, jnp.asarray(try_zero), *self.options, known)
-        if compile_objective:
-            key = signature(args)
-            if key is None or key not in _COMPILED:
+        if compile_objective and not self._compiled:
+            self._compiled = True
+            # Placeholder modes are placed as the search's outputs on one
+            # device only: with several, the programs compile in turn.
+            key = signature(args) if jax.device_count() == 1 else None
+            if key is not None and key not in _SIDE_BY_SIDE:
                 self._compile(args)
-                if key is not None:
-                    _COMPILED.add(key)
+                _SIDE_BY_SIDE.add(key)
         return _search(*args)
 
     def _compile(self, search_args) -> None:

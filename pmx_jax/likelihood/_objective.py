@@ -416,7 +416,8 @@ def population_modes(
     known: tuple[Array, Array] | None = None,
 ) -> EBEResult:
     """The local EBE searches of :func:`population_ofv` alone (arguments as
-    there): each subject's :class:`EBEResult`, laid out as ``ebe_init``.
+    there; the problem's method, and its default scoring): each subject's
+    :class:`EBEResult`, laid out as ``ebe_init``.
     :func:`population_ofv_at` at them gives the OFV of ``population_ofv``.
     Apart, the search is a program of its own (the lanes of a global search
     need no OFV or gradient; see :class:`pmx_jax.estimation._engine.Engine`).
