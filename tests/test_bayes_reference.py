@@ -261,14 +261,18 @@ def test_nuts_agrees_with_focei_warfarin(refdata):
     # 500 warmup + 1,000 draws per chain, gave R-hat <= 1.009 and no
     # divergence once, and later (other rounding in the potential) one
     # divergence, or R-hat 1.011 on tcl.  1,000 warmup + 1,000 draws: R-hat
-    # <= 1.0091 (tcl), bulk ESS >= 630, no divergence.  The posterior of tka
+    # <= 1.0091 (tcl), bulk ESS >= 630, no divergence; but the chains start
+    # from the fit, so rounding in the fit's last digits (2e-13 relative,
+    # 2026-12-07: the EBE search and the objective as two programs) gave
+    # R-hat 1.0113 on tcl with bulk ESS 581.  2,000 draws halve R-hat's Monte
+    # Carlo error, which the 1.01 criterion sat within.  The posterior of tka
     # is right-skewed (mean 0.45 SE, median 0.31 SE above the ML estimate in
     # each of three runs: two chain
     # lengths, both parametrisations; its Monte Carlo error is 0.05 SE), hence
     # 0.75 SE.  OMEGA medians: 1.44 (KA), 1.10 (CL), 1.11 (V) times the estimates.
     model = WarfarinPK.at(initial_estimates(refdata, WARFARIN_EXT))
     table = compare_with_focei(
-        "warfarin PK", model, warfarin_data(refdata), n_warmup=1000, n_samples=1000
+        "warfarin PK", model, warfarin_data(refdata), n_warmup=1000, n_samples=2000
     )
     check_agreement(
         table, ["tka", "tcl", "tv", "prop", "add"], ["iiv.ka", "iiv.cl", "iiv.v"], theta_tol=0.75
