@@ -395,10 +395,19 @@ def _population_ofv(
     try_zero, copies, known,
 ) -> OFVResult:  # fmt: skip
     setup = _Setup(model, problem, method, scoring)
-    options = (max_steps, tolerance, search, warm_start, try_zero)
+    starts = None
+    if search == "global":
+        # Once, outside the map over subjects: the same starts for all.
+        starts = prior_starts(
+            jnp.asarray(setup.model_sg.omega_matrix(), setup.dtype),
+            jnp.asarray(setup.model_sg.iov_omega_matrix(), setup.dtype),
+            setup.layout.n_occasions if setup.layout.n_iov_eta else 0,
+        )
 
     def one(data, b_init, y_copy, known_one):
-        ebe = setup.search(data, b_init, known_one, *options)
+        ebe = setup.search(
+            data, b_init, known_one, max_steps, tolerance, try_zero, starts, warm_start
+        )
         return setup.at_mode(data, ebe, *setup.subject_model(model, copies, y_copy))
 
     out = map_subjects(problem, one, ebe_init, None if copies is None else copies[1], known)
@@ -426,7 +435,7 @@ def population_modes(
     setup = _Setup(model, problem, None, None)
 
     def one(data, b_init, known_one):
-        return setup.search(data, b_init, known_one, max_steps, tolerance, "local", True, try_zero)
+        return setup.search(data, b_init, known_one, max_steps, tolerance, try_zero)
 
     return map_subjects(problem, one, ebe_init, known)
 
@@ -456,15 +465,8 @@ def no_modes(problem: Problem) -> EBEResult:
     has no search, evaluates at, and what a program taking modes is compiled
     for before a search has run."""
     lead = np.shape(problem.real)
-    n_b, dtype = problem.layout.size, problem.dtype
-    return EBEResult(
-        eta=np.zeros(lead + (n_b,), dtype),
-        objective=np.full(lead, np.nan, dtype),
-        gradient=np.zeros(lead + (n_b,), dtype),
-        hessian=np.zeros(lead + (n_b, n_b), dtype),
-        status=np.full(lead, EBEStatus.CONVERGED, np.int32),
-        n_steps=np.zeros(lead, np.int32),
-    )
+    one = _no_search(problem.layout.size, problem.dtype)
+    return jax.tree.map(lambda x: np.broadcast_to(x, lead + x.shape).copy(), one)
 
 
 class _Setup:
@@ -520,9 +522,11 @@ class _Setup:
         return model_one, Prior(inverse, log_det)
 
     def search(
-        self, data, b_init, known_one, max_steps, tolerance, search, warm_start, try_zero
+        self, data, b_init, known_one, max_steps, tolerance, try_zero, starts=None, warm_start=True
     ) -> EBEResult:
-        """One subject's EBE search (none for FO: zero random effects)."""
+        """One subject's EBE search (none for FO: zero random effects): local
+        from ``b_init``, or global over ``starts`` (:func:`prior_starts`,
+        after ``b_init`` if ``warm_start``)."""
         if self.method == "fo":
             return jax.tree.map(jnp.asarray, _no_search(self.layout.size, self.dtype))
         objective, args = self.objective(self.subject(self.model_sg, data), self.prior_sg)
@@ -532,16 +536,10 @@ class _Setup:
             scoring=_scoring(objective) if self.scoring else None,
             metric=self.prior_sg.inverse,
         )
-        if search == "local":
+        if starts is None:
             return newton_ebe(
                 objective, b_init, args, try_zero=try_zero, known=known_one, **options
             )
-        model = self.model_sg
-        starts = prior_starts(
-            jnp.asarray(model.omega_matrix(), self.dtype),
-            jnp.asarray(model.iov_omega_matrix(), self.dtype),
-            self.layout.n_occasions if self.layout.n_iov_eta else 0,
-        )
         if warm_start:
             starts = jnp.concatenate([b_init[None], starts], axis=0)
         return global_ebe(objective, starts, args, **options)[0]
